@@ -1,0 +1,23 @@
+"""fastattn: attention, softmax, layer norm and GELU kernels for the CPU, compiled and in NumPy.
+
+    import fastattn
+    from fastattn import functional as F
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    with fastattn.use_backend("reference"):
+        expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+"""
+from fastattn import functional
+from fastattn._backend import available_backends, get_backend, set_backend, use_backend
+from fastattn._threads import get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "functional",
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "get_num_threads",
+    "set_num_threads",
+]

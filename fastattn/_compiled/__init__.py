@@ -1,0 +1,11 @@
+"""The compiled backend: extension modules built by setup.py from src_cython/*.pyx.
+
+Same functions and signatures as fastattn.reference; inputs arrive validated by fastattn.functional.
+"""
+from fastattn._compiled.attention import scaled_dot_product_attention
+from fastattn._compiled.build_info import openmp_enabled
+from fastattn._compiled.gelu import gelu
+from fastattn._compiled.layer_norm import layer_norm
+from fastattn._compiled.softmax import masked_softmax
+
+__all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu", "openmp_enabled"]

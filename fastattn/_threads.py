@@ -1,0 +1,33 @@
+"""How many threads the compiled kernels use (one process-wide setting)."""
+import operator
+import os
+
+
+def _default_threads():
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_num_threads = _default_threads()
+
+
+def set_num_threads(n):
+    """Use `n` threads (>= 1) in the compiled kernels. Default: OMP_NUM_THREADS, else the usable cores."""
+    global _num_threads
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"set_num_threads: n must be an integer, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _num_threads = n
+
+
+def get_num_threads():
+    """The number of threads the compiled kernels use."""
+    return _num_threads

@@ -1,0 +1,148 @@
+"""The kernels, one function each, on NumPy arrays; names and arguments follow torch.nn.functional.
+
+Every function checks its inputs here, once, and then runs on the active backend
+(fastattn.get_backend()). Supported dtypes are float32 and float64; the result has the dtype of
+the input. Anything else raises TypeError; shapes that do not fit raise ValueError. Inputs may be
+non-contiguous (transposed, sliced); results are new arrays.
+
+Masks (attn_mask of scaled_dot_product_attention, mask of masked_softmax) follow PyTorch:
+  bool   True = may attend / keep, False = excluded (score -> -inf)
+  float  added to the scaled scores (-inf excludes); cast to the dtype of the scores
+and broadcast (NumPy rules) to the shape of the scores. A row in which every entry is excluded
+returns zeros, never NaN (as PyTorch's SDPA does since 2.5). NaN in the input propagates.
+"""
+import numbers
+
+import numpy as np
+
+from fastattn import _backend
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_array(name, x):
+    """x as an ndarray of float32 or float64, or TypeError naming the argument."""
+    a = np.asarray(x)
+    if a.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+    return a
+
+
+def _real(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _mask_array(name, mask, target_shape):
+    """A bool or float mask that broadcasts to target_shape, or a clear error."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.dtype != np.bool_ and not np.issubdtype(m.dtype, np.floating):
+        raise TypeError(
+            f"{name} must be bool (True = attend) or floating (added to the scores), got dtype {m.dtype}")
+    try:
+        shape = np.broadcast_shapes(m.shape, target_shape)
+    except ValueError:
+        shape = None
+    if shape != tuple(target_shape):
+        raise ValueError(f"{name} of shape {m.shape} does not broadcast to {tuple(target_shape)}")
+    return m
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None):
+    """softmax(query @ key^T * scale + mask) @ value.
+
+    query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> (..., Tq, Dv); the leading
+    dimensions (e.g. batch, heads) must be equal. scale defaults to 1 / sqrt(D).
+    attn_mask: bool or float, broadcastable to (..., Tq, Tk) (see the module docstring).
+    is_causal: query i sees keys j <= i + (Tk - Tq): the queries are the last Tq positions of the
+    key sequence (the usual lower triangle when Tq == Tk; decoding with a KV cache when Tq < Tk).
+    It may be combined with attn_mask. A query that may attend to no key gets zeros.
+    """
+    q, k, v = (_float_array(n, a) for n, a in (("query", query), ("key", key), ("value", value)))
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(
+            f"query, key and value must have the same dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    for name, a in (("query", q), ("key", k), ("value", v)):
+        if a.ndim < 2:
+            raise ValueError(f"{name} must have at least 2 dimensions (..., T, D), got shape {a.shape}")
+    if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        raise ValueError(
+            f"query {q.shape}, key {k.shape} and value {v.shape} must have the same leading dimensions")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"query {q.shape} and key {k.shape} must have the same last dimension D")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"key {k.shape} and value {v.shape} must have the same length Tk")
+    if q.shape[-1] == 0:
+        raise ValueError(f"query and key have D = 0 (shapes {q.shape}, {k.shape}); D must be >= 1")
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    lead, Tq, Tk, Dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
+    mask = _mask_array("attn_mask", attn_mask, lead + (Tq, Tk))
+    scale = None if scale is None else _real("scale", scale)
+    if q.size == 0 or Tk == 0 or Dv == 0:  # no query, or no key to attend to: defined, all zeros
+        return np.zeros(lead + (Tq, Dv), dtype=q.dtype)
+    return _backend.current().scaled_dot_product_attention(q, k, v, mask, bool(is_causal), scale)
+
+
+def masked_softmax(x, mask=None, scale=1.0, axis=-1):
+    """softmax(x * scale + mask) along `axis`, in one fused pass on the compiled backend.
+
+    mask: bool (True = keep) or float (added), broadcastable to x.shape. A fully masked row
+    gives zeros.
+    """
+    a = _float_array("x", x)
+    if a.ndim == 0:
+        raise ValueError("x must have at least 1 dimension, got a 0-d array")
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -a.ndim <= axis < a.ndim:
+        raise np.exceptions.AxisError(int(axis), a.ndim, "masked_softmax")
+    m = _mask_array("mask", mask, a.shape)
+    scale = _real("scale", scale)
+    if a.size == 0:
+        return np.empty(a.shape, dtype=a.dtype)
+    return _backend.current().masked_softmax(a, m, scale, int(axis) % a.ndim)
+
+
+def softmax(x, axis=-1):
+    """softmax(x) along `axis` (masked_softmax without a mask)."""
+    return masked_softmax(x, None, 1.0, axis)
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance, as torch).
+
+    weight and bias: None or arrays of shape (C,), C = x.shape[-1], of the dtype of x.
+    """
+    a = _float_array("x", x)
+    if a.ndim == 0:
+        raise ValueError("x must have at least 1 dimension, got a 0-d array")
+    C = a.shape[-1]
+    params = []
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None:
+            p = _float_array(name, p)
+            if p.dtype != a.dtype:
+                raise TypeError(f"{name} must have the dtype of x ({a.dtype}), got {p.dtype}")
+            if p.shape != (C,):
+                raise ValueError(f"{name} must have shape ({C},) for x of shape {a.shape}, got {p.shape}")
+        params.append(p)
+    eps = _real("eps", eps)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if a.size == 0:
+        return np.empty(a.shape, dtype=a.dtype)
+    return _backend.current().layer_norm(a, params[0], params[1], eps)
+
+
+def gelu(x, approximate="none"):
+    """GELU: x/2 * (1 + erf(x / sqrt 2)) ("none"), or GPT-2's tanh approximation ("tanh")."""
+    a = _float_array("x", x)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    if a.size == 0:
+        return np.empty(a.shape, dtype=a.dtype)
+    return _backend.current().gelu(a, approximate)

@@ -1,0 +1,97 @@
+"""Build the compiled kernels: every src_cython/*.pyx becomes fastattn._compiled.<name>.
+
+Switches (environment variables, read at build time):
+  FASTATTN_NO_OPENMP=1  build serial kernels even if the compiler supports OpenMP.
+  FASTATTN_NATIVE=1     add -march=native (fastest on the build machine; the result is not portable).
+
+The default build is portable x86-64. AVX2/FMA are still used where it matters: the tile products
+go to the BLAS that scipy ships (OpenBLAS picks its kernels at run time), and the row loops in
+src_cython/vector_math.h are compiled twice with target_clones (x86-64-v3 and baseline), the
+loader picking one by CPU features.
+"""
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).parent
+SRC = "src_cython"
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _compiler_accepts(compiler, flags):
+    """Compile and link a tiny OpenMP program with `flags`; True if that works."""
+    tmp = tempfile.mkdtemp(prefix="fastattn-probe-")
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+        compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=flags)
+        return True
+    except Exception:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        msvc = self.compiler.compiler_type == "msvc"
+        compile_args = ["/O2"] if msvc else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+        link_args = []
+        if _flag("FASTATTN_NATIVE") and not msvc:
+            compile_args.append("-march=native")
+
+        if _flag("FASTATTN_NO_OPENMP"):
+            print("fastattn: FASTATTN_NO_OPENMP=1, building serial kernels")
+        else:
+            omp = ["/openmp"] if msvc else ["-fopenmp"]
+            if _compiler_accepts(self.compiler, omp):
+                compile_args += omp
+                link_args += [] if msvc else omp
+            else:
+                warnings.warn(
+                    "fastattn: the C compiler does not support OpenMP (-fopenmp failed); "
+                    "building serial kernels. set_num_threads() will have no effect."
+                )
+        for ext in self.extensions:
+            ext.extra_compile_args = compile_args
+            ext.extra_link_args = link_args
+        super().build_extensions()
+
+
+def extensions():
+    from Cython.Build import cythonize
+
+    exts = [
+        Extension(
+            f"fastattn._compiled.{pyx.stem}",
+            [f"{SRC}/{pyx.name}"],
+            include_dirs=[SRC],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for pyx in sorted((HERE / SRC).glob("*.pyx"))
+    ]
+    return cythonize(
+        exts,
+        include_path=[SRC],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "initializedcheck": False,
+            "cdivision": True,
+            "nonecheck": False,
+        },
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,0 +1,175 @@
+"""Scaled dot-product attention, flash style (the compiled twin of fastattn/reference/attention.py).
+
+For each (batch-head n, block of Bq queries) a thread walks the keys in blocks of Bk:
+
+    S = scale * Q_blk @ K_blk^T              (Bq, Bk)   BLAS
+    mask S (causal limit, bool / additive)
+    online softmax: m = running row max, l = running sum of exp(S - m),
+                    acc is rescaled by exp(m_old - m_new) whenever m grows
+    acc += exp(S - m) @ V_blk                (Bq, Dv)   BLAS
+    out_blk = acc / l                         (rows that saw no key: 0)
+
+so no (Tq, Tk) buffer exists: a thread holds one (Bq, Bk) score tile and one (Bq, Dv) accumulator.
+With is_causal, query i sees keys j <= i + (Tk - Tq) (the queries are the last Tq positions), and
+key blocks past the last visible key of a query block are never computed.
+"""
+import numpy as np
+
+cimport cython
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport INFINITY, sqrt
+from libc.string cimport memset
+
+from _blas cimport blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor
+from _row_ops cimport exp, exp_sum_row, mask_row, scale_row
+
+from fastattn._compiled._blas_threads import local_setter_address
+from fastattn._compiled._masks import mask_plan
+from fastattn._threads import get_num_threads
+
+# Tile sizes (measured, not guessed: benchmarks/tune_attention_tiles.py). A (128, 512) float32
+# score tile is 256 KiB; with the K and V blocks it stays in a 1 MiB L2. Fewer query rows (decode:
+# 1) get proportionally more keys per tile, so the BLAS calls stay large.
+BLOCK_Q = 128
+BLOCK_K = 512
+TILE_AREA = BLOCK_Q * BLOCK_K
+
+cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_address()
+
+
+cdef void _flash_forward(const floating* q, const floating* k, const floating* v, floating* out,
+                         floating* workspace, Py_ssize_t N, Py_ssize_t Tq, Py_ssize_t Tk,
+                         Py_ssize_t D, Py_ssize_t Dv, floating scale, bint causal,
+                         const unsigned char* bool_mask, const floating* add_mask,
+                         const Py_ssize_t* mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
+                         Py_ssize_t Bq, Py_ssize_t Bk, int num_threads) noexcept nogil:
+    # q (N, Tq, D), k (N, Tk, D), v (N, Tk, Dv), out (N, Tq, Dv): contiguous.
+    # workspace: per thread, a score tile (Bq, Bk), an accumulator (Bq, Dv), m (Bq) and l (Bq).
+    cdef Py_ssize_t n_qblocks = (Tq + Bq - 1) // Bq
+    cdef Py_ssize_t per_thread = Bq * Bk + Bq * Dv + 2 * Bq
+    cdef Py_ssize_t shift = Tk - Tq
+    cdef Py_ssize_t w, n, i0, bq, j0, bk, k_end, r, mask_at
+    cdef floating *s
+    cdef floating *acc
+    cdef floating *m
+    cdef floating *l
+    cdef floating row_max, m_new, alpha
+    cdef const unsigned char* bm
+    cdef const floating* am
+    cdef int blas_threads
+
+    with parallel(num_threads=num_threads):
+        blas_threads = blas_threads_enter(_blas_set_local)
+        for w in prange(N * n_qblocks, schedule="dynamic"):
+            s = workspace + threadid() * per_thread
+            acc = s + Bq * Bk
+            m = acc + Bq * Dv
+            l = m + Bq
+            n = w // n_qblocks
+            # the last query blocks see the most keys under causality: start them first
+            i0 = (n_qblocks - 1 - w % n_qblocks) * Bq
+            bq = min(Bq, Tq - i0)
+            k_end = min(Tk, i0 + bq + shift) if causal else Tk
+            for r in range(bq):
+                m[r] = -INFINITY
+                l[r] = 0
+            memset(acc, 0, bq * Dv * sizeof(floating))
+
+            j0 = 0
+            while j0 < k_end:
+                bk = min(Bk, k_end - j0)
+                gemm_rowmajor(False, True, bq, bk, D, scale, q + (n * Tq + i0) * D, D,
+                              k + (n * Tk + j0) * D, D, 0, s, bk)
+                for r in range(bq):
+                    mask_at = mask_offsets[n] + (i0 + r) * mask_rs + j0 * mask_cs if mask_offsets else 0
+                    bm = bool_mask + mask_at if bool_mask else NULL
+                    am = add_mask + mask_at if add_mask else NULL
+                    row_max = mask_row(s + r * bk, bk, i0 + r + shift + 1 - j0 if causal else bk,
+                                       bm, mask_cs, am, mask_cs)
+                    if row_max != row_max or m[r] != m[r]:
+                        m_new = row_max + m[r]  # NaN: stays NaN for the rest of the row
+                    else:
+                        m_new = row_max if row_max > m[r] else m[r]
+                    if m_new == -INFINITY:  # nothing visible yet: this tile adds zeros
+                        exp_sum_row(s + r * bk, bk, m_new)
+                        continue
+                    alpha = exp(m[r] - m_new)
+                    l[r] = l[r] * alpha + exp_sum_row(s + r * bk, bk, m_new)
+                    if alpha != 1:
+                        scale_row(acc + r * Dv, acc + r * Dv, Dv, alpha)
+                    m[r] = m_new
+                gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + (n * Tk + j0) * Dv, Dv,
+                              1, acc, Dv)
+                j0 = j0 + Bk  # (not +=: inside prange that would declare a reduction)
+
+            for r in range(bq):
+                # l == 0: the row could attend to no key, its output is 0 (not 0/0)
+                scale_row(out + (n * Tq + i0 + r) * Dv, acc + r * Dv, Dv,
+                          1 / l[r] if l[r] != 0 else 0)
+        blas_threads_exit(_blas_set_local, blas_threads)
+
+
+cdef tuple _shape(const floating[:, :, ::1] a):
+    return (a.shape[0], a.shape[1], a.shape[2])
+
+
+def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const floating[:, :, ::1] v,
+             floating[:, :, ::1] out, double scale, bint causal,
+             const unsigned char[::1] bool_mask, const floating[::1] add_mask,
+             const Py_ssize_t[::1] mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
+             Py_ssize_t block_q, Py_ssize_t block_k, int num_threads):
+    cdef Py_ssize_t N = q.shape[0], Tq = q.shape[1], D = q.shape[2]
+    cdef Py_ssize_t Tk = k.shape[1], Dv = v.shape[2]
+    # The nogil code trusts these shapes: check them while an exception can still be raised.
+    if (k.shape[0] != N or v.shape[0] != N or k.shape[2] != D or v.shape[1] != Tk
+            or out.shape[0] != N or out.shape[1] != Tq or out.shape[2] != Dv):
+        raise ValueError("attention: inconsistent shapes q %s, k %s, v %s, out %s" % (
+            _shape(q), _shape(k), _shape(v), _shape(out)))
+    if block_q < 1 or block_k < 1 or num_threads < 1:
+        raise ValueError("attention: block sizes and num_threads must be >= 1")
+    mask_len = bool_mask.shape[0] if bool_mask is not None else (
+        add_mask.shape[0] if add_mask is not None else 0)
+    if mask_len:
+        if mask_offsets is None or mask_offsets.shape[0] != N or (
+                max(mask_offsets) + (Tq - 1) * mask_rs + (Tk - 1) * mask_cs >= mask_len):
+            raise ValueError("attention: mask plan does not cover the scores")
+    if N == 0 or Tq == 0 or Dv == 0:
+        return
+    if Tk == 0:  # no key at all: every row is fully masked
+        out[:, :, :] = 0
+        return
+    workspace = np.empty(num_threads * (block_q * block_k + block_q * Dv + 2 * block_q),
+                         dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] ws = workspace
+    with nogil:
+        _flash_forward(&q[0, 0, 0], &k[0, 0, 0], &v[0, 0, 0], &out[0, 0, 0], &ws[0],
+                       N, Tq, Tk, D, Dv, <floating>scale, causal,
+                       &bool_mask[0] if mask_len and bool_mask is not None else NULL,
+                       &add_mask[0] if mask_len and add_mask is not None else NULL,
+                       &mask_offsets[0] if mask_len else NULL, mask_rs, mask_cs,
+                       block_q, block_k, num_threads)
+
+
+@cython.wraparound(True)
+def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None):
+    """query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> (..., Tq, Dv).
+
+    Inputs are validated by fastattn.functional; here they are only made contiguous."""
+    q = np.ascontiguousarray(query)
+    lead, (Tq, D), Tk, Dv = q.shape[:-2], q.shape[-2:], key.shape[-2], value.shape[-1]
+    N = int(np.prod(lead, dtype=np.int64))
+    q3 = q.reshape(N, Tq, D)
+    k3 = np.ascontiguousarray(key).reshape(N, Tk, D)
+    v3 = np.ascontiguousarray(value).reshape(N, Tk, Dv)
+    out = np.empty((N, Tq, Dv), dtype=q.dtype)
+    plan = mask_plan(attn_mask, lead, Tq, Tk, q.dtype)
+    block_q = min(BLOCK_Q, max(Tq, 1))
+    _forward(q3, k3, v3, out, 1.0 / sqrt(D) if scale is None else float(scale), bool(is_causal),
+             plan.bool_base if plan is not None else None,
+             plan.add_base if plan is not None else None,
+             plan.offsets if plan is not None else None,
+             plan.row_stride if plan is not None else 0,
+             plan.col_stride if plan is not None else 0,
+             block_q, max(BLOCK_K, TILE_AREA // block_q), max(1, min(get_num_threads(), N * Tq)))
+    return out.reshape(lead + (Tq, Dv))

@@ -1,0 +1,31 @@
+"""GELU, exact (erf) or tanh form (the compiled twin of fastattn/reference/gelu.py)."""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+from _row_ops cimport gelu_row
+
+from fastattn._threads import get_num_threads
+
+# Elements per parallel chunk: large enough to amortise scheduling, small enough to balance.
+cdef Py_ssize_t CHUNK = 16384
+
+
+def _forward(const floating[::1] x, floating[::1] out, bint tanh_form, int num_threads):
+    cdef Py_ssize_t n = x.shape[0], n_chunks = (n + CHUNK - 1) // CHUNK, c, start
+    if out.shape[0] != n:
+        raise ValueError("gelu: out has %d elements, x %d" % (out.shape[0], n))
+    if num_threads < 1:
+        raise ValueError("gelu: num_threads must be >= 1")
+    for c in prange(n_chunks, nogil=True, schedule="static", num_threads=num_threads):
+        start = c * CHUNK
+        gelu_row(&out[start], &x[start], min(CHUNK, n - start), tanh_form)
+
+
+def gelu(x, approximate="none"):
+    """x/2 * (1 + erf(x / sqrt 2)), or the tanh form. Inputs are validated by fastattn.functional."""
+    xc = np.ascontiguousarray(x)
+    out = np.empty_like(xc)
+    _forward(xc.reshape(-1), out.reshape(-1), approximate == "tanh", get_num_threads())
+    return out
