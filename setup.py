@@ -26,13 +26,17 @@ def _flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _compiler_accepts(compiler, flags):
-    """Compile and link a tiny OpenMP program with `flags`; True if that works."""
+OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+PLAIN_PROBE = "int main(void) { return 0; }\n"
+
+
+def _compiler_accepts(compiler, flags, source):
+    """Compile and link `source` with `flags`; True if that works."""
     tmp = tempfile.mkdtemp(prefix="fastattn-probe-")
     try:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+            f.write(source)
         objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
         compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=flags)
         return True
@@ -50,18 +54,23 @@ class BuildExt(build_ext):
         if _flag("FASTATTN_NATIVE") and not msvc:
             compile_args.append("-march=native")
 
+        omp = ["/openmp"] if msvc else ["-fopenmp"]
         if _flag("FASTATTN_NO_OPENMP"):
             print("fastattn: FASTATTN_NO_OPENMP=1, building serial kernels")
+            openmp = False
         else:
-            omp = ["/openmp"] if msvc else ["-fopenmp"]
-            if _compiler_accepts(self.compiler, omp):
-                compile_args += omp
-                link_args += [] if msvc else omp
-            else:
+            openmp = _compiler_accepts(self.compiler, omp, OPENMP_PROBE)
+            if not openmp:
                 warnings.warn(
                     "fastattn: the C compiler does not support OpenMP (-fopenmp failed); "
                     "building serial kernels. set_num_threads() will have no effect."
                 )
+        if openmp:
+            compile_args += omp
+            link_args += [] if msvc else omp
+        elif not msvc and _compiler_accepts(self.compiler, ["-fopenmp-simd"], PLAIN_PROBE):
+            # no threads, but keep the `omp simd` reductions of row_ops_template.h vectorised
+            compile_args.append("-fopenmp-simd")
         for ext in self.extensions:
             ext.extra_compile_args = compile_args
             ext.extra_link_args = link_args

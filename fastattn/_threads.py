@@ -1,6 +1,7 @@
 """How many threads the compiled kernels use (one process-wide setting)."""
 import operator
 import os
+import warnings
 
 
 def _default_threads():
@@ -26,6 +27,11 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
     _num_threads = n
+    from fastattn._backend import _compiled  # (late: the compiled modules import this one)
+
+    if n > 1 and _compiled is not None and not _compiled.openmp_enabled():
+        warnings.warn("fastattn was built without OpenMP: the compiled kernels run on one thread",
+                      RuntimeWarning, stacklevel=2)
 
 
 def get_num_threads():
