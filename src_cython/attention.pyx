@@ -57,8 +57,13 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
     cdef floating row_max, m_new, alpha
     cdef const unsigned char* bm
     cdef const floating* am
-    cdef int blas_threads
+    cdef int blas_threads, blas_threads_outer
 
+    # BLAS stays serial inside these threads. The setting is thread-local in the BLAS's API but
+    # process-wide in some builds (scipy's OpenBLAS 0.3.30 here): set it in the calling thread
+    # around the whole region, so that it is restored last, and in each thread for the builds
+    # where it is truly thread-local.
+    blas_threads_outer = blas_threads_enter(_blas_set_local)
     with parallel(num_threads=num_threads):
         blas_threads = blas_threads_enter(_blas_set_local)
         for w in prange(N * n_qblocks, schedule="dynamic"):
@@ -108,6 +113,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                 scale_row(out + (n * Tq + i0 + r) * Dv, acc + r * Dv, Dv,
                           1 / l[r] if l[r] != 0 else 0)
         blas_threads_exit(_blas_set_local, blas_threads)
+    blas_threads_exit(_blas_set_local, blas_threads_outer)
 
 
 cdef tuple _shape(const floating[:, :, ::1] a):
