@@ -24,7 +24,7 @@ from libc.string cimport memset
 from _blas cimport blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor
 from _row_ops cimport exp, exp_sum_row, mask_row, scale_row
 
-from fastattn._compiled._blas_threads import local_setter_address
+from fastattn._compiled._blas_threads import local_setter_address, serial_blas
 from fastattn._compiled._masks import mask_plan
 from fastattn._threads import get_num_threads
 
@@ -43,9 +43,11 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                          Py_ssize_t D, Py_ssize_t Dv, floating scale, bint causal,
                          const unsigned char* bool_mask, const floating* add_mask,
                          const Py_ssize_t* mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
-                         Py_ssize_t Bq, Py_ssize_t Bk, int num_threads) noexcept nogil:
+                         const Py_ssize_t* key_end, Py_ssize_t Bq, Py_ssize_t Bk,
+                         int num_threads) noexcept nogil:
     # q (N, Tq, D), k (N, Tk, D), v (N, Tk, Dv), out (N, Tq, Dv): contiguous.
     # workspace: per thread, a score tile (Bq, Bk), an accumulator (Bq, Dv), m (Bq) and l (Bq).
+    # key_end (N) or NULL: the mask hides every key >= key_end[n] from every query of batch n.
     cdef Py_ssize_t n_qblocks = (Tq + Bq - 1) // Bq
     cdef Py_ssize_t per_thread = Bq * Bk + Bq * Dv + 2 * Bq
     cdef Py_ssize_t shift = Tk - Tq
@@ -57,13 +59,10 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
     cdef floating row_max, m_new, alpha
     cdef const unsigned char* bm
     cdef const floating* am
-    cdef int blas_threads, blas_threads_outer
+    cdef int blas_threads
 
-    # BLAS stays serial inside these threads. The setting is thread-local in the BLAS's API but
-    # process-wide in some builds (scipy's OpenBLAS 0.3.30 here): set it in the calling thread
-    # around the whole region, so that it is restored last, and in each thread for the builds
-    # where it is truly thread-local.
-    blas_threads_outer = blas_threads_enter(_blas_set_local)
+    # BLAS stays serial inside these threads (the caller also holds serial_blas, for the BLAS
+    # builds where the "thread-local" setting is process-wide).
     with parallel(num_threads=num_threads):
         blas_threads = blas_threads_enter(_blas_set_local)
         for w in prange(N * n_qblocks, schedule="dynamic"):
@@ -76,6 +75,8 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
             i0 = (n_qblocks - 1 - w % n_qblocks) * Bq
             bq = min(Bq, Tq - i0)
             k_end = min(Tk, i0 + bq + shift) if causal else Tk
+            if key_end:
+                k_end = min(k_end, key_end[n])
             for r in range(bq):
                 m[r] = -INFINITY
                 l[r] = 0
@@ -113,7 +114,6 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                 scale_row(out + (n * Tq + i0 + r) * Dv, acc + r * Dv, Dv,
                           1 / l[r] if l[r] != 0 else 0)
         blas_threads_exit(_blas_set_local, blas_threads)
-    blas_threads_exit(_blas_set_local, blas_threads_outer)
 
 
 cdef tuple _shape(const floating[:, :, ::1] a):
@@ -124,7 +124,8 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
              floating[:, :, ::1] out, double scale, bint causal,
              const unsigned char[::1] bool_mask, const floating[::1] add_mask,
              const Py_ssize_t[::1] mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
-             Py_ssize_t block_q, Py_ssize_t block_k, int num_threads):
+             Py_ssize_t block_q, Py_ssize_t block_k, int num_threads,
+             const Py_ssize_t[::1] key_end=None):
     cdef Py_ssize_t N = q.shape[0], Tq = q.shape[1], D = q.shape[2]
     cdef Py_ssize_t Tk = k.shape[1], Dv = v.shape[2]
     # The nogil code trusts these shapes: check them while an exception can still be raised.
@@ -140,6 +141,8 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
         if mask_offsets is None or mask_offsets.shape[0] != N or (
                 max(mask_offsets) + (Tq - 1) * mask_rs + (Tk - 1) * mask_cs >= mask_len):
             raise ValueError("attention: mask plan does not cover the scores")
+    if key_end is not None and key_end.shape[0] != N:
+        raise ValueError("attention: key_end has %d entries for %d batch-heads" % (key_end.shape[0], N))
     if N == 0 or Tq == 0 or Dv == 0:
         return
     if Tk == 0:  # no key at all: every row is fully masked
@@ -148,13 +151,13 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
     workspace = np.empty(num_threads * (block_q * block_k + block_q * Dv + 2 * block_q),
                          dtype=np.float32 if floating is float else np.float64)
     cdef floating[::1] ws = workspace
-    with nogil:
+    with serial_blas, nogil:
         _flash_forward(&q[0, 0, 0], &k[0, 0, 0], &v[0, 0, 0], &out[0, 0, 0], &ws[0],
                        N, Tq, Tk, D, Dv, <floating>scale, causal,
                        &bool_mask[0] if mask_len and bool_mask is not None else NULL,
                        &add_mask[0] if mask_len and add_mask is not None else NULL,
                        &mask_offsets[0] if mask_len else NULL, mask_rs, mask_cs,
-                       block_q, block_k, num_threads)
+                       &key_end[0] if key_end is not None else NULL, block_q, block_k, num_threads)
 
 
 @cython.wraparound(True)
@@ -177,5 +180,6 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
              plan.offsets if plan is not None else None,
              plan.row_stride if plan is not None else 0,
              plan.col_stride if plan is not None else 0,
-             block_q, max(BLOCK_K, TILE_AREA // block_q), max(1, min(get_num_threads(), N * Tq)))
+             block_q, max(BLOCK_K, TILE_AREA // block_q), max(1, min(get_num_threads(), N * Tq)),
+             plan.key_end() if plan is not None else None)
     return out.reshape(lead + (Tq, Dv))

@@ -38,3 +38,34 @@ def test_attention_restores_blas_threads(threads):
     finally:
         fastattn.set_num_threads(previous)
     assert _blas_local_threads() == before
+
+
+def test_concurrent_calls_restore_blas_threads():
+    """Python threads calling the compiled attention at the same time (the GIL is released inside)
+    must still leave the setting as they found it, and each get the right result."""
+    import threading
+
+    before = _blas_local_threads()
+    rng = np.random.default_rng(1)
+    qs = [rng.standard_normal((2, 200, 16)).astype(np.float32) for _ in range(4)]
+    with fastattn.use_backend("reference"):
+        expected = [F.scaled_dot_product_attention(q, q, q, is_causal=True) for q in qs]
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            with fastattn.use_backend("compiled"):
+                for _ in range(10):
+                    results[i] = F.scaled_dot_product_attention(qs[i], qs[i], qs[i], is_causal=True)
+        except Exception as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        np.testing.assert_allclose(results[i], expected[i], rtol=1e-5, atol=1e-5)
+    assert _blas_local_threads() == before

@@ -12,7 +12,8 @@ import numpy as np
 
 
 class MaskPlan:
-    __slots__ = ("bool_base", "add_base", "offsets", "row_stride", "col_stride")
+    __slots__ = ("bool_base", "add_base", "offsets", "row_stride", "col_stride", "_mask", "_lead",
+                 "_full_cols")
 
     def __init__(self, mask, lead, rows, cols, dtype):
         full = tuple(lead) + (rows, cols)
@@ -38,6 +39,20 @@ class MaskPlan:
             offsets += (np.arange(n, dtype=np.intp) * strides[d]).reshape(shape)
         self.offsets = offsets.reshape(-1)
         self.row_stride, self.col_stride = strides[-2], strides[-1]
+        self._mask, self._lead, self._full_cols = m, tuple(lead), cols
+
+    def key_end(self):
+        """(N,) intp: 1 + the last column that any row of batch n may see (0: none). Attention
+        never computes the key blocks past it: a padding mask then costs less, not more."""
+        m = self._mask  # (lead'..., rows', cols'), size 1 where it broadcasts
+        visible = (m != 0) if self.bool_base is not None else (m != -np.inf)  # NaN counts as visible
+        cols = visible.shape[-1]
+        any_row = visible.any(axis=-2)  # (lead'..., cols')
+        last = cols - np.argmax(any_row[..., ::-1], axis=-1)
+        end = np.where(any_row.any(axis=-1), last, 0)
+        if cols == 1:  # broadcast along the keys: all of them or none
+            end = np.where(end > 0, self._full_cols, 0)
+        return np.ascontiguousarray(np.broadcast_to(end, self._lead), dtype=np.intp).reshape(-1)
 
 
 def mask_plan(mask, lead, rows, cols, dtype):
