@@ -20,7 +20,6 @@ cdef extern from "row_ops.h" nogil:
     void fa_gelu_row_f64(double* y, const double* x, Py_ssize_t n, int tanh_form)
     float fa_exp_f32(float x)
     double fa_exp_f64(double x)
-    int fa_openmp_enabled()
 
 
 cdef inline floating mask_row(floating* s, Py_ssize_t n, Py_ssize_t n_visible,

@@ -59,7 +59,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
     cdef floating row_max, m_new, alpha
     cdef const unsigned char* bm
     cdef const floating* am
-    cdef int blas_threads
+    cdef int blas_threads = 0
 
     # BLAS stays serial inside these threads (the caller also holds serial_blas, for the BLAS
     # builds where the "thread-local" setting is process-wide).

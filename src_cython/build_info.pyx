@@ -1,6 +1,6 @@
 """How this copy of the compiled kernels was built, for error reports and benchmark headers."""
 
-cdef extern from "row_ops.h":
+cdef extern from "openmp_info.h":
     int fa_openmp_enabled()
 
 

@@ -29,13 +29,4 @@
 #undef FA_EXP
 #undef FA_GELU_ERF
 
-static int fa_openmp_enabled(void)
-{
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 #endif
