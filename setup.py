@@ -85,6 +85,8 @@ def extensions():
             f"fastattn._compiled.{pyx.stem}",
             [f"{SRC}/{pyx.name}"],
             include_dirs=[SRC],
+            # setuptools does not see #include: list the headers so that editing one rebuilds
+            depends=sorted(str(p) for p in (HERE / SRC).glob("*.h")),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
         for pyx in sorted((HERE / SRC).glob("*.pyx"))

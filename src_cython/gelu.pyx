@@ -28,4 +28,4 @@ def gelu(x, approximate="none"):
     xc = np.ascontiguousarray(x)
     out = np.empty_like(xc)
     _forward(xc.reshape(-1), out.reshape(-1), approximate == "tanh", get_num_threads())
-    return out
+    return out.reshape(np.shape(x))  # (ascontiguousarray makes a 0-d input 1-d)

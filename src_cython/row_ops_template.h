@@ -66,28 +66,24 @@ static void FA_NAME(fa_scale_row)(FA_REAL *y, const FA_REAL *x, ptrdiff_t n, FA_
 }
 
 /* y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias over one row of n features; weight and
- * bias may be NULL. Two passes (mean, then squared deviations): the one-pass E[x^2] - E[x]^2
- * cancels catastrophically when |mean| >> std. */
+ * bias may be NULL. Statistics and x - mean are in double even for float: when |mean| >> std,
+ * a float mean is off by half an ulp of |mean| (5e-4 at 1e4), and every output with it. Two
+ * passes (mean, then squared deviations): the one-pass E[x^2] - E[x]^2 cancels. */
 FA_MULTIVERSION
 static void FA_NAME(fa_layer_norm_row)(FA_REAL *y, const FA_REAL *x, ptrdiff_t n,
                                        const FA_REAL *weight, const FA_REAL *bias, FA_REAL eps)
 {
     ptrdiff_t j;
-    FA_REAL sum = 0, sq = 0;
+    double sum = 0, sq = 0;
 #pragma omp simd reduction(+:sum)
     for (j = 0; j < n; j++) sum += x[j];
-    FA_REAL mean = sum / (FA_REAL)n;
+    double mean = sum / (double)n;
 #pragma omp simd reduction(+:sq)
-    for (j = 0; j < n; j++) sq += (x[j] - mean) * (x[j] - mean);
-    FA_REAL rstd = 1 / sqrt(sq / (FA_REAL)n + eps);
-    if (weight && bias) {
-        for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd * weight[j] + bias[j];
-    } else if (weight) {
-        for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd * weight[j];
-    } else if (bias) {
-        for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd + bias[j];
-    } else {
-        for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd;
+    for (j = 0; j < n; j++) sq += ((double)x[j] - mean) * ((double)x[j] - mean);
+    double rstd = 1 / sqrt(sq / (double)n + eps);
+    for (j = 0; j < n; j++) {
+        FA_REAL z = (FA_REAL)(((double)x[j] - mean) * rstd);
+        y[j] = (weight ? z * weight[j] : z) + (bias ? bias[j] : 0);
     }
 }
 

@@ -1,0 +1,211 @@
+import numpy as np
+import pytest
+
+import oracle
+from fastattn import functional as F
+
+DTYPES = [np.float32, np.float64]
+
+
+def qkv(rng, lead, Tq, Tk, D, Dv, dtype):
+    q = rng.standard_normal(lead + (Tq, D)).astype(dtype)
+    k = rng.standard_normal(lead + (Tk, D)).astype(dtype)
+    v = rng.standard_normal(lead + (Tk, Dv)).astype(dtype)
+    return q, k, v
+
+
+def make_mask(rng, kind, shape):
+    """A bool mask (about 70% True) or an additive one (finite values and some -inf)."""
+    if kind == "bool":
+        return rng.random(shape) < 0.7
+    m = rng.standard_normal(shape)
+    return np.where(rng.random(shape) < 0.25, -np.inf, m)
+
+
+def check(q, k, v, mask=None, causal=False, scale=None):
+    got = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    want = oracle.attention(q, k, v, mask, causal, scale)
+    oracle.assert_close(got, want, q.dtype, scale=np.abs(v).max())
+    return got
+
+
+# (lead, Tq, Tk, D, Dv): sizes around no tile multiple (compiled tiles: 128 queries x 512 keys)
+SHAPES = [
+    ((1,), 1, 1, 16, 16),        # T = 1
+    ((2, 3), 7, 7, 1, 1),        # D = 1
+    ((2, 2), 63, 63, 32, 32),
+    ((1, 3), 65, 65, 80, 80),    # D = 80 (not a power of 2)
+    ((1, 1), 129, 129, 64, 64),  # one past the query tile
+    ((1, 1), 257, 257, 128, 128),
+    ((1, 2), 5, 513, 16, 8),     # Tq < Tk, one past the key tile, Dv != D
+    ((1, 1), 1, 1000, 64, 64),   # decode: one query against a long cache
+    ((2,), 33, 9, 16, 24),       # Tq > Tk (causal: the first queries see nothing)
+    ((), 1000, 1000, 16, 16),    # no leading dims, T = 1000
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_oracle(backend, rng, dtype, causal, shape):
+    check(*qkv(rng, *shape, dtype), causal=causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", [1, 16, 32, 64, 80, 128])
+def test_head_dims(backend, rng, dtype, D):
+    check(*qkv(rng, (2, 2), 37, 41, D, D, dtype), causal=True)
+
+
+MASK_SHAPES = {  # for lead (B, H) = (2, 3), Tq = 19, Tk = 70
+    "(Tk,)": (70,),
+    "(Tq, Tk)": (19, 70),
+    "(B, 1, 1, Tk)": (2, 1, 1, 70),
+    "(B, H, Tq, Tk)": (2, 3, 19, 70),
+    "(Tq, 1)": (19, 1),
+    "(1, H, Tq, 1)": (1, 3, 19, 1),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+@pytest.mark.parametrize("mask_shape", list(MASK_SHAPES), ids=str)
+def test_masks(backend, rng, dtype, causal, kind, mask_shape):
+    q, k, v = qkv(rng, (2, 3), 19, 70, 16, 16, dtype)
+    check(q, k, v, make_mask(rng, kind, MASK_SHAPES[mask_shape]), causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_padding_mask_over_several_key_blocks(backend, rng, dtype):
+    # lengths below, at and past the compiled key tile of 512: blocks past a row's last key are skipped
+    q, k, v = qkv(rng, (4, 2), 40, 1100, 16, 16, dtype)
+    lengths = np.array([1, 511, 513, 1100])
+    mask = np.arange(1100)[None, None, None, :] < lengths[:, None, None, None]
+    check(q, k, v, mask)
+    check(q, k, v, np.where(mask, 0.0, -np.inf))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["bool", "additive", "causal"])
+def test_fully_masked_rows_are_zero(backend, rng, dtype, kind):
+    q, k, v = qkv(rng, (2, 2), 12, 9, 8, 8, dtype)
+    if kind == "causal":  # Tq > Tk: query i sees keys j <= i - 3, so queries 0..2 see nothing
+        out = check(q, k, v, causal=True)
+        hidden = slice(0, 3)
+    else:
+        mask = make_mask(rng, "bool" if kind == "bool" else "additive", (12, 9))
+        mask[[0, 5]] = False if kind == "bool" else -np.inf
+        out = check(q, k, v, mask)
+        hidden = [0, 5]
+    assert np.all(out[..., hidden, :] == 0)
+    assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_row_masked(backend, rng, dtype):
+    q, k, v = qkv(rng, (3,), 5, 600, 4, 4, dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=np.zeros(600, dtype=bool))
+    assert out.dtype == dtype and np.all(out == 0)
+
+
+def test_huge_logits_float64(backend, rng):
+    # scores up to ~1e4: the max subtraction must keep exp finite. The float64 rounding of a score
+    # of size 1e4 is ~1e-12 absolute, which the softmax turns into ~1e-12 relative in the weights.
+    q, k, v = qkv(rng, (2,), 50, 60, 8, 8, np.float64)
+    q *= 1e4 / np.abs(np.einsum("bid,bjd->bij", q, k)).max()
+    got = F.scaled_dot_product_attention(q, k, v, scale=1.0, is_causal=True)
+    want = oracle.attention(q, k, v, causal=True, scale=1.0)
+    oracle.assert_close(got, want, np.float64, scale=np.abs(v).max(), rtol_factor=100)
+
+
+def test_huge_logits_float32(backend, rng):
+    # float32 scores of size 1e4 carry absolute rounding of ~1e-3, so any float32 kernel
+    # (PyTorch's too) is ~1e-3 away from a float64 softmax of near-tied scores. Here the scores
+    # are +-1e4 * linspace(-1, 1): each query's best key leads the next by > 500, so the result
+    # must be that key's value row, finite, to float32 precision.
+    T, D = 40, 8
+    k = np.zeros((T, D), np.float32)
+    k[:, 0] = np.linspace(-1, 1, T)
+    q = np.zeros((T, D), np.float32)
+    q[:, 0] = 1e4 * rng.choice([-1, 1], T)  # + prefers the last key, - the first
+    v = rng.standard_normal((T, D)).astype(np.float32)
+    out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, np.where(q[:, :1] > 0, v[-1], v[0]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_additive_mask_with_inf_and_huge_values(backend, rng, dtype):
+    q, k, v = qkv(rng, (2,), 10, 30, 8, 8, dtype)
+    mask = rng.standard_normal((10, 30)) * 1e3
+    mask[:, ::3] = -np.inf
+    check(q, k, v, mask.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_contiguous_inputs(backend, rng, dtype):
+    B, H, T, D = 2, 3, 45, 16
+    q = rng.standard_normal((B, T, H, D)).astype(dtype).transpose(0, 2, 1, 3)  # (B, H, T, D) view
+    k = rng.standard_normal((B, H, 2 * T, D)).astype(dtype)[:, :, ::2]          # every other key
+    v = rng.standard_normal((B, H, T, 2 * D)).astype(dtype)[:, :, ::-1, ::2]    # reversed, strided
+    mask = rng.random((T, T)).T < 0.8                                         # transposed mask
+    assert not (q.flags.c_contiguous or k.flags.c_contiguous or v.flags.c_contiguous)
+    check(q, k, v, mask, causal=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_explicit_scale(backend, rng, dtype):
+    check(*qkv(rng, (2,), 17, 23, 16, 16, dtype), scale=0.37)
+    check(*qkv(rng, (2,), 17, 23, 16, 16, dtype), scale=0.0)  # uniform over the visible keys
+
+
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3), (2, 1, 2)], ids=str)
+def test_leading_dims(backend, rng, lead):
+    out = check(*qkv(rng, lead, 9, 11, 8, 5, np.float32), causal=True)
+    assert out.shape == lead + (9, 5)
+
+
+def test_nan_propagates_to_the_rows_that_see_it(backend, rng):
+    q, k, v = qkv(rng, (1,), 6, 6, 4, 4, np.float64)
+    q[0, 2, 1] = np.nan
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert np.all(np.isnan(out[0, 2]))
+    others = [0, 1, 3, 4, 5]
+    oracle.assert_close(out[0, others], oracle.attention(q, k, v, causal=True)[0, others], np.float64)
+    # a NaN key reaches the queries that may attend to it (causal: queries 3.. see key 3)
+    q, k, v = qkv(rng, (1,), 6, 6, 4, 4, np.float32)
+    k[0, 3, 0] = np.nan
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert np.all(np.isnan(out[0, 3:])) and np.all(np.isfinite(out[0, :3]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_inputs(backend, dtype):
+    z = np.zeros
+    assert F.scaled_dot_product_attention(z((0, 4, 8), dtype), z((0, 5, 8), dtype),
+                                          z((0, 5, 3), dtype)).shape == (0, 4, 3)
+    assert F.scaled_dot_product_attention(z((2, 0, 8), dtype), z((2, 5, 8), dtype),
+                                          z((2, 5, 3), dtype)).shape == (2, 0, 3)
+    out = F.scaled_dot_product_attention(np.ones((2, 4, 8), dtype), z((2, 0, 8), dtype),
+                                         z((2, 0, 3), dtype))  # no key: every row fully masked
+    assert out.shape == (2, 4, 3) and out.dtype == dtype and np.all(out == 0)
+    assert F.scaled_dot_product_attention(np.ones((2, 4, 8), dtype), np.ones((2, 5, 8), dtype),
+                                          z((2, 5, 0), dtype)).shape == (2, 4, 0)
+
+
+def test_results_do_not_depend_on_thread_count(rng):
+    import fastattn
+
+    q, k, v = qkv(rng, (3, 4), 300, 300, 32, 32, np.float32)
+    mask = rng.random((3, 1, 1, 300)) < 0.9
+    before = fastattn.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            fastattn.set_num_threads(n)
+            outs.append(F.scaled_dot_product_attention(q, k, v, mask, is_causal=True))
+    finally:
+        fastattn.set_num_threads(before)
+    # every output row is computed by one thread in a fixed order: bitwise identical
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
