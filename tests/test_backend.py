@@ -1,0 +1,153 @@
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastattn
+from fastattn import functional as F
+
+HAS_COMPILED = "compiled" in fastattn.available_backends()
+
+
+def run_python(code, **env):
+    """Run `code` in a fresh interpreter, importing the same fastattn as this process (not the
+    source tree of the working directory); returns (stdout, stderr)."""
+    import os
+    import tempfile
+
+    full_env = {k: v for k, v in os.environ.items() if k != "FASTATTN_BACKEND"}
+    full_env.update(env, PYTHONPATH=os.path.dirname(os.path.dirname(fastattn.__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=full_env, cwd=tempfile.gettempdir(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip(), result.stderr
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="compiled backend not built")
+def test_default_is_compiled():
+    out, _ = run_python("import fastattn; print(fastattn.get_backend(), fastattn.available_backends())")
+    assert out == "compiled ('compiled', 'reference')"
+
+
+def test_use_backend_restores_on_exit_and_on_exception():
+    start = fastattn.get_backend()
+    with fastattn.use_backend("reference") as name:
+        assert name == "reference" and fastattn.get_backend() == "reference"
+    assert fastattn.get_backend() == start
+    with pytest.raises(KeyError):
+        with fastattn.use_backend("reference"):
+            raise KeyError("boom")
+    assert fastattn.get_backend() == start
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="compiled backend not built")
+def test_nested_and_set_backend_inside_a_block():
+    fastattn.set_backend("compiled")
+    try:
+        with fastattn.use_backend("reference"):
+            with fastattn.use_backend("compiled"):
+                assert fastattn.get_backend() == "compiled"
+            assert fastattn.get_backend() == "reference"
+            fastattn.set_backend("compiled")  # replaces the block's choice too
+            assert fastattn.get_backend() == "compiled"
+            fastattn.set_backend("reference")
+            assert fastattn.get_backend() == "reference"
+        assert fastattn.get_backend() == "reference"  # the process-wide choice made inside stays
+    finally:
+        fastattn.set_backend("compiled")
+
+
+def test_use_backend_is_per_thread():
+    default = fastattn.get_backend()
+    seen = []
+    with fastattn.use_backend("reference"):
+        t = threading.Thread(target=lambda: seen.append(fastattn.get_backend()))
+        t.start()
+        t.join()
+        assert fastattn.get_backend() == "reference"
+    assert seen == [default]  # a new thread starts from the process-wide choice
+
+
+def test_bad_backend_names():
+    with pytest.raises(ValueError, match=r"unknown backend 'cuda'; the backends are \('compiled', 'reference'\)"):
+        fastattn.set_backend("cuda")
+    with pytest.raises(TypeError, match="backend name must be a str, got int"):
+        fastattn.set_backend(3)
+    with pytest.raises(ValueError, match="unknown backend"):
+        with fastattn.use_backend("numpy"):
+            pass
+
+
+def test_env_var_picks_the_backend():
+    out, _ = run_python("import fastattn; print(fastattn.get_backend())", FASTATTN_BACKEND="reference")
+    assert out == "reference"
+    out, err = run_python("import fastattn; print(fastattn.get_backend())", FASTATTN_BACKEND="gpu")
+    assert "FASTATTN_BACKEND='gpu' is not a backend" in err
+    assert out == ("compiled" if HAS_COMPILED else "reference")
+
+
+def test_missing_extension_falls_back_to_reference():
+    code = """
+import sys, warnings
+sys.modules["fastattn._compiled"] = None  # makes `import fastattn._compiled` fail
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import fastattn
+    import fastattn.functional as F
+print(len([w for w in caught if "falling back to the reference" in str(w.message)]))
+print(fastattn.get_backend(), fastattn.available_backends())
+import numpy as np
+print(F.softmax(np.array([0.0, 0.0])).tolist())
+try:
+    fastattn.set_backend("compiled")
+except RuntimeError as exc:
+    print("RuntimeError:", exc)
+"""
+    out, _ = run_python(code)
+    lines = out.splitlines()
+    assert lines[0] == "1"  # warned once
+    assert lines[1] == "reference ('reference',)"
+    assert lines[2] == "[0.5, 0.5]"
+    assert lines[3].startswith("RuntimeError: the compiled backend is not available: importing it failed with")
+
+
+def test_num_threads():
+    before = fastattn.get_num_threads()
+    assert isinstance(before, int) and before >= 1
+    try:
+        fastattn.set_num_threads(1)
+        assert fastattn.get_num_threads() == 1
+        fastattn.set_num_threads(np.int64(2))
+        assert fastattn.get_num_threads() == 2
+        with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+            fastattn.set_num_threads(0)
+        with pytest.raises(TypeError, match="n must be an integer, got float"):
+            fastattn.set_num_threads(2.0)
+    finally:
+        fastattn.set_num_threads(before)
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="compiled backend not built")
+def test_thread_count_does_not_change_results(rng):
+    x = rng.standard_normal((300, 257)).astype(np.float32)
+    w = rng.standard_normal(257).astype(np.float32)
+    mask = rng.random((300, 257)) < 0.9
+    before = fastattn.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            fastattn.set_num_threads(n)
+            results.append((F.masked_softmax(x, mask, 0.5), F.layer_norm(x, w), F.gelu(x)))
+    finally:
+        fastattn.set_num_threads(before)
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+def test_public_surface():
+    assert set(fastattn.__all__) == {"functional", "available_backends", "get_backend", "set_backend",
+                                     "use_backend", "get_num_threads", "set_num_threads"}
+    for name in ("scaled_dot_product_attention", "masked_softmax", "softmax", "layer_norm", "gelu"):
+        assert callable(getattr(F, name))
