@@ -180,6 +180,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
              plan.offsets if plan is not None else None,
              plan.row_stride if plan is not None else 0,
              plan.col_stride if plan is not None else 0,
-             block_q, max(BLOCK_K, TILE_AREA // block_q), max(1, min(get_num_threads(), N * Tq)),
+             block_q, min(max(BLOCK_K, TILE_AREA // block_q), max(Tk, 1)),
+             max(1, min(get_num_threads(), N * Tq)),
              plan.key_end() if plan is not None else None)
     return out.reshape(lead + (Tq, Dv))
