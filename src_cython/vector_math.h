@@ -11,9 +11,11 @@
 #include <stdint.h>
 #include <string.h>
 
-/* A portable build still runs AVX2+FMA code: GCC/Clang emit an x86-64-v3 and a baseline version
- * of each marked function, and the dynamic loader picks one by CPU features (an ifunc). */
-#if defined(__x86_64__) && defined(__ELF__) && (defined(__clang__) ? __clang_major__ >= 14 : __GNUC__ >= 8)
+/* A portable build still runs AVX2+FMA code: GCC emits an x86-64-v3 and a baseline version of
+ * each marked function, and the dynamic loader picks one by CPU features (an ifunc). The
+ * "arch=x86-64-v3" clone needs GCC >= 11; other compilers build the baseline only (or use
+ * FASTATTN_NATIVE=1). */
+#if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #define FA_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FA_MULTIVERSION
