@@ -18,6 +18,7 @@ import numpy as np
 cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
+from libc.limits cimport INT_MAX
 from libc.math cimport INFINITY, sqrt
 from libc.string cimport memset
 
@@ -135,11 +136,14 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
             _shape(q), _shape(k), _shape(v), _shape(out)))
     if block_q < 1 or block_k < 1 or num_threads < 1:
         raise ValueError("attention: block sizes and num_threads must be >= 1")
+    if max(D, Dv, block_q, block_k) > INT_MAX:  # BLAS takes 32-bit sizes
+        raise ValueError("attention: D = %d, Dv = %d: sizes above %d are not supported" % (D, Dv, INT_MAX))
     mask_len = bool_mask.shape[0] if bool_mask is not None else (
         add_mask.shape[0] if add_mask is not None else 0)
-    if mask_len:
-        if mask_offsets is None or mask_offsets.shape[0] != N or (
-                max(mask_offsets) + (Tq - 1) * mask_rs + (Tk - 1) * mask_cs >= mask_len):
+    if mask_len and N and Tq and Tk:
+        if (mask_offsets is None or mask_offsets.shape[0] != N or mask_rs < 0 or mask_cs < 0
+                or min(mask_offsets) < 0
+                or max(mask_offsets) + (Tq - 1) * mask_rs + (Tk - 1) * mask_cs >= mask_len):
             raise ValueError("attention: mask plan does not cover the scores")
     if key_end is not None and key_end.shape[0] != N:
         raise ValueError("attention: key_end has %d entries for %d batch-heads" % (key_end.shape[0], N))

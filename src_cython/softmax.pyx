@@ -46,8 +46,9 @@ def _forward(const floating[:, ::1] x, floating[:, ::1] out, Py_ssize_t rows_per
     mask_len = bool_mask.shape[0] if bool_mask is not None else (
         add_mask.shape[0] if add_mask is not None else 0)
     if mask_len and n_rows and C:
-        if mask_offsets is None or mask_offsets.shape[0] != n_rows // rows_per_batch or (
-                max(mask_offsets) + (rows_per_batch - 1) * mask_rs + (C - 1) * mask_cs >= mask_len):
+        if (mask_offsets is None or mask_offsets.shape[0] != n_rows // rows_per_batch
+                or mask_rs < 0 or mask_cs < 0 or min(mask_offsets) < 0
+                or max(mask_offsets) + (rows_per_batch - 1) * mask_rs + (C - 1) * mask_cs >= mask_len):
             raise ValueError("softmax: mask plan does not cover x")
     if n_rows == 0 or C == 0:
         return
