@@ -27,12 +27,13 @@ static inline double fa_bits_to_f64(int64_t i) { double f; memcpy(&f, &i, 8); re
 static inline int64_t fa_f64_to_bits(double f) { int64_t i; memcpy(&i, &f, 8); return i; }
 
 /* exp(x) = 2^k * e^r, k = round(x / ln 2), |r| <= ln2 / 2, e^r by its Taylor series to r^7
- * (truncation < 6e-9 relative). Below -87.3 (under FLT_MIN) it returns 0, which is what masked
- * (-inf) scores need; above 88.7 it returns inf; NaN stays NaN. */
+ * (truncation < 6e-9 relative). 2^k is applied as two factors, so k = 128 (x up to ln FLT_MAX)
+ * does not overflow on the way. Below -87.3 (under FLT_MIN) it returns 0, which is what masked
+ * (-inf) scores need; above ln FLT_MAX it returns inf; NaN stays NaN. */
 static inline float fa_exp_f32(float x)
 {
     const float round_magic = 12582912.0f;   /* 1.5 * 2^23: adding it rounds to an integer */
-    float xc = x > 88.3762626647949f ? 88.3762626647949f : x;
+    float xc = x > 88.7228391116729996f ? 88.7228391116729996f : x;
     xc = xc < -87.3365447504f ? -87.3365447504f : xc;
     float t = xc * 1.44269504088896341f + round_magic;
     int32_t k = fa_f32_to_bits(t) - fa_f32_to_bits(round_magic);
@@ -46,7 +47,8 @@ static inline float fa_exp_f32(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    float y = p * fa_bits_to_f32((k + 127) << 23);
+    int32_t k_half = k >> 1;
+    float y = p * fa_bits_to_f32((k_half + 127) << 23) * fa_bits_to_f32((k - k_half + 127) << 23);
     y = x > 88.7228391116729996f ? INFINITY : y;
     return x < -87.3365447504f ? 0.0f : y;
 }
@@ -55,7 +57,7 @@ static inline float fa_exp_f32(float x)
 static inline double fa_exp_f64(double x)
 {
     const double round_magic = 6755399441055744.0;   /* 1.5 * 2^52 */
-    double xc = x > 709.0 ? 709.0 : x;
+    double xc = x > 709.782712893384 ? 709.782712893384 : x;
     xc = xc < -708.3964185322641 ? -708.3964185322641 : xc;
     double t = xc * 1.4426950408889634074 + round_magic;
     int64_t k = fa_f64_to_bits(t) - fa_f64_to_bits(round_magic);
@@ -74,7 +76,8 @@ static inline double fa_exp_f64(double x)
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    double y = p * fa_bits_to_f64((k + 1023) << 52);
+    int64_t k_half = k >> 1;
+    double y = p * fa_bits_to_f64((k_half + 1023) << 52) * fa_bits_to_f64((k - k_half + 1023) << 52);
     y = x > 709.782712893384 ? INFINITY : y;
     return x < -708.3964185322641 ? 0.0 : y;
 }

@@ -64,10 +64,14 @@ def gelu(x, approximate="none"):
     x = np.asarray(x, dtype=np.float64)
     if approximate == "tanh":
         # tanh form from its definition, with math.tanh in double precision; 1 + tanh(u) loses
-        # digits for u << 0, so use 1 + tanh(u) = 2 / (1 + exp(-2u)) there (exact identity).
+        # digits for u << 0, so use 1 + tanh(u) = 2 / (1 + exp(-2u)) there (exact identity), and
+        # for -2u > 700 (x < -20.4), where 1 + exp(-2u) == exp(-2u) in double and exp(-2u)
+        # overflows, t * exp(2u), which underflows to the right value (0 below ~1e-308).
         def one(t):
             u = math.sqrt(2 / math.pi) * (t + 0.044715 * t**3)
-            return t * 0.5 * (1 + math.tanh(u)) if u > -1 else t / (1 + math.exp(min(-2 * u, 700.0)))
+            if u > -1:
+                return t * 0.5 * (1 + math.tanh(u))
+            return t / (1 + math.exp(-2 * u)) if -2 * u <= 700 else t * math.exp(2 * u)
     else:
         def one(t):
             return 0.5 * t * math.erfc(-t / math.sqrt(2))  # erfc keeps the tail exact for t << 0

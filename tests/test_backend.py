@@ -151,3 +151,163 @@ def test_public_surface():
                                      "use_backend", "get_num_threads", "set_num_threads"}
     for name in ("scaled_dot_product_attention", "masked_softmax", "softmax", "layer_norm", "gelu"):
         assert callable(getattr(F, name))
+
+
+@pytest.mark.parametrize("name", fastattn.available_backends())
+def test_functions_dispatch_to_the_chosen_backend(monkeypatch, name):
+    """Each function of F runs on the module of the active backend (recorded by wrapping it)."""
+    from fastattn import _backend
+
+    module = _backend._BACKENDS[name]
+    calls = []
+    for fn in ("scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu"):
+        original = getattr(module, fn)
+        monkeypatch.setattr(module, fn, lambda *a, _f=original, _n=fn, **k: calls.append(_n) or _f(*a, **k))
+    x = np.ones((2, 3, 4))
+    other = [b for b in fastattn.available_backends() if b != name]
+    with fastattn.use_backend(name):
+        F.scaled_dot_product_attention(x, x, x)
+        F.softmax(x)
+        F.masked_softmax(x, x > 0)
+        F.layer_norm(x)
+        F.gelu(x)
+    assert calls == ["scaled_dot_product_attention", "masked_softmax", "masked_softmax", "layer_norm", "gelu"]
+    if other:
+        calls.clear()
+        with fastattn.use_backend(other[0]):
+            F.gelu(x)
+        assert calls == []
+
+
+def test_use_backend_in_a_thread_does_not_leak():
+    default = fastattn.get_backend()
+    inside, ready, release = [], threading.Event(), threading.Event()
+
+    def worker():
+        with fastattn.use_backend("reference"):
+            inside.append(fastattn.get_backend())
+            ready.set()
+            release.wait(10)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        assert ready.wait(10)
+        assert fastattn.get_backend() == default  # the other thread's block is not ours
+    finally:
+        release.set()
+        t.join()
+    assert inside == ["reference"] and fastattn.get_backend() == default
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="compiled backend not built")
+def test_set_backend_is_process_wide():
+    seen = []
+    try:
+        t = threading.Thread(target=lambda: fastattn.set_backend("reference"))
+        t.start()
+        t.join()
+        assert fastattn.get_backend() == "reference"  # set in another thread, seen here
+        t = threading.Thread(target=lambda: seen.append(fastattn.get_backend()))
+        t.start()
+        t.join()
+        assert seen == ["reference"]
+    finally:
+        fastattn.set_backend("compiled")
+    assert fastattn.get_backend() == "compiled"
+
+
+def test_use_backend_is_per_asyncio_task():
+    import asyncio
+
+    default = fastattn.get_backend()
+
+    async def task(name, started, other_started):
+        with fastattn.use_backend(name):
+            started.set()
+            await other_started.wait()  # both blocks are open now
+            return fastattn.get_backend()
+
+    async def main():
+        a_started, b_started = asyncio.Event(), asyncio.Event()
+        return await asyncio.gather(task("reference", a_started, b_started),
+                                    task(default, b_started, a_started))
+
+    assert asyncio.run(main()) == ["reference", default]
+    assert fastattn.get_backend() == default
+
+
+def test_failed_use_backend_leaves_the_choice_alone():
+    start = fastattn.get_backend()
+    for bad, exc in (("nonexistent", ValueError), (None, TypeError), (3, TypeError)):
+        with pytest.raises(exc):
+            with fastattn.use_backend(bad):
+                pass
+        with pytest.raises(exc):
+            fastattn.set_backend(bad)
+        assert fastattn.get_backend() == start
+
+
+def test_env_var_explicit_compiled_and_invalid_warning_category():
+    out, _ = run_python("import fastattn; print(fastattn.get_backend())", FASTATTN_BACKEND="compiled")
+    assert out == ("compiled" if HAS_COMPILED else "reference")
+    code = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import fastattn
+print([w.category.__name__ for w in caught], fastattn.get_backend())
+"""
+    out, _ = run_python(code, FASTATTN_BACKEND="nonexistent")
+    assert out == "['RuntimeWarning'] " + ("compiled" if HAS_COMPILED else "reference")
+
+
+def test_missing_extension_warning_and_errors():
+    code = """
+import sys, warnings
+sys.modules["fastattn._compiled"] = None
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import fastattn
+    import fastattn.functional
+    import fastattn._backend
+print([w.category.__name__ for w in caught])
+for attempt in (lambda: fastattn.set_backend("compiled"), lambda: fastattn.use_backend("compiled").__enter__()):
+    try:
+        attempt()
+    except RuntimeError as exc:
+        print("RuntimeError", "ImportError" in str(exc) or "ModuleNotFoundError" in str(exc))
+print(fastattn.get_backend())
+"""
+    for env in ({}, {"FASTATTN_BACKEND": "compiled"}):
+        out, _ = run_python(code, **env)
+        assert out.splitlines() == ["['RuntimeWarning']", "RuntimeError True", "RuntimeError True", "reference"]
+
+
+def test_num_threads_validation_keeps_the_setting():
+    before = fastattn.get_num_threads()
+    for bad, exc in ((None, TypeError), ("2", TypeError), (1.5, TypeError), (0, ValueError),
+                     (-1, ValueError), (np.int32(0), ValueError)):
+        with pytest.raises(exc, match="set_num_threads: n must be"):
+            fastattn.set_num_threads(bad)
+        assert fastattn.get_num_threads() == before
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="compiled backend not built")
+def test_num_threads_identical_results_all_kernels_float64(rng):
+    # as test_thread_count_does_not_change_results, float64, attention with an additive mask
+    q, k, v = (rng.standard_normal((2, 3, 200, 16)) for _ in range(3))
+    mask = np.where(rng.random((200, 200)) < 0.2, -np.inf, 0.0)
+    x = rng.standard_normal((100, 300))
+    before = fastattn.get_num_threads()
+    results = []
+    try:
+        with fastattn.use_backend("compiled"):
+            for n in (1, 2):
+                fastattn.set_num_threads(n)
+                results.append((F.scaled_dot_product_attention(q, k, v, mask, is_causal=True),
+                                F.masked_softmax(x, x > 0, 2.0), F.layer_norm(x), F.gelu(x, "tanh")))
+    finally:
+        fastattn.set_num_threads(before)
+    for a, b in zip(*results):
+        assert np.array_equal(a, b, equal_nan=True)

@@ -79,3 +79,50 @@ def test_layer_norm(shape, seed, dtype, affine, backend):
         got = F.layer_norm(x, w, b)
     scale = 1 + (np.abs(w).max() + np.abs(b).max() if affine else 0)
     oracle.assert_close(got, oracle.layer_norm(x, w, b), dtype, scale=scale)
+
+
+@st.composite
+def strided(draw, a):
+    """a, or a view of the same values that is not C-contiguous (transposed copy, reversed, or
+    every other element of a larger array)."""
+    how = draw(st.sampled_from(["as is", "fortran", "reversed", "step"]))
+    if how == "fortran":
+        return np.asfortranarray(a)
+    if how == "reversed":
+        return np.ascontiguousarray(a[..., ::-1, :])[..., ::-1, :]
+    if how == "step":
+        big = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        big[..., ::2] = a
+        return big[..., ::2]
+    return a
+
+
+@SETTINGS
+@given(case=attention_case(), data=st.data(), scale=st.one_of(st.none(), st.floats(-2, 2)),
+       backend=st.sampled_from(fastattn.available_backends()))
+def test_attention_strided_inputs_and_scale(case, data, scale, backend):
+    q, k, v, mask, causal = case
+    views = [data.draw(strided(a)) for a in (q, k, v)]
+    for view, a in zip(views, (q, k, v)):
+        assert np.array_equal(view, a)
+    with fastattn.use_backend(backend):
+        got = F.scaled_dot_product_attention(*views, attn_mask=mask, is_causal=causal, scale=scale)
+    oracle.assert_close(got, oracle.attention(q, k, v, mask, causal, scale), q.dtype,
+                        scale=np.abs(v).max())
+
+
+@SETTINGS
+@given(values=st.lists(st.floats(-12, 12), min_size=1, max_size=300),
+       dtype=st.sampled_from([np.float32, np.float64]), approximate=st.sampled_from(["none", "tanh"]),
+       backend=st.sampled_from(fastattn.available_backends()))
+def test_gelu(values, dtype, approximate, backend):
+    x = np.array(values, dtype=dtype)
+    with fastattn.use_backend(backend):
+        got = F.gelu(x, approximate)
+    want = oracle.gelu(x, approximate)
+    # relative accuracy everywhere (see test_gelu.py for the float32 tanh tail's 2e-5); in float32
+    # the tanh form's exp(-2u) overflows below x = -10.06, where the true values are < 3.3e-38
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    atol = 3 * np.finfo(np.float32).tiny if dtype == np.float32 else np.finfo(np.float64).tiny
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)

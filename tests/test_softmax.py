@@ -87,3 +87,75 @@ def test_result_dtype_and_shape(backend, rng):
         out = F.masked_softmax(x, np.ones((2, 3), np.float64), 1.0)  # float64 mask, cast to x's dtype
         assert out.dtype == dtype and out.shape == (2, 3)
     assert F.softmax(np.zeros((0, 4), np.float32)).shape == (0, 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [2, 3, 8, 9, 15, 16, 17, 31, 33, 64, 65])
+def test_row_lengths_around_vector_widths(backend, rng, dtype, C):
+    x = (3 * rng.standard_normal((5, C))).astype(dtype)
+    check(x)
+    check(x, rng.random((5, C)) < 0.6, 0.7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_values_near_ties(backend, rng, dtype):
+    # values of size 1e4 that differ by O(1): x - max is exact (the inputs are the same numbers
+    # for the oracle), so the usual tolerance holds, in float32 too; also +-1e4 rows and masks
+    x = (1e4 + rng.standard_normal((4, 50))).astype(dtype)
+    check(x)
+    check(-x)
+    check(x, np.where(rng.random(50) < 0.3, -np.inf, 0.0))
+    out = F.softmax(np.stack([x[0], -x[0]]).T, axis=0)  # along axis 0, +-1e4 columns
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out.sum(axis=0), 1, rtol=10 * oracle.rtol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_propagation_along_any_axis(backend, rng, dtype):
+    x = rng.standard_normal((4, 5, 6)).astype(dtype)
+    x[1, 2, 3] = np.nan
+    for axis, nan_slice in ((-1, (1, 2, slice(None))), (0, (slice(None), 2, 3)), (1, (1, slice(None), 3))):
+        out = F.softmax(x, axis=axis)
+        expect_nan = np.zeros(x.shape, bool)
+        expect_nan[nan_slice] = True
+        np.testing.assert_array_equal(np.isnan(out), expect_nan)
+        oracle.assert_close(np.where(expect_nan, 0, out), np.where(expect_nan, 0, oracle.softmax(x, axis=axis)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_under_a_mask(backend, rng, dtype):
+    x = rng.standard_normal((3, 8)).astype(dtype)
+    x[:, 5] = np.nan
+    keep = np.ones(8, bool)
+    keep[5] = False
+    out = check(x, keep)  # a NaN that a bool mask excludes does not leak
+    assert np.all(np.isfinite(out))
+    out = F.masked_softmax(x, np.where(keep, 0.0, -np.inf))  # NaN + -inf is NaN: it propagates
+    assert np.all(np.isnan(out))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_rows_sum_to_one_along_a_middle_axis(backend, rng, dtype):
+    x = rng.standard_normal((3, 40, 4)).astype(dtype)
+    mask = rng.random((3, 40, 1)) < 0.5  # broadcast along the last axis
+    mask[1] = False  # nothing visible in batch 1: zeros
+    out = check(x, mask, 2.0, axis=1)
+    np.testing.assert_allclose(out[[0, 2]].sum(axis=1), 1, rtol=10 * oracle.rtol(dtype))
+    assert np.all(out[1] == 0)
+
+
+def test_input_not_modified_and_result_new(backend, rng):
+    x = rng.standard_normal((4, 9))
+    mask = rng.random((4, 9)) < 0.5
+    before, mask_before = x.copy(), mask.copy()
+    for axis in (-1, 0):
+        out = F.masked_softmax(x, mask, 2.0, axis)
+        assert not np.shares_memory(out, x)
+    assert np.array_equal(x, before) and np.array_equal(mask, mask_before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_shapes(backend, dtype):
+    for shape, axis in (((0, 5), -1), ((0, 5), 0), ((5, 0), -1), ((2, 0, 3), 1)):
+        out = F.masked_softmax(np.zeros(shape, dtype), np.ones(shape[-1:], bool), 1.0, axis)
+        assert out.shape == shape and out.dtype == dtype
