@@ -1,8 +1,13 @@
-"""Measure the compiled attention's tile sizes: python benchmarks/tune_attention_tiles.py
+"""Measure the compiled attention's tile sizes: python benchmarks/tune_attention_tiles.py [--threads N]
 
-Sweeps the query block (rows per task) and key block (keys per BLAS call) on the standard causal
-shapes and decode, calling the kernel directly, and prints median ms per combination; '*' marks the
-fastest per shape. BLOCK_Q / BLOCK_K in src_cython/attention.pyx come from this table.
+Sweeps block_q (query rows per task) x block_k (keys per score tile) on the standard causal shapes
+and decode, calling fastattn._compiled.attention._forward directly, and prints the median ms of
+each combination: one row per (block_q, block_k), one column per shape, '*' marking the fastest
+of each shape. Blocks larger than the sequence act as the whole sequence (the kernel clamps them),
+so such combinations are timed once. The last lines compare the kernel's default choice,
+block_q = min(BLOCK_Q, Tq) and block_k = min(max(BLOCK_K, TILE_AREA // block_q), Tk), with the
+best: BLOCK_Q / BLOCK_K in src_cython/attention.pyx come from this table.
+Run it on a quiet machine; it takes about a minute on 2 cores (--quick: a few seconds).
 """
 import argparse
 import time
@@ -12,17 +17,19 @@ import numpy as np
 import fastattn
 from fastattn._compiled import attention
 
-SHAPES = [  # (label, N = B*H, Tq, Tk, D, causal)
-    ("(8,8,256,64) causal", 64, 256, 256, 64, True),
-    ("(1,12,1024,64) causal", 12, 1024, 1024, 64, True),
-    ("(1,1,4096,64) causal", 1, 4096, 4096, 64, True),
-    ("(1,12,1024,64) full", 12, 1024, 1024, 64, False),
-    ("decode q 1 kv 1024", 64, 1, 1024, 64, True),
+SHAPES = [  # (label, B*H, Tq, Tk, D, causal)
+    ("(8,8,256,64)", 64, 256, 256, 64, True),
+    ("(1,12,1024,64)", 12, 1024, 1024, 64, True),
+    ("(1,1,4096,64)", 1, 4096, 4096, 64, True),
+    ("(16,4,64,32)", 64, 64, 64, 32, True),
+    ("decode kv1024", 64, 1, 1024, 64, True),  # q (8,8,1,64), k/v (8,8,1024,64)
 ]
+BLOCKS_Q = (32, 64, 128, 256)
+BLOCKS_K = (128, 256, 512, 1024)
 
 
 def median_ms(fn, repeat):
-    fn()
+    fn()  # warm-up
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -31,27 +38,57 @@ def median_ms(fn, repeat):
     return 1e3 * float(np.median(times))
 
 
-def main():
+def default_blocks(Tq, Tk):
+    """The tiles scaled_dot_product_attention picks (see attention.pyx)."""
+    bq = min(attention.BLOCK_Q, Tq)
+    return bq, min(max(attention.BLOCK_K, attention.TILE_AREA // bq), Tk)
+
+
+def sweep(shape, threads, repeat, rng):
+    """{(block_q, block_k) as passed to the kernel (clamped to the sizes): median ms}."""
+    label, N, Tq, Tk, D, causal = shape
+    q = rng.standard_normal((N, Tq, D), dtype=np.float32)
+    k, v = (rng.standard_normal((N, Tk, D), dtype=np.float32) for _ in range(2))
+    out = np.empty((N, Tq, D), dtype=np.float32)
+    nthreads = max(1, min(threads, N * Tq))  # as the kernel does
+    combos = {(min(bq, Tq), min(bk, Tk)) for bq in BLOCKS_Q for bk in BLOCKS_K}
+    combos.add(default_blocks(Tq, Tk))
+    times = {}
+    for bq, bk in sorted(combos):
+        times[bq, bk] = median_ms(lambda: attention._forward(
+            q, k, v, out, D ** -0.5, causal, None, None, None, 0, 0, bq, bk, nthreads), repeat)
+    return times
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=fastattn.get_num_threads())
-    p.add_argument("--repeat", type=int, default=7)
-    args = p.parse_args()
-    blocks_q, blocks_k = (32, 64, 128, 256), (128, 256, 512, 1024)
+    p.add_argument("--repeat", type=int, default=7, help="timed runs per combination (median)")
+    p.add_argument("--quick", action="store_true", help="3 runs, without the (1,1,4096,64) shape")
+    args = p.parse_args(argv)
+    repeat = 3 if args.quick else args.repeat
+    shapes = [s for s in SHAPES if not (args.quick and s[2] >= 4096)]
+
     rng = np.random.default_rng(0)
-    print(f"threads {args.threads}; current BLOCK_Q {attention.BLOCK_Q}, BLOCK_K {attention.BLOCK_K}")
-    print(f"{'shape':24s}" + "".join(f"{bq:>5d}/{bk:<5d}" for bq in blocks_q for bk in blocks_k))
-    for label, N, Tq, Tk, D, causal in SHAPES:
-        q = rng.standard_normal((N, Tq, D), dtype=np.float32)
-        k, v = (rng.standard_normal((N, Tk, D), dtype=np.float32) for _ in range(2))
-        out = np.empty_like(q)
-        times = {}
-        for bq in blocks_q:
-            for bk in blocks_k:
-                times[bq, bk] = median_ms(lambda: attention._forward(
-                    q, k, v, out, D ** -0.5, causal, None, None, None, 0, 0, min(bq, Tq), bk,
-                    args.threads), args.repeat)
-        best = min(times, key=times.get)
-        print(f"{label:24s}" + "".join(f"{times[c]:>9.2f}{'*' if c == best else ' '} " for c in times))
+    print(f"threads {args.threads}; BLOCK_Q {attention.BLOCK_Q}, BLOCK_K {attention.BLOCK_K}, "
+          f"TILE_AREA {attention.TILE_AREA}; median ms of {repeat} runs, float32, causal")
+    results = [(s, sweep(s, args.threads, repeat, rng)) for s in shapes]
+
+    print(f"{'block_q x block_k':>18}" + "".join(f"{s[0]:>16}" for s, _ in results))
+    for bq in BLOCKS_Q:
+        for bk in BLOCKS_K:
+            cells = []
+            for (_, _, Tq, Tk, _, _), times in results:
+                key = (min(bq, Tq), min(bk, Tk))
+                star = "*" if times[key] == min(times.values()) else " "
+                cells.append(f"{times[key]:>15.2f}{star}")
+            print(f"{bq:>9} x {bk:<6}" + "".join(cells))
+    print("default vs best:")
+    for (label, _, Tq, Tk, _, _), times in results:
+        dq, dk = default_blocks(Tq, Tk)
+        bq, bk = min(times, key=times.get)
+        print(f"  {label:16} default ({dq}, {dk}) {times[dq, dk]:.2f} ms; best ({bq}, {bk}) "
+              f"{times[bq, bk]:.2f} ms; default/best {times[dq, dk] / times[bq, bk]:.2f}")
 
 
 if __name__ == "__main__":

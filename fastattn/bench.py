@@ -1,10 +1,13 @@
 """Benchmark table: reference vs compiled vs PyTorch, on the standard shapes, in one run.
 
-    python -m fastattn.bench [--threads N] [--repeat R] [--json FILE] [--quick] [--only TEXT]
+    python -m fastattn.bench [--threads N] [--repeat R] [--json FILE] [--markdown FILE] [--quick] [--only TEXT]
 
-Each cell is the median wall time in ms of R runs (after one warm-up run), float32. The ratios
-are reference / compiled and torch / compiled: above 1, the compiled kernel is faster. The torch
-column is blank when PyTorch is not installed; it runs at the same thread count as fastattn.
+Each cell is the median wall time in ms of up to R runs after one warm-up run (float32 inputs from
+a seeded RNG). A cell stops early, after at least 3 runs, once it has used BUDGET_S seconds, so the
+slow NumPy reference cells cost about 3 runs each. The ratios are reference / compiled and
+torch / compiled: above 1, the compiled kernel is faster. The torch column is blank when PyTorch
+is not installed; torch runs at the same thread count as fastattn (--threads). The reference
+backend is NumPy: its matrix products use NumPy's BLAS at that library's own thread count.
 """
 import argparse
 import datetime
@@ -24,28 +27,36 @@ try:
 except ImportError:  # the torch column stays blank
     torch = None
 
+BUDGET_S = 5.0  # time per cell after which no further runs start (once 3 are done)
+
+
+# Each setup(rng) makes the inputs of one case and returns {"ours": callable on the active
+# fastattn backend, "torch": callable or None, "bytes": bytes the kernel must read (or None)};
+# attention also gives "scores_bytes", the size of the (B, H, Tq, Tk) scores the reference builds.
 
 def _attention(B, H, Tq, D, Tk=None, causal=True, padding=False):
-    """Inputs of one attention case, and how fastattn and torch run it."""
+    Tk = Tk or Tq
+
     def setup(rng):
         q = rng.standard_normal((B, H, Tq, D), dtype=np.float32)
-        k = rng.standard_normal((B, H, Tk or Tq, D), dtype=np.float32)
-        v = rng.standard_normal((B, H, Tk or Tq, D), dtype=np.float32)
+        k = rng.standard_normal((B, H, Tk, D), dtype=np.float32)
+        v = rng.standard_normal((B, H, Tk, D), dtype=np.float32)
         mask = None
-        if padding:  # each sequence keeps a prefix of random length, from half to all keys
-            lengths = rng.integers((Tk or Tq) // 2, (Tk or Tq) + 1, size=B)
-            mask = np.arange(Tk or Tq)[None, None, None, :] < lengths[:, None, None, None]
-        ours = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # noqa: E731
-        if torch is None:
-            return ours, None
-        tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
-        tmask = None if mask is None else torch.from_numpy(mask)
-        # torch aligns is_causal top-left: with Tq < Tk its queries would see only the first keys.
-        # Ours are the last Tq positions (bottom-right); for decode (Tq = 1) that is every key,
-        # which torch computes with is_causal=False.
-        torch_causal = causal and (Tk is None or Tk == Tq)
-        return ours, lambda: torch.nn.functional.scaled_dot_product_attention(
-            tq, tk, tv, attn_mask=tmask, is_causal=torch_causal)
+        if padding:  # each sequence keeps a prefix of random length, from half to all of the keys
+            lengths = rng.integers(Tk // 2, Tk + 1, size=B)
+            mask = np.arange(Tk)[None, None, None, :] < lengths[:, None, None, None]  # (B,1,1,Tk)
+        case = {"ours": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal),
+                "torch": None, "bytes": k.nbytes + v.nbytes, "scores_bytes": B * H * Tq * Tk * 4}
+        if torch is not None:
+            # torch's is_causal is aligned top-left, fastattn's bottom-right (queries = the last Tq
+            # positions). They agree for Tq == Tk; for one query (decode) fastattn's hides nothing.
+            assert not causal or Tq in (Tk, 1), "give torch an explicit causal mask for this shape"
+            tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+            tmask = None if mask is None else torch.from_numpy(mask)
+            t_causal = causal and Tq == Tk
+            case["torch"] = lambda: torch.nn.functional.scaled_dot_product_attention(
+                tq, tk, tv, attn_mask=tmask, is_causal=t_causal)
+        return case
     return setup
 
 
@@ -53,11 +64,11 @@ def _masked_softmax(shape):
     def setup(rng):
         x = rng.standard_normal(shape, dtype=np.float32)
         mask = np.tril(np.ones(shape[-2:], dtype=bool))  # causal, broadcast over the batch
-        ours = lambda: F.masked_softmax(x, mask)  # noqa: E731
-        if torch is None:
-            return ours, None
-        tx, tmask = torch.from_numpy(x), torch.from_numpy(~mask)
-        return ours, lambda: torch.softmax(tx.masked_fill(tmask, float("-inf")), dim=-1)
+        case = {"ours": lambda: F.masked_softmax(x, mask), "torch": None, "bytes": None}
+        if torch is not None:
+            tx, hidden = torch.from_numpy(x), torch.from_numpy(~mask)
+            case["torch"] = lambda: torch.softmax(tx.masked_fill(hidden, float("-inf")), dim=-1)
+        return case
     return setup
 
 
@@ -65,52 +76,56 @@ def _layer_norm(shape):
     def setup(rng):
         x = rng.standard_normal(shape, dtype=np.float32)
         w, b = (rng.standard_normal(shape[-1], dtype=np.float32) for _ in range(2))
-        ours = lambda: F.layer_norm(x, w, b)  # noqa: E731
-        if torch is None:
-            return ours, None
-        tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
-        return ours, lambda: torch.nn.functional.layer_norm(tx, (shape[-1],), tw, tb)
+        case = {"ours": lambda: F.layer_norm(x, w, b), "torch": None, "bytes": None}
+        if torch is not None:
+            tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
+            case["torch"] = lambda: torch.nn.functional.layer_norm(tx, (shape[-1],), tw, tb)
+        return case
     return setup
 
 
-def _gelu(shape, approximate):
+def _gelu(shape, approximate="none"):
     def setup(rng):
         x = rng.standard_normal(shape, dtype=np.float32)
-        ours = lambda: F.gelu(x, approximate)  # noqa: E731
-        if torch is None:
-            return ours, None
-        tx = torch.from_numpy(x)
-        return ours, lambda: torch.nn.functional.gelu(tx, approximate=approximate)
+        case = {"ours": lambda: F.gelu(x, approximate), "torch": None, "bytes": None}
+        if torch is not None:
+            tx = torch.from_numpy(x)
+            case["torch"] = lambda: torch.nn.functional.gelu(tx, approximate=approximate)
+        return case
     return setup
 
 
-# (kernel, shape label, setup, run the reference?, in --quick?)
+# (kernel, shape label, setup, flags). Flags: "quick" = also in the --quick subset; "quick-only" =
+# only there (small stand-ins for the big shapes); "bandwidth" = note the GB/s at which compiled
+# reads K and V; "memory" = note the extra memory of compiled (and of the reference, if it runs);
+# "no-reference" = do not run the reference (its T x T scores would not fit in a sane budget).
 CASES = [
-    ("attention causal", "(8,8,256,64)", _attention(8, 8, 256, 64), True, True),
-    ("attention causal", "(1,12,1024,64)", _attention(1, 12, 1024, 64), True, False),
-    ("attention causal", "(1,1,4096,64)", _attention(1, 1, 4096, 64), True, False),
-    ("attention causal", "(16,4,64,32)", _attention(16, 4, 64, 32), True, True),
-    ("attention", "(1,12,1024,64)", _attention(1, 12, 1024, 64, causal=False), True, False),
-    ("attention", "(1,1,4096,64)", _attention(1, 1, 4096, 64, causal=False), True, False),
-    ("attention padding mask", "(8,8,256,64)", _attention(8, 8, 256, 64, causal=False, padding=True),
-     True, True),
-    ("attention decode", "q (8,8,1,64) kv 1024", _attention(8, 8, 1, 64, Tk=1024), True, True),  # see DECODE_BYTES
-    ("attention causal", "(1,1,16384,64)", _attention(1, 1, 16384, 64), False, False),
-    ("masked_softmax causal", "(64,1024,1024)", _masked_softmax((64, 1024, 1024)), True, False),
-    ("masked_softmax causal", "(8,256,256)", _masked_softmax((8, 256, 256)), True, True),
-    ("layer_norm", "(32768,768)", _layer_norm((32768, 768)), True, False),
-    ("layer_norm", "(1024,768)", _layer_norm((1024, 768)), True, True),
-    ("gelu", "(32768,3072)", _gelu((32768, 3072), "none"), True, False),
-    ("gelu tanh", "(32768,3072)", _gelu((32768, 3072), "tanh"), True, False),
-    ("gelu", "(1024,3072)", _gelu((1024, 3072), "none"), True, True),
+    ("attention causal", "(8,8,256,64)", _attention(8, 8, 256, 64), "quick"),
+    ("attention causal", "(1,12,1024,64)", _attention(1, 12, 1024, 64), ""),
+    ("attention causal", "(1,1,4096,64)", _attention(1, 1, 4096, 64), ""),
+    ("attention causal", "(16,4,64,32)", _attention(16, 4, 64, 32), "quick"),
+    ("attention causal", "(1,4,512,64)", _attention(1, 4, 512, 64), "quick-only"),
+    ("attention", "(1,12,1024,64)", _attention(1, 12, 1024, 64, causal=False), ""),
+    ("attention", "(1,1,4096,64)", _attention(1, 1, 4096, 64, causal=False), ""),
+    ("attention", "(1,4,512,64)", _attention(1, 4, 512, 64, causal=False), "quick-only"),
+    ("attention padding mask", "(8,8,256,64)", _attention(8, 8, 256, 64, causal=False, padding=True), "quick"),
+    ("attention decode", "q (8,8,1,64) kv 1024", _attention(8, 8, 1, 64, Tk=1024), "quick bandwidth"),
+    ("attention causal", "(1,1,16384,64)", _attention(1, 1, 16384, 64), "memory no-reference"),
+    ("attention causal", "(1,1,2048,64)", _attention(1, 1, 2048, 64), "quick-only memory"),
+    ("masked_softmax causal", "(64,1024,1024)", _masked_softmax((64, 1024, 1024)), ""),
+    ("masked_softmax causal", "(8,256,256)", _masked_softmax((8, 256, 256)), "quick-only"),
+    ("layer_norm", "(32768,768)", _layer_norm((32768, 768)), ""),
+    ("layer_norm", "(1024,768)", _layer_norm((1024, 768)), "quick-only"),
+    ("gelu", "(32768,3072)", _gelu((32768, 3072)), ""),
+    ("gelu tanh", "(32768,3072)", _gelu((32768, 3072), "tanh"), ""),
+    ("gelu", "(1024,3072)", _gelu((1024, 3072)), "quick-only"),
+    ("gelu tanh", "(1024,3072)", _gelu((1024, 3072), "tanh"), "quick-only"),
 ]
 
 
-DECODE_BYTES = 2 * 8 * 8 * 1024 * 64 * 4  # K and V of the decode case: what it must read at least
-
-
-def median_ms(fn, repeat, budget_s=20.0):
-    """Median of `repeat` timed runs after one warm-up; fewer (>= 3) if they exceed budget_s."""
+def median_ms(fn, repeat, budget_s=BUDGET_S):
+    """(median ms, runs): one warm-up, then up to `repeat` timed runs; none starts after budget_s
+    once min(3, repeat) are done."""
     fn()
     times = []
     start = time.perf_counter()
@@ -118,14 +133,13 @@ def median_ms(fn, repeat, budget_s=20.0):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * float(np.median(times)), len(times)
 
 
-def extra_memory_mb(fn):
-    """Peak memory NumPy allocates during fn() (traced by tracemalloc), less the result itself."""
+def extra_memory_mib(fn):
+    """Peak memory allocated during fn() (NumPy reports its arrays to tracemalloc), less the result."""
     tracemalloc.start()
     try:
-        tracemalloc.reset_peak()
         out = fn()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -134,6 +148,7 @@ def extra_memory_mb(fn):
 
 
 def machine(threads):
+    """The header: what ran where."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -143,52 +158,84 @@ def machine(threads):
     import scipy
 
     compiled = "compiled" in fastattn.available_backends()
-    openmp = compiled and fastattn._backend._compiled.openmp_enabled()
     return {
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
         "threads": threads,
-        "openmp": openmp,
+        "compiled": compiled,
+        "openmp": compiled and bool(fastattn._backend._compiled.openmp_enabled()),
+        "fastattn": fastattn.__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "torch": torch.__version__ if torch is not None else None,
-        "fastattn": fastattn.__version__,
-        "date": datetime.date.today().isoformat(),
+        "date": datetime.datetime.now().isoformat(timespec="minutes"),
     }
 
 
-def run(threads, repeat, quick=False, only=None):
-    """Time every case; returns a list of row dicts."""
+def header_lines(info):
+    return [
+        f"# cpu: {info['cpu']}, {info['logical_cores']} logical cores",
+        f"# threads: {info['threads']} (fastattn and torch); compiled backend: "
+        + (f"OpenMP {'on' if info['openmp'] else 'off'}" if info["compiled"] else "not available"),
+        f"# fastattn {info['fastattn']}, numpy {info['numpy']}, scipy {info['scipy']}, "
+        + (f"torch {info['torch']}" if info["torch"] else "torch: not installed"),
+        f"# date: {info['date']}",
+        "# medians in ms, float32; ratios above 1: compiled is faster",
+    ]
+
+
+def run_case(kernel, shape, setup, flags, repeat, earlier=()):
+    """Time one case on each backend; returns its row (dict). `earlier`: the rows so far."""
+    case = setup(np.random.default_rng(0))
+    row = {"kernel": kernel, "shape": shape, "reference_ms": None, "compiled_ms": None,
+           "torch_ms": None, "runs": {}, "note": ""}
+    notes = []
+    if "no-reference" not in flags:
+        with fastattn.use_backend("reference"):
+            row["reference_ms"], row["runs"]["reference"] = median_ms(case["ours"], repeat)
+    if "compiled" in fastattn.available_backends():
+        with fastattn.use_backend("compiled"):
+            row["compiled_ms"], row["runs"]["compiled"] = median_ms(case["ours"], repeat)
+            if "bandwidth" in flags:  # memory-bound: K and V are read once
+                row["compiled_GBps"] = case["bytes"] / (row["compiled_ms"] / 1e3) / 1e9
+                notes.append(f"compiled reads K,V at {row['compiled_GBps']:.1f} GB/s")
+            if "memory" in flags:
+                row["compiled_extra_MiB"] = extra_memory_mib(case["ours"])
+                notes.append(f"extra memory: compiled {row['compiled_extra_MiB']:.2f} MiB")
+    if "memory" in flags:
+        if "no-reference" in flags:
+            notes.append(f"reference not run: its scores alone would be {case['scores_bytes'] / 2**30:g} GiB")
+        else:
+            with fastattn.use_backend("reference"):
+                row["reference_extra_MiB"] = extra_memory_mib(case["ours"])
+            notes.append(f"reference {row['reference_extra_MiB']:.1f} MiB")
+    if case["torch"] is not None:
+        with torch.inference_mode():
+            row["torch_ms"], row["runs"]["torch"] = median_ms(case["torch"], repeat)
+    if kernel == "attention":  # not causal: how much the causal twin of this shape saved
+        twin = next((r for r in earlier if r["kernel"] == "attention causal" and r["shape"] == shape), None)
+        if twin is not None:
+            notes.append("full/causal time: " + ", ".join(
+                f"{who} {row[key] / twin[key]:.2f}x" for who, key in
+                (("compiled", "compiled_ms"), ("torch", "torch_ms")) if row[key] and twin[key]))
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def run(threads, repeat, quick=False, only=None, out=print):
+    """Time the selected cases, printing each row as it completes; returns the rows."""
     fastattn.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)
     rows = []
-    for kernel, shape, setup, with_reference, in_quick in CASES:
-        name = f"{kernel} {shape}"
-        if (quick and not in_quick) or (only and only not in name):
+    for kernel, shape, setup, flags in CASES:
+        flags = set(flags.split())
+        if (quick and not flags & {"quick", "quick-only"}) or (not quick and "quick-only" in flags):
             continue
-        ours, theirs = setup(np.random.default_rng(0))
-        row = {"kernel": kernel, "shape": shape, "reference_ms": None, "compiled_ms": None,
-               "torch_ms": None, "note": ""}
-        if with_reference:
-            with fastattn.use_backend("reference"):
-                row["reference_ms"] = median_ms(ours, min(repeat, 3) if not quick else 3)
-        else:
-            row["note"] = "reference skipped (its T x T scores would need 1 GiB)"
-        if "compiled" in fastattn.available_backends():
-            with fastattn.use_backend("compiled"):
-                row["compiled_ms"] = median_ms(ours, repeat)
-                if kernel == "attention decode":  # memory-bound: K and V are read once
-                    gbs = DECODE_BYTES / (row["compiled_ms"] / 1e3) / 1e9
-                    row["note"] = f"reads K,V at {gbs:.1f} GB/s"
-                if not with_reference:
-                    row["note"] += f"; compiled extra memory {extra_memory_mb(ours):.1f} MB"
-        if theirs is not None:
-            with torch.inference_mode():
-                row["torch_ms"] = median_ms(theirs, repeat)
-        rows.append(row)
-        print(_format_row(_cells(row)), flush=True)
-    _causal_notes(rows)
+        if only and only not in f"{kernel} {shape}":
+            continue
+        rows.append(run_case(kernel, shape, setup, flags, repeat, rows))
+        out(_format_row(_cells(rows[-1])))
     return rows
 
 
@@ -196,19 +243,8 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def _causal_notes(rows):
-    """Non-causal rows say how much longer they took than the same causal shape."""
-    causal = {r["shape"]: r for r in rows if r["kernel"] == "attention causal"}
-    for r in rows:
-        c = causal.get(r["shape"])
-        if r["kernel"] == "attention" and c is not None:
-            parts = [f"{who} causal/full {c[key] / r[key]:.2f}" for who, key in
-                     (("compiled", "compiled_ms"), ("torch", "torch_ms")) if c[key] and r[key]]
-            r["note"] = ", ".join(parts)
-
-
 HEADER = ("kernel", "shape", "reference ms", "compiled ms", "torch ms", "ref/comp", "torch/comp", "note")
-WIDTHS = (23, 21, 12, 11, 9, 8, 10, 0)
+WIDTHS = (22, 20, 12, 11, 9, 8, 10, 0)
 
 
 def _cells(r):
@@ -226,7 +262,7 @@ def _format_row(cells):
 
 
 def markdown(info, rows):
-    """The table as Markdown, as the README shows it."""
+    """The table as Markdown (for the README)."""
     lines = [f"{info['cpu']}, {info['logical_cores']} logical cores, {info['threads']} threads "
              f"(OpenMP {'on' if info['openmp'] else 'off'}), numpy {info['numpy']}, scipy {info['scipy']}, "
              f"torch {info['torch'] or 'not installed'}, {info['date']}. Medians in ms, float32; "
@@ -240,25 +276,25 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m fastattn.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=fastattn.get_num_threads(),
                    help="threads for fastattn and torch (default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=9, help="timed runs per cell, median reported")
-    p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    p.add_argument("--repeat", type=int, default=7,
+                   help="timed runs per cell, median reported (default: %(default)s; "
+                        f"fewer, at least 3, once a cell has used {BUDGET_S:g} s)")
+    p.add_argument("--json", metavar="FILE", help="also write the machine header and the rows as JSON")
     p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
-    p.add_argument("--quick", action="store_true", help="small shapes only, a smoke test")
-    p.add_argument("--only", metavar="TEXT", help="only the cases whose name contains TEXT")
+    p.add_argument("--quick", action="store_true", help="small shapes, 3 runs per cell: a smoke test")
+    p.add_argument("--only", metavar="TEXT", help="only the cases whose 'kernel shape' contains TEXT")
     args = p.parse_args(argv)
     if args.threads < 1 or args.repeat < 1:
         p.error("--threads and --repeat must be >= 1")
 
     info = machine(args.threads)
-    print(f"# {info['cpu']} | {info['logical_cores']} logical cores | {args.threads} threads | "
-          f"OpenMP {'on' if info['openmp'] else 'off'} | numpy {info['numpy']} | scipy {info['scipy']} | "
-          f"torch {info['torch'] or 'not installed'} | {info['date']}")
-    print("# medians in ms, float32; ratios above 1: compiled is faster")
-    print(_format_row(HEADER))
-    rows = run(args.threads, args.repeat, args.quick, args.only)
+    print("\n".join(header_lines(info)))
+    print(_format_row(HEADER), flush=True)
+    repeat = min(args.repeat, 3) if args.quick else args.repeat
+    rows = run(args.threads, repeat, args.quick, args.only, out=lambda line: print(line, flush=True))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": rows}, f, indent=1)
+            json.dump({"machine": info, "repeat": repeat, "budget_s": BUDGET_S, "rows": rows}, f, indent=1)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(info, rows) + "\n")
