@@ -28,6 +28,10 @@ except ImportError:  # the torch column stays blank
     torch = None
 
 BUDGET_S = 5.0  # time per cell after which no further runs start (once 3 are done)
+# Pause before timing each backend. BLAS and OpenMP worker threads keep spinning for a while after
+# their last call: measured here, attention run right after the NumPy reference took 13.6 ms
+# instead of 8.7 (torch likewise 19.4 instead of 12.5). Each backend is timed on idle cores.
+SETTLE_S = 1.0
 
 
 # Each setup(rng) makes the inputs of one case and returns {"ours": callable on the active
@@ -124,8 +128,9 @@ CASES = [
 
 
 def median_ms(fn, repeat, budget_s=BUDGET_S):
-    """(median ms, runs): one warm-up, then up to `repeat` timed runs; none starts after budget_s
-    once min(3, repeat) are done."""
+    """(median ms, runs): a pause (SETTLE_S), one warm-up, then up to `repeat` timed runs; none
+    starts after budget_s once min(3, repeat) are done."""
+    time.sleep(SETTLE_S)
     fn()
     times = []
     start = time.perf_counter()

@@ -44,11 +44,12 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                          Py_ssize_t D, Py_ssize_t Dv, floating scale, bint causal,
                          const unsigned char* bool_mask, const floating* add_mask,
                          const Py_ssize_t* mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
-                         const Py_ssize_t* key_end, Py_ssize_t Bq, Py_ssize_t Bk,
-                         int num_threads) noexcept nogil:
+                         const Py_ssize_t* key_end, const unsigned char* mask_in_use,
+                         Py_ssize_t Bq, Py_ssize_t Bk, int num_threads) noexcept nogil:
     # q (N, Tq, D), k (N, Tk, D), v (N, Tk, Dv), out (N, Tq, Dv): contiguous.
     # workspace: per thread, a score tile (Bq, Bk), an accumulator (Bq, Dv), m (Bq) and l (Bq).
     # key_end (N) or NULL: the mask hides every key >= key_end[n] from every query of batch n.
+    # mask_in_use (N) or NULL: 0 where the mask hides nothing else (no need to apply it).
     cdef Py_ssize_t n_qblocks = (Tq + Bq - 1) // Bq
     cdef Py_ssize_t per_thread = Bq * Bk + Bq * Dv + 2 * Bq
     cdef Py_ssize_t shift = Tk - Tq
@@ -89,9 +90,12 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                 gemm_rowmajor(False, True, bq, bk, D, scale, q + (n * Tq + i0) * D, D,
                               k + (n * Tk + j0) * D, D, 0, s, bk)
                 for r in range(bq):
-                    mask_at = mask_offsets[n] + (i0 + r) * mask_rs + j0 * mask_cs if mask_offsets else 0
-                    bm = bool_mask + mask_at if bool_mask else NULL
-                    am = add_mask + mask_at if add_mask else NULL
+                    bm = NULL
+                    am = NULL
+                    if mask_offsets != NULL and (mask_in_use == NULL or mask_in_use[n] != 0):
+                        mask_at = mask_offsets[n] + (i0 + r) * mask_rs + j0 * mask_cs
+                        bm = bool_mask + mask_at if bool_mask else NULL
+                        am = add_mask + mask_at if add_mask else NULL
                     row_max = mask_row(s + r * bk, bk, i0 + r + shift + 1 - j0 if causal else bk,
                                        bm, mask_cs, am, mask_cs)
                     if row_max != row_max or m[r] != m[r]:
@@ -126,7 +130,7 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
              const unsigned char[::1] bool_mask, const floating[::1] add_mask,
              const Py_ssize_t[::1] mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
              Py_ssize_t block_q, Py_ssize_t block_k, int num_threads,
-             const Py_ssize_t[::1] key_end=None):
+             const Py_ssize_t[::1] key_end=None, const unsigned char[::1] mask_in_use=None):
     cdef Py_ssize_t N = q.shape[0], Tq = q.shape[1], D = q.shape[2]
     cdef Py_ssize_t Tk = k.shape[1], Dv = v.shape[2]
     # The nogil code trusts these shapes: check them while an exception can still be raised.
@@ -145,8 +149,9 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
                 or min(mask_offsets) < 0
                 or max(mask_offsets) + (Tq - 1) * mask_rs + (Tk - 1) * mask_cs >= mask_len):
             raise ValueError("attention: mask plan does not cover the scores")
-    if key_end is not None and key_end.shape[0] != N:
-        raise ValueError("attention: key_end has %d entries for %d batch-heads" % (key_end.shape[0], N))
+    if (key_end is not None and key_end.shape[0] != N) or (
+            mask_in_use is not None and mask_in_use.shape[0] != N):
+        raise ValueError("attention: key_end and mask_in_use need %d entries (one per batch-head)" % N)
     if N == 0 or Tq == 0 or Dv == 0:
         return
     if Tk == 0:  # no key at all: every row is fully masked
@@ -161,7 +166,9 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
                        &bool_mask[0] if mask_len and bool_mask is not None else NULL,
                        &add_mask[0] if mask_len and add_mask is not None else NULL,
                        &mask_offsets[0] if mask_len else NULL, mask_rs, mask_cs,
-                       &key_end[0] if key_end is not None else NULL, block_q, block_k, num_threads)
+                       &key_end[0] if key_end is not None else NULL,
+                       &mask_in_use[0] if mask_in_use is not None else NULL,
+                       block_q, block_k, num_threads)
 
 
 @cython.wraparound(True)
@@ -177,6 +184,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     v3 = np.ascontiguousarray(value).reshape(N, Tk, Dv)
     out = np.empty((N, Tq, Dv), dtype=q.dtype)
     plan = mask_plan(attn_mask, lead, Tq, Tk, q.dtype)
+    key_end, mask_in_use = plan.key_extent() if plan is not None else (None, None)
     block_q = min(BLOCK_Q, max(Tq, 1))
     _forward(q3, k3, v3, out, 1.0 / sqrt(D) if scale is None else float(scale), bool(is_causal),
              plan.bool_base if plan is not None else None,
@@ -185,6 +193,5 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
              plan.row_stride if plan is not None else 0,
              plan.col_stride if plan is not None else 0,
              block_q, min(max(BLOCK_K, TILE_AREA // block_q), max(Tk, 1)),
-             max(1, min(get_num_threads(), N * Tq)),
-             plan.key_end() if plan is not None else None)
+             max(1, min(get_num_threads(), N * Tq)), key_end, mask_in_use)
     return out.reshape(lead + (Tq, Dv))

@@ -41,18 +41,31 @@ class MaskPlan:
         self.row_stride, self.col_stride = strides[-2], strides[-1]
         self._mask, self._lead, self._full_cols = m, tuple(lead), cols
 
-    def key_end(self):
-        """(N,) intp: 1 + the last column that any row of batch n may see (0: none). Attention
-        never computes the key blocks past it: a padding mask then costs less, not more."""
+    def key_extent(self):
+        """Per flat batch n, what attention needs of the mask beyond the scores' shape:
+
+        key_end (N,) intp: 1 + the last key that any row of batch n may see (0: none). The key
+            blocks past it are never computed, so a padding mask costs less, not more.
+        in_use (N,) uint8: 0 where the mask changes nothing among keys < key_end[n] (a padding
+            mask: all visible up to the end, additive 0), so the kernel need not apply it there.
+        """
         m = self._mask  # (lead'..., rows', cols'), size 1 where it broadcasts
-        visible = (m != 0) if self.bool_base is not None else (m != -np.inf)  # NaN counts as visible
+        if self.bool_base is not None:
+            visible, neutral = m != 0, m != 0
+        else:
+            visible, neutral = m != -np.inf, m == 0  # NaN counts as visible, and as not neutral
         cols = visible.shape[-1]
         any_row = visible.any(axis=-2)  # (lead'..., cols')
-        last = cols - np.argmax(any_row[..., ::-1], axis=-1)
-        end = np.where(any_row.any(axis=-1), last, 0)
+        end = np.where(any_row.any(axis=-1), cols - np.argmax(any_row[..., ::-1], axis=-1), 0)
+        inside = np.arange(cols) < end[..., None]  # (lead'..., cols'): the keys that get computed
+        in_use = (~neutral & inside[..., None, :]).any(axis=(-2, -1))
         if cols == 1:  # broadcast along the keys: all of them or none
             end = np.where(end > 0, self._full_cols, 0)
-        return np.ascontiguousarray(np.broadcast_to(end, self._lead), dtype=np.intp).reshape(-1)
+
+        def per_batch(a, dtype):
+            return np.ascontiguousarray(np.broadcast_to(a, self._lead), dtype=dtype).reshape(-1)
+
+        return per_batch(end, np.intp), per_batch(in_use, np.uint8)
 
 
 def mask_plan(mask, lead, rows, cols, dtype):
