@@ -127,14 +127,23 @@ CASES = [
 ]
 
 
+MIN_TIME_S = 0.5  # fast cells keep running until this much time is spent (at most 1000 runs)
+
+
 def median_ms(fn, repeat, budget_s=BUDGET_S):
-    """(median ms, runs): a pause (SETTLE_S), one warm-up, then up to `repeat` timed runs; none
-    starts after budget_s once min(3, repeat) are done."""
+    """(median ms, runs): a pause (SETTLE_S), one warm-up, then `repeat` timed runs, and more for
+    fast kernels until MIN_TIME_S has passed (a median of many runs is steadier for sub-ms cells);
+    none starts after budget_s once min(3, repeat) are done."""
     time.sleep(SETTLE_S)
     fn()
     times = []
     start = time.perf_counter()
-    while len(times) < repeat and (len(times) < 3 or time.perf_counter() - start < budget_s):
+    while True:
+        elapsed = time.perf_counter() - start
+        if len(times) >= repeat and (elapsed >= MIN_TIME_S or len(times) >= 1000):
+            break
+        if len(times) >= min(3, repeat) and elapsed >= budget_s:
+            break
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
