@@ -28,9 +28,9 @@ except ImportError:  # the torch column stays blank
     torch = None
 
 BUDGET_S = 5.0  # time per cell after which no further runs start (once 3 are done)
-# Pause before timing each backend. BLAS and OpenMP worker threads keep spinning for a while after
-# their last call: measured here, attention run right after the NumPy reference took 13.6 ms
-# instead of 8.7 (torch likewise 19.4 instead of 12.5). Each backend is timed on idle cores.
+# Pause before timing. BLAS and OpenMP worker threads keep spinning for a while after their last
+# call: measured here, attention run right after the NumPy reference took 13.6 ms instead of 8.7
+# (torch likewise 19.4 instead of 12.5).
 SETTLE_S = 1.0
 
 
@@ -130,24 +130,44 @@ CASES = [
 MIN_TIME_S = 0.5  # fast cells keep running until this much time is spent (at most 1000 runs)
 
 
-def median_ms(fn, repeat, budget_s=BUDGET_S):
-    """(median ms, runs): a pause (SETTLE_S), one warm-up, then `repeat` timed runs, and more for
-    fast kernels until MIN_TIME_S has passed (a median of many runs is steadier for sub-ms cells);
-    none starts after budget_s once min(3, repeat) are done."""
+def medians_ms(fns, repeat, budget_s=BUDGET_S):
+    """{name: (median ms, runs)} for the callables in `fns` ({name: callable}), timed in turn
+    (a, b, a, b, ...) so that noise from the rest of the machine falls on all of them alike.
+
+    A pause (SETTLE_S) and one warm-up each first; then `repeat` rounds, and more for fast
+    kernels until MIN_TIME_S has passed (a median of many runs is steadier for sub-ms cells);
+    no round starts after budget_s once min(3, repeat) are done."""
     time.sleep(SETTLE_S)
-    fn()
-    times = []
-    start = time.perf_counter()
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    start, rounds = time.perf_counter(), 0
     while True:
         elapsed = time.perf_counter() - start
-        if len(times) >= repeat and (elapsed >= MIN_TIME_S or len(times) >= 1000):
+        if rounds >= repeat and (elapsed >= MIN_TIME_S or rounds >= 1000):
             break
-        if len(times) >= min(3, repeat) and elapsed >= budget_s:
+        if rounds >= min(3, repeat) and elapsed >= budget_s:
             break
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times)), len(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: (1e3 * float(np.median(t)), len(t)) for name, t in times.items()}
+
+
+def _on_backend(name, fn):
+    def call():
+        with fastattn.use_backend(name):
+            return fn()
+    return call
+
+
+def _in_torch(fn):
+    def call():
+        with torch.inference_mode():
+            return fn()
+    return call
 
 
 def extra_memory_mib(fn):
@@ -204,12 +224,22 @@ def run_case(kernel, shape, setup, flags, repeat, earlier=()):
     row = {"kernel": kernel, "shape": shape, "reference_ms": None, "compiled_ms": None,
            "torch_ms": None, "runs": {}, "note": ""}
     notes = []
+    # The reference alone: its BLAS threads spin after each call and would slow what runs next.
+    # Then compiled and torch in turn, so that they share whatever else the machine is doing.
+    timed = {}
     if "no-reference" not in flags:
-        with fastattn.use_backend("reference"):
-            row["reference_ms"], row["runs"]["reference"] = median_ms(case["ours"], repeat)
+        timed.update(medians_ms({"reference": _on_backend("reference", case["ours"])}, repeat))
+    peers = {}
+    if "compiled" in fastattn.available_backends():
+        peers["compiled"] = _on_backend("compiled", case["ours"])
+    if case["torch"] is not None:
+        peers["torch"] = _in_torch(case["torch"])
+    if peers:
+        timed.update(medians_ms(peers, repeat))
+    for name, (ms, runs) in timed.items():
+        row[f"{name}_ms"], row["runs"][name] = ms, runs
     if "compiled" in fastattn.available_backends():
         with fastattn.use_backend("compiled"):
-            row["compiled_ms"], row["runs"]["compiled"] = median_ms(case["ours"], repeat)
             if "bandwidth" in flags:  # memory-bound: K and V are read once
                 row["compiled_GBps"] = case["bytes"] / (row["compiled_ms"] / 1e3) / 1e9
                 notes.append(f"compiled reads K,V at {row['compiled_GBps']:.1f} GB/s")
@@ -223,9 +253,6 @@ def run_case(kernel, shape, setup, flags, repeat, earlier=()):
             with fastattn.use_backend("reference"):
                 row["reference_extra_MiB"] = extra_memory_mib(case["ours"])
             notes.append(f"reference {row['reference_extra_MiB']:.1f} MiB")
-    if case["torch"] is not None:
-        with torch.inference_mode():
-            row["torch_ms"], row["runs"]["torch"] = median_ms(case["torch"], repeat)
     if kernel == "attention":  # not causal: how much the causal twin of this shape saved
         twin = next((r for r in earlier if r["kernel"] == "attention causal" and r["shape"] == shape), None)
         if twin is not None:
