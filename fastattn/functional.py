@@ -9,7 +9,10 @@ Masks (attn_mask of scaled_dot_product_attention, mask of masked_softmax) follow
   bool   True = may attend / keep, False = excluded (score -> -inf)
   float  added to the scaled scores (-inf excludes); cast to the dtype of the scores
 and broadcast (NumPy rules) to the shape of the scores. A row in which every entry is excluded
-returns zeros, never NaN (as PyTorch's SDPA does since 2.5). NaN in the input propagates.
+returns zeros, never NaN (as PyTorch's SDPA does since 2.5). NaN in the input propagates to every
+output that depends on it. Attention: a NaN or inf in the value row of a key that a query may not
+see may or may not reach that query's output (the reference multiplies it by 0, giving NaN; the
+compiled kernel never reads key blocks that no query of a block can see); do not rely on either.
 """
 import numbers
 
