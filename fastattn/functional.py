@@ -115,10 +115,12 @@ def softmax(x, axis=-1):
     return masked_softmax(x, None, 1.0, axis)
 
 
-def layer_norm(x, weight=None, bias=None, eps=1e-5):
+def layer_norm(x, weight=None, bias=None, eps=1e-5, return_stats=False):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance, as torch).
 
     weight and bias: None or arrays of shape (C,), C = x.shape[-1], of the dtype of x.
+    return_stats: return (y, mean, rstd) instead of y, mean and rstd = 1 / sqrt(var + eps) of
+    shape x.shape[:-1] and the dtype of x: what layer_norm_backward needs.
     """
     a = _float_array("x", x)
     if a.ndim == 0:
@@ -136,9 +138,84 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     eps = _real("eps", eps)
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    if not isinstance(return_stats, (bool, np.bool_)):
+        raise TypeError(f"return_stats must be a bool, got {type(return_stats).__name__}")
+    if a.size == 0:
+        y = np.empty(a.shape, dtype=a.dtype)
+        # (no features: the mean and rstd of an empty row are NaN, as NumPy's mean of nothing)
+        stats = np.full(a.shape[:-1], np.nan if C == 0 else 0, dtype=a.dtype)
+        return (y, stats, stats.copy()) if return_stats else y
+    if return_stats:
+        return _backend.current().layer_norm(a, params[0], params[1], eps, True)
+    return _backend.current().layer_norm(a, params[0], params[1], eps)
+
+
+def _same_as(name, a, ref_name, ref, shape=None):
+    """a (already a float array) with the dtype of ref and the given shape (default ref's), or a
+    clear error naming both."""
+    if a.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {a.dtype}")
+    shape = ref.shape if shape is None else tuple(shape)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} for {ref_name} of shape {ref.shape}, got {a.shape}")
+    return a
+
+
+def masked_softmax_backward(grad_output, output, scale=1.0, axis=-1):
+    """The gradient with respect to x of output = masked_softmax(x, mask, scale, axis).
+
+    grad_output, output: same shape and dtype -> grad_x = scale * y * (g - sum(g * y, axis)).
+    The mask is not needed: masked entries have y = 0, so their gradient is 0.
+    """
+    y = _float_array("output", output)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "output", y)
+    if y.ndim == 0:
+        raise ValueError("output must have at least 1 dimension, got a 0-d array")
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -y.ndim <= axis < y.ndim:
+        raise np.exceptions.AxisError(int(axis), y.ndim, "masked_softmax_backward")
+    scale = _real("scale", scale)
+    if y.size == 0:
+        return np.empty(y.shape, dtype=y.dtype)
+    return _backend.current().masked_softmax_backward(g, y, scale, int(axis) % y.ndim)
+
+
+def layer_norm_backward(grad_output, x, mean, rstd, weight=None):
+    """Gradients of y = layer_norm(x, weight, bias, eps), given (y, mean, rstd) = layer_norm(...,
+    return_stats=True).
+
+    grad_output, x (..., C); mean, rstd x.shape[:-1]; weight None or (C,); all of the dtype of x
+    -> (grad_x (..., C), grad_weight (C,) or None if weight is None, grad_bias (C,)).
+    grad_bias (the sum of grad_output over all rows) is returned even without a bias.
+    """
+    a = _float_array("x", x)
+    if a.ndim == 0:
+        raise ValueError("x must have at least 1 dimension, got a 0-d array")
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "x", a)
+    m = _same_as("mean", _float_array("mean", mean), "x", a, a.shape[:-1])
+    r = _same_as("rstd", _float_array("rstd", rstd), "x", a, a.shape[:-1])
+    w = None if weight is None else _same_as("weight", _float_array("weight", weight), "x", a, a.shape[-1:])
+    if a.size == 0:  # no rows (sums over nothing: 0) or no features
+        C = a.shape[-1]
+        return (np.empty(a.shape, dtype=a.dtype), None if w is None else np.zeros(C, a.dtype),
+                np.zeros(C, a.dtype))
+    return _backend.current().layer_norm_backward(g, a, m, r, w)
+
+
+def gelu_backward(grad_output, x, approximate="none"):
+    """grad_output * GELU'(x), the gradient of gelu(x, approximate) with respect to x.
+
+    GELU'(x) = Phi(x) + x phi(x) ("none"), or the derivative of x/2 * (1 + tanh(u)),
+    u = sqrt(2/pi) (x + 0.044715 x^3) ("tanh"). Exactly 1 or 0 for |x| >= 40, never NaN there.
+    """
+    a = _float_array("x", x)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "x", a)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     if a.size == 0:
         return np.empty(a.shape, dtype=a.dtype)
-    return _backend.current().layer_norm(a, params[0], params[1], eps)
+    return _backend.current().gelu_backward(g, a, approximate)
 
 
 def gelu(x, approximate="none"):

@@ -13,11 +13,25 @@ cdef extern from "row_ops.h" nogil:
     void fa_scale_row_f32(float* y, const float* x, Py_ssize_t n, float a)
     void fa_scale_row_f64(double* y, const double* x, Py_ssize_t n, double a)
     void fa_layer_norm_row_f32(float* y, const float* x, Py_ssize_t n,
-                               const float* weight, const float* bias, float eps)
+                               const float* weight, const float* bias, float eps,
+                               float* mean_out, float* rstd_out)
     void fa_layer_norm_row_f64(double* y, const double* x, Py_ssize_t n,
-                               const double* weight, const double* bias, double eps)
+                               const double* weight, const double* bias, double eps,
+                               double* mean_out, double* rstd_out)
+    void fa_layer_norm_backward_row_f32(float* dx, double* dw_acc, double* db_acc, const float* g,
+                                        const float* x, Py_ssize_t n, const float* weight,
+                                        float mean, float rstd)
+    void fa_layer_norm_backward_row_f64(double* dx, double* dw_acc, double* db_acc, const double* g,
+                                        const double* x, Py_ssize_t n, const double* weight,
+                                        double mean, double rstd)
+    void fa_softmax_backward_row_f32(float* dx, const float* g, const float* y, Py_ssize_t n, float scale)
+    void fa_softmax_backward_row_f64(double* dx, const double* g, const double* y, Py_ssize_t n,
+                                     double scale)
     void fa_gelu_row_f32(float* y, const float* x, Py_ssize_t n, int tanh_form)
     void fa_gelu_row_f64(double* y, const double* x, Py_ssize_t n, int tanh_form)
+    void fa_gelu_backward_row_f32(float* dx, const float* g, const float* x, Py_ssize_t n, int tanh_form)
+    void fa_gelu_backward_row_f64(double* dx, const double* g, const double* x, Py_ssize_t n,
+                                  int tanh_form)
     float fa_exp_f32(float x)
     double fa_exp_f64(double x)
 
@@ -46,11 +60,29 @@ cdef inline void scale_row(floating* y, const floating* x, Py_ssize_t n, floatin
 
 
 cdef inline void layer_norm_row(floating* y, const floating* x, Py_ssize_t n, const floating* weight,
-                                const floating* bias, floating eps) noexcept nogil:
+                                const floating* bias, floating eps, floating* mean_out,
+                                floating* rstd_out) noexcept nogil:
     if floating is float:
-        fa_layer_norm_row_f32(y, x, n, weight, bias, eps)
+        fa_layer_norm_row_f32(y, x, n, weight, bias, eps, mean_out, rstd_out)
     else:
-        fa_layer_norm_row_f64(y, x, n, weight, bias, eps)
+        fa_layer_norm_row_f64(y, x, n, weight, bias, eps, mean_out, rstd_out)
+
+
+cdef inline void layer_norm_backward_row(floating* dx, double* dw_acc, double* db_acc, const floating* g,
+                                         const floating* x, Py_ssize_t n, const floating* weight,
+                                         floating mean, floating rstd) noexcept nogil:
+    if floating is float:
+        fa_layer_norm_backward_row_f32(dx, dw_acc, db_acc, g, x, n, weight, mean, rstd)
+    else:
+        fa_layer_norm_backward_row_f64(dx, dw_acc, db_acc, g, x, n, weight, mean, rstd)
+
+
+cdef inline void softmax_backward_row(floating* dx, const floating* g, const floating* y, Py_ssize_t n,
+                                      floating scale) noexcept nogil:
+    if floating is float:
+        fa_softmax_backward_row_f32(dx, g, y, n, scale)
+    else:
+        fa_softmax_backward_row_f64(dx, g, y, n, scale)
 
 
 cdef inline void gelu_row(floating* y, const floating* x, Py_ssize_t n, int tanh_form) noexcept nogil:
@@ -58,6 +90,14 @@ cdef inline void gelu_row(floating* y, const floating* x, Py_ssize_t n, int tanh
         fa_gelu_row_f32(y, x, n, tanh_form)
     else:
         fa_gelu_row_f64(y, x, n, tanh_form)
+
+
+cdef inline void gelu_backward_row(floating* dx, const floating* g, const floating* x, Py_ssize_t n,
+                                   int tanh_form) noexcept nogil:
+    if floating is float:
+        fa_gelu_backward_row_f32(dx, g, x, n, tanh_form)
+    else:
+        fa_gelu_backward_row_f64(dx, g, x, n, tanh_form)
 
 
 cdef inline floating exp(floating x) noexcept nogil:

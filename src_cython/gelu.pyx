@@ -4,7 +4,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 
-from _row_ops cimport gelu_row
+from _row_ops cimport gelu_backward_row, gelu_row
 
 from fastattn._threads import get_num_threads
 
@@ -29,3 +29,27 @@ def gelu(x, approximate="none"):
     out = np.empty_like(xc)
     _forward(xc.reshape(-1), out.reshape(-1), approximate == "tanh", get_num_threads())
     return out.reshape(np.shape(x))  # (ascontiguousarray makes a 0-d input 1-d)
+
+
+def _backward(const floating[::1] grad_output, const floating[::1] x, floating[::1] grad_input,
+              bint tanh_form, int num_threads):
+    # grad_output, x, grad_input: (n,), flattened
+    cdef Py_ssize_t n = x.shape[0], n_chunks = (n + CHUNK - 1) // CHUNK, c, start
+    if grad_output.shape[0] != n or grad_input.shape[0] != n:
+        raise ValueError("gelu_backward: grad_output has %d elements, grad_input %d, x %d" % (
+            grad_output.shape[0], grad_input.shape[0], n))
+    if num_threads < 1:
+        raise ValueError("gelu_backward: num_threads must be >= 1")
+    for c in prange(n_chunks, nogil=True, schedule="static", num_threads=num_threads):
+        start = c * CHUNK
+        gelu_backward_row(&grad_input[start], &grad_output[start], &x[start], min(CHUNK, n - start),
+                          tanh_form)
+
+
+def gelu_backward(grad_output, x, approximate="none"):
+    """grad_output * GELU'(x). Inputs are validated by fastattn.functional."""
+    gc = np.ascontiguousarray(grad_output)
+    xc = np.ascontiguousarray(x)
+    out = np.empty_like(xc)
+    _backward(gc.reshape(-1), xc.reshape(-1), out.reshape(-1), approximate == "tanh", get_num_threads())
+    return out.reshape(np.shape(x))

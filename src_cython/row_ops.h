@@ -12,21 +12,25 @@
 #define FA_NAME(name) name##_f32
 #define FA_EXP fa_exp_f32
 #define FA_GELU_ERF(x) ((x) * 0.5f * fa_erfc_f32((x) * -0.70710678118654752f))
+#define FA_ERFC fa_erfc_f32
 #include "row_ops_template.h"
 #undef FA_REAL
 #undef FA_NAME
 #undef FA_EXP
 #undef FA_GELU_ERF
+#undef FA_ERFC
 
 #define FA_REAL double
 #define FA_NAME(name) name##_f64
 #define FA_EXP fa_exp_f64
 /* libm's erfc (scalar, correctly rounded within an ulp or so): double GELU is not a hot path. */
 #define FA_GELU_ERF(x) ((x) * 0.5 * erfc((x) * -0.70710678118654752440))
+#define FA_ERFC erfc
 #include "row_ops_template.h"
 #undef FA_REAL
 #undef FA_NAME
 #undef FA_EXP
 #undef FA_GELU_ERF
+#undef FA_ERFC
 
 #endif

@@ -68,10 +68,12 @@ static void FA_NAME(fa_scale_row)(FA_REAL *y, const FA_REAL *x, ptrdiff_t n, FA_
 /* y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias over one row of n features; weight and
  * bias may be NULL. Statistics and x - mean are in double even for float: when |mean| >> std,
  * a float mean is off by half an ulp of |mean| (5e-4 at 1e4), and every output with it. Two
- * passes (mean, then squared deviations): the one-pass E[x^2] - E[x]^2 cancels. */
+ * passes (mean, then squared deviations): the one-pass E[x^2] - E[x]^2 cancels.
+ * mean_out, rstd_out: NULL, or where to store the row's mean and 1 / sqrt(var + eps). */
 FA_MULTIVERSION
 static void FA_NAME(fa_layer_norm_row)(FA_REAL *y, const FA_REAL *x, ptrdiff_t n,
-                                       const FA_REAL *weight, const FA_REAL *bias, FA_REAL eps)
+                                       const FA_REAL *weight, const FA_REAL *bias, FA_REAL eps,
+                                       FA_REAL *mean_out, FA_REAL *rstd_out)
 {
     ptrdiff_t j;
     double sum = 0, sq = 0;
@@ -85,6 +87,61 @@ static void FA_NAME(fa_layer_norm_row)(FA_REAL *y, const FA_REAL *x, ptrdiff_t n
         FA_REAL z = (FA_REAL)(((double)x[j] - mean) * rstd);
         y[j] = (weight ? z * weight[j] : z) + (bias ? bias[j] : 0);
     }
+    if (mean_out) *mean_out = (FA_REAL)mean;
+    if (rstd_out) *rstd_out = (FA_REAL)rstd;
+}
+
+/* Backward of layer norm over one row of n features, given the forward's mean and rstd:
+ *   xhat = (x - mean) * rstd,  dy = g * weight (g if weight is NULL)
+ *   dx   = rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+ *   dw_acc[j] += g[j] * xhat[j],  db_acc[j] += g[j]   (dw_acc may be NULL)
+ * In double throughout, as the forward: xhat is x - mean scaled, and the two means are sums of n
+ * terms. The accumulators are double too: they sum over many rows. */
+FA_MULTIVERSION
+static void FA_NAME(fa_layer_norm_backward_row)(FA_REAL *dx, double *dw_acc, double *db_acc,
+                                                const FA_REAL *g, const FA_REAL *x, ptrdiff_t n,
+                                                const FA_REAL *weight, FA_REAL mean_, FA_REAL rstd_)
+{
+    ptrdiff_t j;
+    double mean = mean_, rstd = rstd_, sum_dy = 0, sum_dy_xhat = 0;
+    if (weight) {
+#pragma omp simd reduction(+:sum_dy, sum_dy_xhat)
+        for (j = 0; j < n; j++) {
+            double dy = (double)g[j] * weight[j];
+            sum_dy += dy;
+            sum_dy_xhat += dy * (((double)x[j] - mean) * rstd);
+        }
+    } else {
+#pragma omp simd reduction(+:sum_dy, sum_dy_xhat)
+        for (j = 0; j < n; j++) {
+            sum_dy += g[j];
+            sum_dy_xhat += (double)g[j] * (((double)x[j] - mean) * rstd);
+        }
+    }
+    double mean_dy = sum_dy / (double)n, mean_dy_xhat = sum_dy_xhat / (double)n;
+    for (j = 0; j < n; j++) {
+        double xhat = ((double)x[j] - mean) * rstd;
+        double dy = weight ? (double)g[j] * weight[j] : (double)g[j];
+        dx[j] = (FA_REAL)(rstd * (dy - mean_dy - xhat * mean_dy_xhat));
+    }
+    if (dw_acc)
+        for (j = 0; j < n; j++) dw_acc[j] += (double)g[j] * (((double)x[j] - mean) * rstd);
+    for (j = 0; j < n; j++) db_acc[j] += g[j];
+}
+
+/* Backward of softmax over one row: y = softmax(x * scale) (masked or not) gives
+ *   dx = scale * y * (g - sum(g * y))
+ * Masked entries have y = 0, so their gradient is 0 (a fully masked row: all 0). The dot product
+ * is in double: g - dot cancels when g is nearly constant along the row. */
+FA_MULTIVERSION
+static void FA_NAME(fa_softmax_backward_row)(FA_REAL *dx, const FA_REAL *g, const FA_REAL *y,
+                                             ptrdiff_t n, FA_REAL scale)
+{
+    ptrdiff_t j;
+    double dot = 0;
+#pragma omp simd reduction(+:dot)
+    for (j = 0; j < n; j++) dot += (double)g[j] * y[j];
+    for (j = 0; j < n; j++) dx[j] = (FA_REAL)((double)scale * y[j] * ((double)g[j] - dot));
 }
 
 /* GELU over n values. Both forms are written so the relative error stays small for x << 0:
@@ -101,5 +158,40 @@ static void FA_NAME(fa_gelu_row)(FA_REAL *y, const FA_REAL *x, ptrdiff_t n, int 
         }
     } else {
         for (j = 0; j < n; j++) y[j] = FA_GELU_ERF(x[j]);
+    }
+}
+
+/* dx = g * GELU'(x) over n values.
+ *   erf form:  GELU'(x) = Phi(x) + x phi(x),  Phi(x) = erfc(-x / sqrt 2) / 2,
+ *              phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+ *   tanh form: GELU(x) = x s, s = sigmoid(2u) = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+ *              GELU'(x) = s + x * 2 s (1 - s) * du/dx,  du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+ * For the sigmoid, t = exp(-|2u|) <= 1 never overflows: s = 1 / (1 + t) for u >= 0, t / (1 + t)
+ * for u < 0, and s (1 - s) = t / (1 + t)^2 either way (1 - s, or exp(-2u) / (1 + exp(-2u)), would
+ * give 1 - 1 or inf / inf). x is clamped to [-40, 40] first: beyond it GELU' is exactly 1 or 0
+ * in double (phi(40) ~ 1e-348), and x * phi(x) with x = inf would be inf * 0 = NaN. NaN stays NaN
+ * (the comparisons are false). Neither form cancels in the tails: x phi(x) dominates for x << 0. */
+FA_MULTIVERSION
+static void FA_NAME(fa_gelu_backward_row)(FA_REAL *dx, const FA_REAL *g, const FA_REAL *x,
+                                          ptrdiff_t n, int tanh_form)
+{
+    ptrdiff_t j;
+    const FA_REAL k = (FA_REAL)0.7978845608028654;   /* sqrt(2 / pi) */
+    if (tanh_form) {
+        for (j = 0; j < n; j++) {
+            FA_REAL xc = x[j] > 40 ? (FA_REAL)40 : (x[j] < -40 ? (FA_REAL)-40 : x[j]);
+            FA_REAL u = k * (xc + (FA_REAL)0.044715 * xc * xc * xc);
+            FA_REAL t = FA_EXP(-2 * (u < 0 ? -u : u));
+            FA_REAL s = (u >= 0 ? 1 : t) / (1 + t);
+            FA_REAL du = k * (1 + (FA_REAL)(3 * 0.044715) * xc * xc);
+            dx[j] = g[j] * (s + xc * 2 * (t / ((1 + t) * (1 + t))) * du);
+        }
+    } else {
+        for (j = 0; j < n; j++) {
+            FA_REAL xc = x[j] > 40 ? (FA_REAL)40 : (x[j] < -40 ? (FA_REAL)-40 : x[j]);
+            FA_REAL cdf = (FA_REAL)0.5 * FA_ERFC(xc * (FA_REAL)-0.70710678118654752440);
+            FA_REAL pdf = (FA_REAL)0.3989422804014327 * FA_EXP((FA_REAL)-0.5 * xc * xc);
+            dx[j] = g[j] * (cdf + xc * pdf);
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 One pass per row, in place in the output row: y = x * scale, masked (bool -> -inf, float added),
 y = exp(y - max), y /= sum. A row with nothing visible is all zeros (not 0/0).
+Backward, from the output alone: dx = scale * y * (g - sum(g * y)) per row.
 """
 import numpy as np
 
@@ -9,7 +10,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 
-from _row_ops cimport exp_sum_row, mask_row, scale_row
+from _row_ops cimport exp_sum_row, mask_row, scale_row, softmax_backward_row
 
 from fastattn._compiled._masks import mask_plan
 from fastattn._threads import get_num_threads
@@ -77,4 +78,33 @@ def masked_softmax(x, mask=None, scale=1.0, axis=-1):
              plan.row_stride if plan is not None else 0,
              plan.col_stride if plan is not None else 0,
              get_num_threads())
+    return np.moveaxis(out, -1, axis)
+
+
+def _backward(const floating[:, ::1] grad_output, const floating[:, ::1] y, floating[:, ::1] grad_x,
+              double scale, int num_threads):
+    # grad_output, y (the forward's output), grad_x: (rows, C), softmax along C
+    cdef Py_ssize_t rows = y.shape[0], C = y.shape[1], r
+    if (grad_output.shape[0] != rows or grad_output.shape[1] != C
+            or grad_x.shape[0] != rows or grad_x.shape[1] != C):
+        raise ValueError("masked_softmax_backward: grad_output (%d, %d), grad_x (%d, %d) and output "
+                         "(%d, %d) must have the same shape" % (
+                             grad_output.shape[0], grad_output.shape[1], grad_x.shape[0],
+                             grad_x.shape[1], rows, C))
+    if num_threads < 1:
+        raise ValueError("masked_softmax_backward: num_threads must be >= 1")
+    if rows == 0 or C == 0:
+        return
+    for r in prange(rows, nogil=True, schedule="static", num_threads=num_threads):
+        softmax_backward_row(&grad_x[r, 0], &grad_output[r, 0], &y[r, 0], C, <floating>scale)
+
+
+@cython.wraparound(True)
+def masked_softmax_backward(grad_output, output, scale=1.0, axis=-1):
+    """scale * y * (g - sum(g * y, axis)), y = output. Inputs are validated by fastattn.functional."""
+    gc = np.ascontiguousarray(np.moveaxis(np.asarray(grad_output), axis, -1))
+    yc = np.ascontiguousarray(np.moveaxis(np.asarray(output), axis, -1))
+    C = yc.shape[-1]
+    out = np.empty_like(yc)
+    _backward(gc.reshape(-1, C), yc.reshape(-1, C), out.reshape(-1, C), float(scale), get_num_threads())
     return np.moveaxis(out, -1, axis)

@@ -4,8 +4,9 @@ Same functions and signatures as fastattn.reference; inputs arrive validated by 
 """
 from fastattn._compiled.attention import scaled_dot_product_attention
 from fastattn._compiled.build_info import openmp_enabled
-from fastattn._compiled.gelu import gelu
-from fastattn._compiled.layer_norm import layer_norm
-from fastattn._compiled.softmax import masked_softmax
+from fastattn._compiled.gelu import gelu, gelu_backward
+from fastattn._compiled.layer_norm import layer_norm, layer_norm_backward
+from fastattn._compiled.softmax import masked_softmax, masked_softmax_backward
 
-__all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu", "openmp_enabled"]
+__all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu",
+           "masked_softmax_backward", "layer_norm_backward", "gelu_backward", "openmp_enabled"]

@@ -4,8 +4,9 @@ Each file mirrors a kernel family in src_cython/ and has the same function signa
 compiled backend (fastattn/_compiled). Inputs arrive already validated by fastattn.functional.
 """
 from fastattn.reference.attention import scaled_dot_product_attention
-from fastattn.reference.gelu import gelu
-from fastattn.reference.layer_norm import layer_norm
-from fastattn.reference.softmax import masked_softmax
+from fastattn.reference.gelu import gelu, gelu_backward
+from fastattn.reference.layer_norm import layer_norm, layer_norm_backward
+from fastattn.reference.softmax import masked_softmax, masked_softmax_backward
 
-__all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu"]
+__all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu",
+           "masked_softmax_backward", "layer_norm_backward", "gelu_backward"]

@@ -16,3 +16,13 @@ def masked_softmax(x, mask=None, scale=1.0, axis=-1):
     total = e.sum(axis=axis, keepdims=True)
     # total == 0 only for fully masked rows; a NaN total (NaN input) still propagates
     return np.divide(e, total, out=np.zeros_like(e), where=total != 0)
+
+
+def masked_softmax_backward(grad_output, output, scale=1.0, axis=-1):
+    """Gradient of y = masked_softmax(x, mask, scale, axis) with respect to x, from y alone:
+
+      grad_x = scale * y * (g - sum(g * y, axis))
+    Masked entries have y = 0 and get 0 (so does a fully masked row): the mask is not needed.
+    """
+    dot = (grad_output * output).sum(axis=axis, keepdims=True)
+    return output.dtype.type(scale) * output * (grad_output - dot)
