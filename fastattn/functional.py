@@ -54,16 +54,8 @@ def _mask_array(name, mask, target_shape):
     return m
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None):
-    """softmax(query @ key^T * scale + mask) @ value.
-
-    query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> (..., Tq, Dv); the leading
-    dimensions (e.g. batch, heads) must be equal. scale defaults to 1 / sqrt(D).
-    attn_mask: bool or float, broadcastable to (..., Tq, Tk) (see the module docstring).
-    is_causal: query i sees keys j <= i + (Tk - Tq): the queries are the last Tq positions of the
-    key sequence (the usual lower triangle when Tq == Tk; decoding with a KV cache when Tq < Tk).
-    It may be combined with attn_mask. A query that may attend to no key gets zeros.
-    """
+def _attention_args(query, key, value, attn_mask, is_causal, scale):
+    """The checks shared by the attention forward and backward; returns the arrays as ndarrays."""
     q, k, v = (_float_array(n, a) for n, a in (("query", query), ("key", key), ("value", value)))
     if not q.dtype == k.dtype == v.dtype:
         raise TypeError(
@@ -82,12 +74,55 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
         raise ValueError(f"query and key have D = 0 (shapes {q.shape}, {k.shape}); D must be >= 1")
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    mask = _mask_array("attn_mask", attn_mask, q.shape[:-2] + (q.shape[-2], k.shape[-2]))
+    return q, k, v, mask, None if scale is None else _real("scale", scale)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
+                                 return_lse=False):
+    """softmax(query @ key^T * scale + mask) @ value.
+
+    query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> (..., Tq, Dv); the leading
+    dimensions (e.g. batch, heads) must be equal. scale defaults to 1 / sqrt(D).
+    attn_mask: bool or float, broadcastable to (..., Tq, Tk) (see the module docstring).
+    is_causal: query i sees keys j <= i + (Tk - Tq): the queries are the last Tq positions of the
+    key sequence (the usual lower triangle when Tq == Tk; decoding with a KV cache when Tq < Tk).
+    It may be combined with attn_mask. A query that may attend to no key gets zeros.
+    return_lse: also return lse (..., Tq), the log-sum-exp of each row's scores (-inf for a row
+    that sees no key): what scaled_dot_product_attention_backward needs.
+    """
+    q, k, v, mask, scale = _attention_args(query, key, value, attn_mask, is_causal, scale)
     lead, Tq, Tk, Dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
-    mask = _mask_array("attn_mask", attn_mask, lead + (Tq, Tk))
-    scale = None if scale is None else _real("scale", scale)
-    if q.size == 0 or Tk == 0 or Dv == 0:  # no query, or no key to attend to: defined, all zeros
-        return np.zeros(lead + (Tq, Dv), dtype=q.dtype)
-    return _backend.current().scaled_dot_product_attention(q, k, v, mask, bool(is_causal), scale)
+    backend = _backend.current()
+    if q.size == 0 or Tk == 0:  # no query, or no key to attend to: defined, all zeros
+        out = np.zeros(lead + (Tq, Dv), dtype=q.dtype)
+        return (out, np.full(lead + (Tq,), -np.inf, dtype=q.dtype)) if return_lse else out
+    if Dv == 0:  # the output is empty but the scores are not: lse from a one-column value
+        out = np.zeros(lead + (Tq, 0), dtype=q.dtype)
+        if not return_lse:
+            return out
+        one = np.zeros(k.shape[:-1] + (1,), dtype=q.dtype)
+        return out, backend.scaled_dot_product_attention(q, k, one, mask, bool(is_causal), scale, True)[1]
+    return backend.scaled_dot_product_attention(q, k, v, mask, bool(is_causal), scale, bool(return_lse))
+
+
+def scaled_dot_product_attention_backward(grad_output, query, key, value, output, lse,
+                                          attn_mask=None, is_causal=False, scale=None):
+    """Gradients (grad_query, grad_key, grad_value) of scaled_dot_product_attention.
+
+    grad_output: the gradient of the loss with respect to the output, (..., Tq, Dv); output and
+    lse: what the forward returned with return_lse=True; the other arguments as in the forward.
+    Rows that saw no key, and keys that no query saw, get zero gradients.
+    """
+    q, k, v, mask, scale = _attention_args(query, key, value, attn_mask, is_causal, scale)
+    lead, Tq, Tk, Dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
+    g, out, lse = (_same_as(name, _float_array(name, a), "query", q, shape) for name, a, shape in (
+        ("grad_output", grad_output, lead + (Tq, Dv)), ("output", output, lead + (Tq, Dv)),
+        ("lse", lse, lead + (Tq,))))
+    if q.size == 0 or Tk == 0 or Dv == 0:  # nothing flows through: all gradients are zero
+        return np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    return _backend.current().scaled_dot_product_attention_backward(
+        g, q, k, v, out, lse, mask, bool(is_causal), scale)
 
 
 def masked_softmax(x, mask=None, scale=1.0, axis=-1):
@@ -226,3 +261,49 @@ def gelu(x, approximate="none"):
     if a.size == 0:
         return np.empty(a.shape, dtype=a.dtype)
     return _backend.current().gelu(a, approximate)
+
+
+def _cross_entropy_args(input, target, ignore_index, label_smoothing):
+    z = _float_array("input", input)
+    if z.ndim < 1 or z.shape[-1] == 0:
+        raise ValueError(f"input must have shape (..., V) with V >= 1 classes, got {z.shape}")
+    t = np.asarray(target)
+    if t.dtype == np.bool_ or not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"target must be an integer array of class indices, got dtype {t.dtype}")
+    if t.shape != z.shape[:-1]:
+        raise ValueError(f"target must have shape {z.shape[:-1]} for input {z.shape}, got {t.shape}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    label_smoothing = _real("label_smoothing", label_smoothing)
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    V = z.shape[-1]
+    outside = (t != ignore_index) & ((t < 0) | (t >= V))
+    if outside.any():
+        where = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(f"target has class {t[where]} at index {where}, outside [0, {V}) "
+                         f"(and not ignore_index={ignore_index})")
+    return z.reshape(-1, V), t.reshape(-1).astype(np.int64, copy=False), int(ignore_index), label_smoothing
+
+
+def cross_entropy(input, target, ignore_index=-100, label_smoothing=0.0):
+    """Softmax cross-entropy, averaged over the targets that are not ignore_index (PyTorch's
+    F.cross_entropy with reduction="mean"), fused: no probability array is made.
+
+    input (..., V) logits, target (...) integer class indices -> a 0-d array of input's dtype.
+    label_smoothing eps: each row's target distribution is (1 - eps) one-hot + eps uniform.
+    If every target is ignored the mean is over nothing: NaN, as in PyTorch.
+    """
+    z, t, ignore_index, label_smoothing = _cross_entropy_args(input, target, ignore_index, label_smoothing)
+    return _backend.current().cross_entropy(z, t, ignore_index, label_smoothing)
+
+
+def cross_entropy_backward(input, target, grad_output=1.0, ignore_index=-100, label_smoothing=0.0):
+    """The gradient of grad_output * cross_entropy(input, target, ...) with respect to input
+    (same shape): (softmax - smoothed one-hot) * grad_output / (number of non-ignored targets),
+    zero on ignored rows. Written row by row, with no probability array besides the result."""
+    shape = np.shape(input)
+    z, t, ignore_index, label_smoothing = _cross_entropy_args(input, target, ignore_index, label_smoothing)
+    grad_output = _real("grad_output", grad_output)
+    return _backend.current().cross_entropy_backward(
+        z, t, grad_output, ignore_index, label_smoothing).reshape(shape)

@@ -32,6 +32,10 @@ cdef extern from "row_ops.h" nogil:
     void fa_gelu_backward_row_f32(float* dx, const float* g, const float* x, Py_ssize_t n, int tanh_form)
     void fa_gelu_backward_row_f64(double* dx, const double* g, const double* x, Py_ssize_t n,
                                   int tanh_form)
+    float fa_logsumexp_row_f32(const float* z, Py_ssize_t n, float* sum_z)
+    double fa_logsumexp_row_f64(const double* z, Py_ssize_t n, double* sum_z)
+    void fa_softmax_affine_row_f32(float* g, const float* z, Py_ssize_t n, float lse, float a, float b)
+    void fa_softmax_affine_row_f64(double* g, const double* z, Py_ssize_t n, double lse, double a, double b)
     float fa_exp_f32(float x)
     double fa_exp_f64(double x)
 
@@ -105,3 +109,18 @@ cdef inline floating exp(floating x) noexcept nogil:
         return fa_exp_f32(x)
     else:
         return fa_exp_f64(x)
+
+
+cdef inline floating logsumexp_row(const floating* z, Py_ssize_t n, floating* sum_z) noexcept nogil:
+    if floating is float:
+        return fa_logsumexp_row_f32(z, n, sum_z)
+    else:
+        return fa_logsumexp_row_f64(z, n, sum_z)
+
+
+cdef inline void softmax_affine_row(floating* g, const floating* z, Py_ssize_t n, floating lse,
+                                    floating a, floating b) noexcept nogil:
+    if floating is float:
+        fa_softmax_affine_row_f32(g, z, n, lse, a, b)
+    else:
+        fa_softmax_affine_row_f64(g, z, n, lse, a, b)

@@ -195,3 +195,33 @@ static void FA_NAME(fa_gelu_backward_row)(FA_REAL *dx, const FA_REAL *g, const F
         }
     }
 }
+
+/* log(sum_j exp(z[j])) over one row of n logits (max subtracted first), writing nothing;
+ * *sum_z gets sum_j z[j], which label smoothing needs. NaN in, NaN out; all -inf gives -inf. */
+FA_MULTIVERSION
+static FA_REAL FA_NAME(fa_logsumexp_row)(const FA_REAL *z, ptrdiff_t n, FA_REAL *sum_z)
+{
+    ptrdiff_t j;
+    FA_REAL mx = -INFINITY, total = 0, s = 0;
+    int has_nan = 0;
+#pragma omp simd reduction(max:mx) reduction(|:has_nan) reduction(+:total)
+    for (j = 0; j < n; j++) {
+        mx = z[j] > mx ? z[j] : mx;
+        has_nan |= z[j] != z[j];
+        total += z[j];
+    }
+    *sum_z = total;
+    if (has_nan) return (FA_REAL)NAN;
+    if (mx == -INFINITY || mx == INFINITY) return mx;
+#pragma omp simd reduction(+:s)
+    for (j = 0; j < n; j++) s += FA_EXP(z[j] - mx);
+    return mx + (FA_REAL)log((double)s);
+}
+
+/* g[j] = a * exp(z[j] - lse) - b over one row: a scaled softmax, shifted (cross-entropy gradient) */
+FA_MULTIVERSION
+static void FA_NAME(fa_softmax_affine_row)(FA_REAL *g, const FA_REAL *z, ptrdiff_t n, FA_REAL lse,
+                                           FA_REAL a, FA_REAL b)
+{
+    for (ptrdiff_t j = 0; j < n; j++) g[j] = a * FA_EXP(z[j] - lse) - b;
+}

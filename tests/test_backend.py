@@ -311,3 +311,17 @@ def test_num_threads_identical_results_all_kernels_float64(rng):
         fastattn.set_num_threads(before)
     for a, b in zip(*results):
         assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="compiled backend not built")
+def test_backends_have_the_same_functions_and_signatures():
+    import inspect
+
+    from fastattn import _compiled, reference
+
+    kernels = set(reference.__all__)
+    assert kernels == set(_compiled.__all__) - {"openmp_enabled"}
+    for name in sorted(kernels):
+        ref, comp = getattr(reference, name), getattr(_compiled, name)
+        assert inspect.signature(ref) == inspect.signature(comp), name
+        assert callable(getattr(F, name if name != "masked_softmax" else "softmax"))

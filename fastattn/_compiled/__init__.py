@@ -2,11 +2,13 @@
 
 Same functions and signatures as fastattn.reference; inputs arrive validated by fastattn.functional.
 """
-from fastattn._compiled.attention import scaled_dot_product_attention
+from fastattn._compiled.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from fastattn._compiled.build_info import openmp_enabled
+from fastattn._compiled.cross_entropy import cross_entropy, cross_entropy_backward
 from fastattn._compiled.gelu import gelu, gelu_backward
 from fastattn._compiled.layer_norm import layer_norm, layer_norm_backward
 from fastattn._compiled.softmax import masked_softmax, masked_softmax_backward
 
 __all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu",
-           "masked_softmax_backward", "layer_norm_backward", "gelu_backward", "openmp_enabled"]
+           "masked_softmax_backward", "layer_norm_backward", "gelu_backward",
+           "scaled_dot_product_attention_backward", "cross_entropy", "cross_entropy_backward", "openmp_enabled"]

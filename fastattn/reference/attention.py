@@ -3,18 +3,64 @@ import numpy as np
 from fastattn.reference.softmax import masked_softmax
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None):
-    """softmax(Q K^T * scale + mask) V, the way "Let's build GPT" writes it.
-
-    query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> (..., Tq, Dv)
-    """
+def _scores(query, key, attn_mask, is_causal, scale):
+    """Q K^T * scale with the mask applied: -inf where a query may not see a key. (..., Tq, Tk)"""
     Tq, D = query.shape[-2:]
     Tk = key.shape[-2]
     scale = 1.0 / np.sqrt(D) if scale is None else scale
-    scores = (query @ np.swapaxes(key, -1, -2)) * query.dtype.type(scale)  # (..., Tq, Tk)
+    scores = (query @ np.swapaxes(key, -1, -2)) * query.dtype.type(scale)
     if is_causal:
         # the queries are the last Tq positions: query i sees keys j <= i + (Tk - Tq)
         visible = np.tril(np.ones((Tq, Tk), dtype=bool), k=Tk - Tq)
         scores = np.where(visible, scores, -np.inf)
-    weights = masked_softmax(scores, attn_mask)  # (..., Tq, Tk); a row that sees nothing is 0
-    return weights @ value
+    if attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            scores = np.where(attn_mask, scores, -np.inf)
+        else:
+            scores = scores + attn_mask.astype(scores.dtype)
+    return scores
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
+                                 return_lse=False):
+    """softmax(Q K^T * scale + mask) V, the way "Let's build GPT" writes it.
+
+    query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> out (..., Tq, Dv)
+    return_lse: also return lse (..., Tq) = log(sum_j exp(score_ij)), what the backward needs
+    (-inf for a row that sees no key).
+    """
+    scores = _scores(query, key, attn_mask, is_causal, scale)  # (..., Tq, Tk)
+    weights = masked_softmax(scores)  # a row that sees nothing is 0
+    out = weights @ value
+    if not return_lse:
+        return out
+    m = scores.max(axis=-1, keepdims=True)
+    m = np.where(m == -np.inf, 0, m)  # fully masked row: log(0) + 0 = -inf below
+    with np.errstate(divide="ignore"):
+        lse = np.log(np.exp(scores - m).sum(axis=-1, keepdims=True)) + m
+    return out, lse[..., 0]
+
+
+def scaled_dot_product_attention_backward(grad_output, query, key, value, output, lse,
+                                          attn_mask=None, is_causal=False, scale=None):
+    """Gradients of scaled_dot_product_attention: (grad_query, grad_key, grad_value).
+
+    grad_output, output (..., Tq, Dv); lse (..., Tq) from the forward (return_lse=True).
+        P  = exp(S - lse)                 the forward's weights, rebuilt from the scores
+        dV = P^T dO
+        dP = dO V^T
+        dS = P * (dP - D),  D = rowsum(dO * O) = rowsum(P * dP)
+        dQ = dS K * scale,  dK = dS^T Q * scale
+    """
+    D = query.shape[-1]
+    scale = 1.0 / np.sqrt(D) if scale is None else scale
+    scores = _scores(query, key, attn_mask, is_causal, scale)
+    lse = np.where(lse == -np.inf, 0, lse)[..., None]  # fully masked row: exp(-inf - 0) = 0
+    weights = np.exp(scores - lse)  # (..., Tq, Tk)
+    grad_value = np.swapaxes(weights, -1, -2) @ grad_output
+    grad_weights = grad_output @ np.swapaxes(value, -1, -2)
+    row_dot = (grad_output * output).sum(axis=-1, keepdims=True)
+    grad_scores = weights * (grad_weights - row_dot) * query.dtype.type(scale)
+    grad_query = grad_scores @ key
+    grad_key = np.swapaxes(grad_scores, -1, -2) @ query
+    return grad_query, grad_key, grad_value
