@@ -307,3 +307,53 @@ def cross_entropy_backward(input, target, grad_output=1.0, ignore_index=-100, la
     grad_output = _real("grad_output", grad_output)
     return _backend.current().cross_entropy_backward(
         z, t, grad_output, ignore_index, label_smoothing).reshape(shape)
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.0):
+    """One AdamW optimizer step (torch.optim.AdamW: decoupled weight decay), IN PLACE on param,
+    exp_avg and exp_avg_sq; returns None.
+
+        param      *= 1 - lr * weight_decay
+        exp_avg     = beta1 * exp_avg + (1 - beta1) * grad
+        exp_avg_sq  = beta2 * exp_avg_sq + (1 - beta2) * grad^2
+        param      -= lr * (exp_avg / (1 - beta1^step)) / (sqrt(exp_avg_sq / (1 - beta2^step)) + eps)
+
+    All four arrays have the same shape and dtype (float32 or float64). param, exp_avg and
+    exp_avg_sq must be C-contiguous, writeable NumPy arrays that share no memory with each other
+    or with grad; grad may have any layout. step (the number of this step, counting from 1) is an
+    int >= 1; lr, eps, weight_decay >= 0; 0 <= beta1, beta2 < 1. Empty arrays: nothing to do.
+    """
+    for name, a in (("param", param), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array (it is updated in place), got {type(a).__name__}")
+    p = _float_array("param", param)
+    g = _same_as("grad", _float_array("grad", grad), "param", p)
+    m = _same_as("exp_avg", _float_array("exp_avg", exp_avg), "param", p)
+    v = _same_as("exp_avg_sq", _float_array("exp_avg_sq", exp_avg_sq), "param", p)
+    for name, a in (("param", p), ("exp_avg", m), ("exp_avg_sq", v)):
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous: it is updated in place (got strides {a.strides})")
+        if not a.flags.writeable:
+            raise ValueError(f"{name} must be writeable: it is updated in place, and it is read-only")
+    written = (("param", p), ("exp_avg", m), ("exp_avg_sq", v))
+    for i, (name, a) in enumerate(written):
+        for other, b in written[i + 1:] + (("grad", g),):
+            if a.size and b.size and np.may_share_memory(a, b):
+                raise ValueError(f"{name} and {other} must not share memory ({name} is updated in place)")
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"step must be an int, got {type(step).__name__}")
+    if step < 1:
+        raise ValueError(f"step must be >= 1 (the first step is 1), got {step}")
+    lr, beta1, beta2, eps, weight_decay = (_real(n, x) for n, x in (
+        ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weight_decay", weight_decay)))
+    for name, x in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+        if not x >= 0:  # (also NaN)
+            raise ValueError(f"{name} must be >= 0, got {x}")
+    for name, x in (("beta1", beta1), ("beta2", beta2)):
+        if not 0 <= x < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {x}")
+    if p.size == 0:
+        return None
+    _backend.current().adamw_step(p, g, m, v, int(step), lr, beta1, beta2, eps, weight_decay)
+    return None

@@ -124,3 +124,19 @@ cdef inline void softmax_affine_row(floating* g, const floating* z, Py_ssize_t n
         fa_softmax_affine_row_f32(g, z, n, lse, a, b)
     else:
         fa_softmax_affine_row_f64(g, z, n, lse, a, b)
+
+
+cdef extern from "row_ops.h" nogil:
+    void fa_adamw_row_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n, double decay,
+                          double beta1, double beta2, double step_size, double inv_sqrt_bc2, double eps)
+    void fa_adamw_row_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n, double decay,
+                          double beta1, double beta2, double step_size, double inv_sqrt_bc2, double eps)
+
+
+cdef inline void adamw_row(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n,
+                           double decay, double beta1, double beta2, double step_size,
+                           double inv_sqrt_bc2, double eps) noexcept nogil:
+    if floating is float:
+        fa_adamw_row_f32(p, g, m, v, n, decay, beta1, beta2, step_size, inv_sqrt_bc2, eps)
+    else:
+        fa_adamw_row_f64(p, g, m, v, n, decay, beta1, beta2, step_size, inv_sqrt_bc2, eps)

@@ -225,3 +225,25 @@ static void FA_NAME(fa_softmax_affine_row)(FA_REAL *g, const FA_REAL *z, ptrdiff
 {
     for (ptrdiff_t j = 0; j < n; j++) g[j] = a * FA_EXP(z[j] - lse) - b;
 }
+
+/* One AdamW step (torch.optim.AdamW, decoupled weight decay) over n values, in place on p, m, v:
+ *   m = beta1 m + (1 - beta1) g,   v = beta2 v + (1 - beta2) g^2
+ *   p = decay p - step_size m / (sqrt(v) inv_sqrt_bc2 + eps)
+ * with decay = 1 - lr weight_decay, step_size = lr / (1 - beta1^step) and
+ * inv_sqrt_bc2 = 1 / sqrt(1 - beta2^step), computed once per call by the caller.
+ * In double for float too (the loop is memory-bound): only the stored results are rounded.
+ * Element j reads p, g, m, v at j before writing there, so no order across elements matters. */
+FA_MULTIVERSION
+static void FA_NAME(fa_adamw_row)(FA_REAL *p, const FA_REAL *g, FA_REAL *m, FA_REAL *v, ptrdiff_t n,
+                                  double decay, double beta1, double beta2, double step_size,
+                                  double inv_sqrt_bc2, double eps)
+{
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double gj = g[j];
+        double mj = beta1 * m[j] + (1 - beta1) * gj;
+        double vj = beta2 * v[j] + (1 - beta2) * gj * gj;
+        p[j] = (FA_REAL)(decay * p[j] - step_size * mj / (sqrt(vj) * inv_sqrt_bc2 + eps));
+        m[j] = (FA_REAL)mj;
+        v[j] = (FA_REAL)vj;
+    }
+}

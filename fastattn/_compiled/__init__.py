@@ -2,6 +2,7 @@
 
 Same functions and signatures as fastattn.reference; inputs arrive validated by fastattn.functional.
 """
+from fastattn._compiled.adamw import adamw_step
 from fastattn._compiled.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from fastattn._compiled.build_info import openmp_enabled
 from fastattn._compiled.cross_entropy import cross_entropy, cross_entropy_backward
@@ -11,4 +12,5 @@ from fastattn._compiled.softmax import masked_softmax, masked_softmax_backward
 
 __all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu",
            "masked_softmax_backward", "layer_norm_backward", "gelu_backward",
-           "scaled_dot_product_attention_backward", "cross_entropy", "cross_entropy_backward", "openmp_enabled"]
+           "scaled_dot_product_attention_backward", "cross_entropy", "cross_entropy_backward",
+           "adamw_step", "openmp_enabled"]

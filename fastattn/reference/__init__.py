@@ -3,6 +3,7 @@
 Each file mirrors a kernel family in src_cython/ and has the same function signatures as the
 compiled backend (fastattn/_compiled). Inputs arrive already validated by fastattn.functional.
 """
+from fastattn.reference.adamw import adamw_step
 from fastattn.reference.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from fastattn.reference.cross_entropy import cross_entropy, cross_entropy_backward
 from fastattn.reference.gelu import gelu, gelu_backward
@@ -11,4 +12,5 @@ from fastattn.reference.softmax import masked_softmax, masked_softmax_backward
 
 __all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu",
            "masked_softmax_backward", "layer_norm_backward", "gelu_backward",
-           "scaled_dot_product_attention_backward", "cross_entropy", "cross_entropy_backward"]
+           "scaled_dot_product_attention_backward", "cross_entropy", "cross_entropy_backward",
+           "adamw_step"]
