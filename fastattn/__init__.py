@@ -9,6 +9,7 @@
 from fastattn import functional
 from fastattn._backend import available_backends, get_backend, set_backend, use_backend
 from fastattn._threads import get_num_threads, set_num_threads
+from fastattn.model import GPT, GPTConfig
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,6 @@ __all__ = [
     "use_backend",
     "get_num_threads",
     "set_num_threads",
+    "GPT",
+    "GPTConfig",
 ]

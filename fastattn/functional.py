@@ -357,3 +357,32 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta2
         return None
     _backend.current().adamw_step(p, g, m, v, int(step), lr, beta1, beta2, eps, weight_decay)
     return None
+
+
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias (torch.nn.functional.linear): input (..., in), weight (out, in),
+    bias (out,) or None -> (..., out)."""
+    x = _float_array("input", input)
+    if x.ndim < 1:
+        raise ValueError("input must have at least 1 dimension, got a 0-d array")
+    w = _float_array("weight", weight)
+    if w.ndim != 2:
+        raise ValueError(f"weight must have shape (out, in), got {w.shape}")
+    _same_as("weight", w, "input", x, (w.shape[0], x.shape[-1]))
+    if bias is not None:
+        _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
+        bias = np.asarray(bias)
+    return _backend.current().linear(x, w, bias)
+
+
+def linear_backward(grad_output, input, weight):
+    """Gradients (grad_input, grad_weight, grad_bias) of linear(input, weight, bias) given
+    grad_output (..., out); grad_weight and grad_bias are summed over all leading indices."""
+    x = _float_array("input", input)
+    w = _float_array("weight", weight)
+    if x.ndim < 1 or w.ndim != 2:
+        raise ValueError(f"input (..., in) and weight (out, in) expected, got {x.shape} and {w.shape}")
+    _same_as("weight", w, "input", x, (w.shape[0], x.shape[-1]))
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "input", x,
+                 x.shape[:-1] + (w.shape[0],))
+    return _backend.current().linear_backward(g, x, w)

@@ -1,0 +1,280 @@
+"""A GPT (nanoGPT's model.py, layer by layer) on fastattn's kernels, with an explicit backward.
+
+Every layer is a forward/backward pair over NumPy arrays, as in llm.c: forward keeps what its
+backward needs; backward takes d(loss)/d(output), adds the parameter gradients into param.grad
+and returns d(loss)/d(input). No autograd engine. Shapes: B batch, T time, C = n_embd,
+H = n_head, hs = C / H head size, V vocabulary.
+
+Parameter names and shapes follow nanoGPT (transformer.wte.weight, transformer.h.0.attn.c_attn.weight
+with Linear weights stored (out_features, in_features), ...), so weights move between the two by name.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastattn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm layers, like GPT-2
+    gelu_approximate: str = "none"  # "none" (erf, as nanoGPT) or "tanh" (GPT-2 checkpoints)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
+
+
+class Parameter:
+    """A weight and its gradient (same shape and dtype)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+
+class Linear:
+    def __init__(self, n_in, n_out, bias, rng, dtype, std=0.02):
+        self.weight = Parameter((rng.standard_normal((n_out, n_in)) * std).astype(dtype))
+        self.bias = Parameter(np.zeros(n_out, dtype)) if bias else None
+
+    def forward(self, x):  # x (..., n_in) -> (..., n_out)
+        self.x = x
+        return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+
+    def backward(self, dy):  # dy (..., n_out) -> dx (..., n_in)
+        dx, dw, db = F.linear_backward(dy, self.x, self.weight.data)
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+
+class LayerNorm:
+    def __init__(self, n, bias, dtype):
+        self.weight = Parameter(np.ones(n, dtype))
+        self.bias = Parameter(np.zeros(n, dtype)) if bias else None
+
+    def forward(self, x):  # (..., C) -> (..., C)
+        self.x = x
+        y, self.mean, self.rstd = F.layer_norm(
+            x, self.weight.data, None if self.bias is None else self.bias.data, 1e-5, return_stats=True)
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = F.layer_norm_backward(dy, self.x, self.mean, self.rstd, self.weight.data)
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+
+class Dropout:
+    """Zeroes a fraction p of the values in train mode and scales the rest by 1 / (1 - p)."""
+
+    def __init__(self, p, rng):
+        self.p, self.rng, self.training = p, rng, True
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self.keep = None
+            return x
+        self.keep = (self.rng.random(x.shape) >= self.p) / x.dtype.type(1 - self.p)
+        return x * self.keep
+
+    def backward(self, dy):
+        return dy if self.keep is None else dy * self.keep
+
+
+class CausalSelfAttention:
+    def __init__(self, cfg, rng, dtype):
+        C = cfg.n_embd
+        self.n_head = cfg.n_head
+        self.c_attn = Linear(C, 3 * C, cfg.bias, rng, dtype)  # fused q, k, v projection
+        # residual projections scaled by 1/sqrt(2 n_layer), as GPT-2 (two per block)
+        self.c_proj = Linear(C, C, cfg.bias, rng, dtype, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        self.resid_dropout = Dropout(cfg.dropout, rng)
+
+    def forward(self, x):  # (B, T, C) -> (B, T, C)
+        B, T, C = x.shape
+        qkv = self.c_attn.forward(x).reshape(B, T, 3, self.n_head, C // self.n_head)
+        self.q, self.k, self.v = qkv.transpose(2, 0, 3, 1, 4)  # each (B, H, T, hs): views
+        self.y, self.lse = F.scaled_dot_product_attention(self.q, self.k, self.v, is_causal=True,
+                                                          return_lse=True)
+        y = self.y.transpose(0, 2, 1, 3).reshape(B, T, C)  # heads side by side again
+        return self.resid_dropout.forward(self.c_proj.forward(y))
+
+    def backward(self, dout):
+        B, T, C = dout.shape
+        dy = self.c_proj.backward(self.resid_dropout.backward(dout))
+        dy = dy.reshape(B, T, self.n_head, C // self.n_head).transpose(0, 2, 1, 3)  # (B, H, T, hs)
+        dq, dk, dv = F.scaled_dot_product_attention_backward(dy, self.q, self.k, self.v, self.y,
+                                                             self.lse, is_causal=True)
+        dqkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * C)
+        return self.c_attn.backward(dqkv)
+
+
+class MLP:
+    def __init__(self, cfg, rng, dtype):
+        C = cfg.n_embd
+        self.c_fc = Linear(C, 4 * C, cfg.bias, rng, dtype)
+        self.c_proj = Linear(4 * C, C, cfg.bias, rng, dtype, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        self.approximate = cfg.gelu_approximate
+        self.dropout = Dropout(cfg.dropout, rng)
+
+    def forward(self, x):  # (B, T, C) -> (B, T, C)
+        self.h = self.c_fc.forward(x)  # (B, T, 4C)
+        return self.dropout.forward(self.c_proj.forward(F.gelu(self.h, self.approximate)))
+
+    def backward(self, dout):
+        da = self.c_proj.backward(self.dropout.backward(dout))
+        return self.c_fc.backward(F.gelu_backward(da, self.h, self.approximate))
+
+
+class Block:
+    def __init__(self, cfg, rng, dtype):
+        self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias, dtype)
+        self.attn = CausalSelfAttention(cfg, rng, dtype)
+        self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias, dtype)
+        self.mlp = MLP(cfg, rng, dtype)
+
+    def forward(self, x):  # pre-LN residual block
+        x = x + self.attn.forward(self.ln_1.forward(x))
+        return x + self.mlp.forward(self.ln_2.forward(x))
+
+    def backward(self, dx):  # the residual stream passes dx through; each branch adds to it
+        dx = dx + self.ln_2.backward(self.mlp.backward(dx))
+        return dx + self.ln_1.backward(self.attn.backward(dx))
+
+
+class GPT:
+    """GPT(GPTConfig(...), seed=0, dtype=np.float32). logits, loss = model(idx, targets)."""
+
+    def __init__(self, config, seed=0, dtype=np.float32):
+        self.config = config
+        rng = np.random.default_rng(seed)
+        C = config.n_embd
+        self.wte = Parameter((rng.standard_normal((config.vocab_size, C)) * 0.02).astype(dtype))
+        self.wpe = Parameter((rng.standard_normal((config.block_size, C)) * 0.02).astype(dtype))
+        self.drop = Dropout(config.dropout, rng)
+        self.h = [Block(config, rng, dtype) for _ in range(config.n_layer)]
+        self.ln_f = LayerNorm(C, config.bias, dtype)
+        self._last = None  # what backward() needs from the last forward with targets
+
+    def __call__(self, idx, targets=None):
+        return self.forward(idx, targets)
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy against targets
+        (B, T) (None without targets; targets of -1 are ignored, as in nanoGPT)."""
+        idx = np.asarray(idx)
+        if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"idx must be a (B, T) integer array, got {idx.dtype} {idx.shape}")
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
+        x = self.drop.forward(self.wte.data[idx] + self.wpe.data[:T])  # (B, T, C)
+        for block in self.h:
+            x = block.forward(x)
+        x = self.ln_f.forward(x)
+        logits = F.linear(x, self.wte.data)  # the LM head is tied to the token embedding: (B, T, V)
+        if targets is None:
+            self._last = None
+            return logits, None
+        targets = np.asarray(targets)
+        loss = F.cross_entropy(logits, targets, ignore_index=-1)
+        self._last = (idx, x, logits, targets)
+        return logits, float(loss)
+
+    def backward(self):
+        """Adds the gradients of the last forward's loss to every param.grad."""
+        if self._last is None:
+            raise RuntimeError("backward() needs a forward() with targets first")
+        idx, x, logits, targets = self._last
+        dlogits = F.cross_entropy_backward(logits, targets, ignore_index=-1)  # (B, T, V)
+        dx, dwte, _ = F.linear_backward(dlogits, x, self.wte.data)  # through the tied head
+        self.wte.grad += dwte
+        dx = self.ln_f.backward(dx)
+        for block in reversed(self.h):
+            dx = block.backward(dx)
+        dx = self.drop.backward(dx)
+        np.add.at(self.wte.grad, idx, dx)  # token rows used several times add up
+        self.wpe.grad[: idx.shape[1]] += dx.sum(axis=0)
+
+    def named_parameters(self):
+        """(name, Parameter) in nanoGPT's names; the tied lm_head.weight is transformer.wte.weight."""
+        yield "transformer.wte.weight", self.wte
+        yield "transformer.wpe.weight", self.wpe
+        for i, block in enumerate(self.h):
+            for name, layer in (("ln_1", block.ln_1), ("attn.c_attn", block.attn.c_attn),
+                                ("attn.c_proj", block.attn.c_proj), ("ln_2", block.ln_2),
+                                ("mlp.c_fc", block.mlp.c_fc), ("mlp.c_proj", block.mlp.c_proj)):
+                yield f"transformer.h.{i}.{name}.weight", layer.weight
+                if layer.bias is not None:
+                    yield f"transformer.h.{i}.{name}.bias", layer.bias
+        yield "transformer.ln_f.weight", self.ln_f.weight
+        if self.ln_f.bias is not None:
+            yield "transformer.ln_f.bias", self.ln_f.bias
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def num_params(self, non_embedding=True):
+        """Number of parameters; by default without the position embeddings, as nanoGPT counts."""
+        n = sum(p.data.size for p in self.parameters())
+        return n - self.wpe.data.size if non_embedding else n
+
+    def state_dict(self):
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copies the arrays of `state` (name -> array) in; every name must be present with its
+        shape, or a ValueError names what does not fit. nanoGPT's state dicts also hold the tied
+        lm_head.weight (the same array as transformer.wte.weight): it is accepted and ignored."""
+        params = dict(self.named_parameters())
+        missing = [n for n in params if n not in state]
+        unexpected = [n for n in state if n not in params and n != "lm_head.weight"]
+        wrong = [f"{n}: {np.shape(state[n])} != {p.data.shape}" for n, p in params.items()
+                 if n in state and np.shape(state[n]) != p.data.shape]
+        if missing or unexpected or wrong:
+            raise ValueError(f"state does not fit this GPT: missing {missing}, unexpected {unexpected}, "
+                             f"wrong shapes {wrong}")
+        for n, p in params.items():
+            p.data[...] = state[n]
+
+    def train(self, mode=True):
+        for d in self._dropouts():
+            d.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _dropouts(self):
+        yield self.drop
+        for block in self.h:
+            yield block.attn.resid_dropout
+            yield block.mlp.dropout

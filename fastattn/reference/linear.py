@@ -1,0 +1,17 @@
+import numpy as np
+
+
+def linear(input, weight, bias=None):
+    """input (..., in) @ weight.T + bias: weight (out, in), bias (out,) -> (..., out)."""
+    y = input @ weight.T
+    return y if bias is None else y + bias
+
+
+def linear_backward(grad_output, input, weight):
+    """(grad_input (..., in), grad_weight (out, in), grad_bias (out,)) of linear, given grad_output (..., out).
+
+        dX = dY W,   dW = dY^T X (summed over every leading index),   db = sum of dY over rows
+    """
+    dy = grad_output.reshape(-1, grad_output.shape[-1])
+    x = input.reshape(-1, input.shape[-1])
+    return grad_output @ weight, dy.T @ x, dy.sum(axis=0)

@@ -1,0 +1,63 @@
+"""linear and linear_backward on both backends, against float64 oracles."""
+import numpy as np
+import pytest
+
+import fastattn
+import oracle
+from fastattn import functional as F
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [((1,), 1, 1), ((7,), 5, 3), ((3, 129), 64, 384), ((300,), 257, 1000)], ids=str)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_matches_oracle(backend, rng, dtype, shape, with_bias):
+    lead, n_in, n_out = shape
+    x = rng.standard_normal(lead + (n_in,)).astype(dtype)
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype) if with_bias else None
+    g = rng.standard_normal(lead + (n_out,)).astype(dtype)
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    want = x64 @ w64.T + (0 if b is None else b)
+    # sums of n_in (or n rows) products of unit-size values: judged against sqrt of the count
+    oracle.assert_close(F.linear(x, w, b), want, dtype, scale=np.sqrt(n_in), rtol_factor=10)
+    dx, dw, db = F.linear_backward(g, x, w)
+    rows = int(np.prod(lead))
+    oracle.assert_close(dx, g64 @ w64, dtype, scale=np.sqrt(n_out), rtol_factor=10)
+    oracle.assert_close(dw, g64.reshape(-1, n_out).T @ x64.reshape(-1, n_in), dtype,
+                        scale=np.sqrt(rows), rtol_factor=10)
+    oracle.assert_close(db, g64.reshape(-1, n_out).sum(axis=0), dtype, scale=np.sqrt(rows), rtol_factor=10)
+
+
+def test_non_contiguous(backend, rng):
+    x = rng.standard_normal((40, 20)).T[::2]  # (10, 40) view
+    w = rng.standard_normal((40, 30)).T       # (30, 40) view
+    np.testing.assert_allclose(F.linear(x, w), x @ w.T, rtol=1e-12)
+    dx, dw, db = F.linear_backward(np.ones((10, 30)), x, w)
+    np.testing.assert_allclose(dw, np.ones((30, 10)) @ x, rtol=1e-12)
+
+
+def test_thread_count_does_not_change_results(rng):
+    x = rng.standard_normal((700, 96)).astype(np.float32)
+    w = rng.standard_normal((300, 96)).astype(np.float32)
+    g = rng.standard_normal((700, 300)).astype(np.float32)
+    before = fastattn.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2):
+            fastattn.set_num_threads(n)
+            out.append((F.linear(x, w), *F.linear_backward(g, x, w)))
+    finally:
+        fastattn.set_num_threads(before)
+    assert all(np.array_equal(a, b) for a, b in zip(*out))
+
+
+def test_bad_input(backend):
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"weight must have shape \(5, 3\) for input of shape \(4, 3\), got \(5, 2\)"):
+        F.linear(x, np.ones((5, 2), np.float32))
+    with pytest.raises(TypeError, match=r"weight must have the dtype of input \(float32\), got float64"):
+        F.linear(x, np.ones((5, 3)))
+    with pytest.raises(ValueError, match=r"bias must have shape \(5,\)"):
+        F.linear(x, np.ones((5, 3), np.float32), np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(4, 5\)"):
+        F.linear_backward(np.ones((4, 4), np.float32), x, np.ones((5, 3), np.float32))
