@@ -1,4 +1,5 @@
-"""fastattn: attention, softmax, layer norm and GELU kernels for the CPU, compiled and in NumPy.
+"""fastattn: attention, softmax, layer norm and GELU kernels for the CPU, compiled and in NumPy,
+and a GPT trained and sampled on them (fastattn.train, `fastattn train` / `fastattn sample`).
 
     import fastattn
     from fastattn import functional as F
@@ -10,6 +11,10 @@ from fastattn import functional
 from fastattn._backend import available_backends, get_backend, set_backend, use_backend
 from fastattn._threads import get_num_threads, set_num_threads
 from fastattn.model import GPT, GPTConfig
+from fastattn.optim import AdamW, clip_grad_norm_
+from fastattn.tokenizer import CharTokenizer
+from fastattn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fastattn.train import TrainConfig, train
 
 __version__ = "0.1.0"
 
@@ -23,4 +28,12 @@ __all__ = [
     "set_num_threads",
     "GPT",
     "GPTConfig",
+    "AdamW",
+    "clip_grad_norm_",
+    "CharTokenizer",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "TrainConfig",
+    "train",
 ]

@@ -170,6 +170,7 @@ class GPT:
     def __init__(self, config, seed=0, dtype=np.float32):
         self.config = config
         rng = np.random.default_rng(seed)
+        self.rng = rng  # after the init draws, it drives dropout (a trainer saves its state)
         C = config.n_embd
         self.wte = Parameter((rng.standard_normal((config.vocab_size, C)) * 0.02).astype(dtype))
         self.wpe = Parameter((rng.standard_normal((config.block_size, C)) * 0.02).astype(dtype))
@@ -278,3 +279,64 @@ class GPT:
         for block in self.h:
             yield block.attn.resid_dropout
             yield block.mlp.dropout
+
+    @property
+    def training(self):
+        return self.drop.training
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, eps=1e-8):
+        """AdamW as nanoGPT configures it: weight decay on the 2-D weights (matmuls and
+        embeddings), none on biases and layer-norm weights."""
+        from fastattn.optim import AdamW
+        params = self.parameters()
+        return AdamW([{"params": [p for p in params if p.data.ndim >= 2], "weight_decay": weight_decay},
+                      {"params": [p for p in params if p.data.ndim < 2], "weight_decay": 0.0}],
+                     lr=learning_rate, betas=betas, eps=eps)
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
+        """idx (B, T) token ids -> (B, T + max_new_tokens): the prompt followed by sampled tokens.
+
+        Each step runs the last block_size tokens (a sliding window, as nanoGPT crops the
+        context) and draws the next token from softmax(logits / temperature) over the top_k most
+        likely tokens (all when top_k is None); temperature 0 takes the most likely token (ties:
+        the lowest id). seed seeds the sampling (None: fresh entropy). Runs in eval mode (no
+        dropout) and restores the previous mode.
+        """
+        idx = np.asarray(idx)
+        if idx.ndim != 2 or idx.shape[1] < 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"idx must be a (B, T) integer array with T >= 1, got {idx.dtype} {idx.shape}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        if not temperature >= 0 or not np.isfinite(temperature):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                                  or top_k < 1):
+            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        rng = np.random.default_rng(seed)
+        was_training = self.training
+        self.eval()
+        try:
+            out = np.empty((idx.shape[0], idx.shape[1] + max_new_tokens), dtype=np.int64)
+            out[:, :idx.shape[1]] = idx
+            for t in range(idx.shape[1], out.shape[1]):
+                logits, _ = self(out[:, max(0, t - self.config.block_size):t])
+                out[:, t] = _sample(logits[:, -1, :], temperature, top_k, rng)
+        finally:
+            self.train(was_training)
+        return out
+
+
+def _sample(logits, temperature, top_k, rng):
+    """logits (B, V) -> (B,) token ids drawn as GPT.generate describes."""
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k, None]
+        z[z < kth] = -np.inf
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random((z.shape[0], 1)) * cdf[:, -1:]
+    # the first token whose cumulative mass exceeds u; tokens of zero mass are never drawn
+    return np.minimum((cdf <= u).sum(axis=-1), z.shape[-1] - 1)

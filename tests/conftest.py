@@ -29,3 +29,17 @@ def backend(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def small_corpus(lines=300, seed=0):
+    """A few kilobytes of text with structure to learn (a 13-word vocabulary, sentences of 6 words)."""
+    words = "the king queen speaks to his her lord and fair night day so".split()
+    rng = np.random.default_rng(seed)
+    return "\n".join(" ".join(rng.choice(words, 6)) + "." for _ in range(lines)) + "\n"
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(small_corpus(), encoding="utf-8")
+    return path

@@ -1,0 +1,134 @@
+"""The command line: `fastattn train` and `fastattn sample` (also `python -m fastattn ...`).
+
+    fastattn train --data input.txt --out out-shakespeare-char
+    fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
+
+Training flags are named after nanoGPT's config (--n-layer is n_layer); their defaults are
+nanoGPT's CPU run of Tiny Shakespeare. Errors print one line on stderr and exit with status 1
+(2 for a bad command line, as argparse does).
+"""
+import argparse
+import dataclasses
+import os
+import sys
+
+import numpy as np
+
+import fastattn
+
+_TRAIN_HELP = {
+    "n_layer": "transformer blocks", "n_head": "attention heads", "n_embd": "channels",
+    "block_size": "context length (tokens)", "dropout": "dropout in train mode",
+    "bias": "biases in Linear and LayerNorm layers", "batch_size": "sequences per iteration",
+    "max_iters": "training iterations", "lr_decay_iters": "end of the cosine decay (default: max-iters)",
+    "learning_rate": "peak learning rate", "min_lr": "learning rate after the decay",
+    "beta1": "AdamW beta1", "beta2": "AdamW beta2", "warmup_iters": "linear warmup iterations",
+    "weight_decay": "AdamW weight decay (2-D weights only)",
+    "grad_clip": "clip the gradients' global norm to this (0: no clipping)",
+    "eval_interval": "evaluate (and checkpoint) every this many iterations",
+    "eval_iters": "batches per split in an evaluation", "seed": "random seed (init, batches, dropout)",
+}
+
+
+def _add_runtime_flags(p):
+    p.add_argument("--threads", type=int, help="OpenMP threads (default: fastattn's, usually the cores)")
+    p.add_argument("--backend", choices=("compiled", "reference"), help="kernel backend (default: the active one)")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="fastattn", description="fastattn's command line.")
+    parser.add_argument("--version", action="version", version=f"fastattn {fastattn.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from fastattn.train import TrainConfig
+    p = sub.add_parser("train", help="train a character-level GPT on a text file",
+                       description="Train a character-level GPT on a text file (nanoGPT's recipe). "
+                       "Writes DIR/ckpt.npz (latest state, for --resume), DIR/best.npz (best val "
+                       "loss) and DIR/metrics.jsonl; the last line printed is 'final: step N "
+                       "train_loss X val_loss Y'.")
+    p.add_argument("--data", required=True, help="UTF-8 text file; its characters are the tokens")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_runtime_flags(p)
+    for field in dataclasses.fields(TrainConfig):
+        flag, default = "--" + field.name.replace("_", "-"), field.default
+        kind = {"bias": argparse.BooleanOptionalAction}.get(field.name)
+        shown = "" if default is None else f" (default: {default})"
+        if kind:
+            p.add_argument(flag, action=kind, default=argparse.SUPPRESS, help=_TRAIN_HELP[field.name] + shown)
+        else:
+            typ = float if isinstance(default, float) else int
+            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=_TRAIN_HELP[field.name] + shown)
+
+    p = sub.add_parser("sample", help="generate text from a trained checkpoint",
+                       description="Generate text from a checkpoint written by `fastattn train`.")
+    p.add_argument("--checkpoint", required=True,
+                   help="a training output directory (its best.npz, else ckpt.npz) or a .npz file")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="0: always the most likely token")
+    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1337)
+    _add_runtime_flags(p)
+    return parser
+
+
+def _checkpoint_file(path):
+    if os.path.isdir(path):
+        for name in ("best.npz", "ckpt.npz"):
+            if os.path.exists(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise FileNotFoundError(f"{path} holds no checkpoint (best.npz or ckpt.npz)")
+    return path
+
+
+def _train(args):
+    from fastattn.train import TrainConfig, train
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    from tqdm import tqdm
+    record = train(args.data, args.out, resume=args.resume, progress=not args.no_progress,
+                   log=tqdm.write, **settings)
+    print(f"final: step {record['step']} train_loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f}")
+
+
+def _sample(args):
+    from fastattn.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(_checkpoint_file(args.checkpoint))
+    if ckpt.tokenizer is None:
+        raise ValueError(f"{args.checkpoint} holds no tokenizer: cannot decode its tokens")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if not args.prompt:
+        raise ValueError("--prompt is empty: give at least one character")
+    model = ckpt.build_model()
+    prompt = ckpt.tokenizer.encode(args.prompt)
+    idx = np.tile(prompt, (args.num_samples, 1))
+    out = model.generate(idx, args.max_new_tokens, temperature=args.temperature,
+                         top_k=args.top_k if args.top_k > 0 else None, seed=args.seed)
+    for i, row in enumerate(out):
+        if i:
+            print("---------------")
+        print(ckpt.tokenizer.decode(row))
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        if args.threads is not None:
+            fastattn.set_num_threads(args.threads)
+        if args.backend is not None:
+            fastattn.set_backend(args.backend)
+        {"train": _train, "sample": _sample}[args.command](args)
+    except (ValueError, OSError, FloatingPointError) as e:
+        print(f"fastattn {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"fastattn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

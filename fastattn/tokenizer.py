@@ -1,0 +1,92 @@
+"""A character tokenizer, as nanoGPT's data/shakespeare_char/prepare.py: the vocabulary is the
+sorted set of the characters of a training text, and a character's id is its place in it.
+
+    tok = CharTokenizer.from_text(open("input.txt").read())
+    ids = tok.encode("hello")          # np.ndarray of int64
+    tok.decode(ids) == "hello"
+"""
+import numpy as np
+
+
+class CharTokenizer:
+    """CharTokenizer(chars): chars is the vocabulary, one character per id, all different
+    (a string or a sequence of one-character strings). from_text(text) builds it as nanoGPT does."""
+
+    def __init__(self, chars):
+        if isinstance(chars, str):
+            chars = list(chars)
+        else:
+            chars = list(chars)
+            for i, c in enumerate(chars):
+                if not isinstance(c, str) or len(c) != 1:
+                    raise ValueError(f"the vocabulary must hold single characters, got {c!r} at {i}")
+        if not chars:
+            raise ValueError("the vocabulary is empty")
+        if len(set(chars)) != len(chars):
+            seen, dup = set(), []
+            for c in chars:
+                if c in seen and c not in dup:
+                    dup.append(c)
+                seen.add(c)
+            raise ValueError(f"the vocabulary repeats characters: {dup!r}")
+        self.chars = "".join(chars)
+        self._stoi = {c: i for i, c in enumerate(self.chars)}
+        self._itos = np.array(chars, dtype=object)
+
+    @classmethod
+    def from_text(cls, text):
+        """The vocabulary of `text`: its distinct characters, sorted (by code point)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if not text:
+            raise ValueError("cannot build a vocabulary from an empty text")
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self):
+        return len(self.chars)
+
+    def encode(self, text):
+        """str -> int64 array of ids, one per character; a character outside the vocabulary
+        raises ValueError naming it and its position."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        stoi = self._stoi
+        try:
+            return np.fromiter((stoi[c] for c in text), dtype=np.int64, count=len(text))
+        except KeyError:
+            pos = next(i for i, c in enumerate(text) if c not in stoi)
+            raise ValueError(f"character {text[pos]!r} at position {pos} is not in the vocabulary") from None
+
+    def decode(self, ids):
+        """Integer ids (any shape; flattened) -> str; an id outside [0, vocab_size) raises ValueError."""
+        a = np.asarray(ids)
+        if a.size == 0:
+            return ""
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"ids must be integers, got dtype {a.dtype}")
+        a = a.reshape(-1)
+        bad = np.flatnonzero((a < 0) | (a >= self.vocab_size))
+        if bad.size:
+            raise ValueError(f"id {int(a[bad[0]])} at position {int(bad[0])} is outside the "
+                             f"vocabulary [0, {self.vocab_size})")
+        return "".join(self._itos[a])
+
+    def to_json(self):
+        """A dict for json.dump; from_json(to_json()) gives the same tokenizer."""
+        return {"type": "char", "chars": self.chars}
+
+    @classmethod
+    def from_json(cls, data):
+        if not isinstance(data, dict) or data.get("type") != "char" or not isinstance(data.get("chars"), str):
+            raise ValueError(f"not a CharTokenizer's JSON (want {{'type': 'char', 'chars': str}}): {data!r:.200}")
+        return cls(data["chars"])
+
+    def __eq__(self, other):
+        return isinstance(other, CharTokenizer) and self.chars == other.chars
+
+    def __hash__(self):
+        return hash(self.chars)
+
+    def __repr__(self):
+        return f"CharTokenizer(vocab_size={self.vocab_size})"
