@@ -1,24 +1,30 @@
-"""Time one training iteration of nanoGPT's Tiny Shakespeare (character) model in fastattn and,
-when PyTorch is installed, in an equivalent nanoGPT-style PyTorch module, at the same threads.
+"""Time nanoGPT's Tiny Shakespeare (character) training in fastattn and, when PyTorch is installed,
+in an equivalent nanoGPT-style PyTorch module started from the same weights, at the same threads.
 
     python benchmarks/train_shakespeare_char.py [--threads N] [--iters N] [--data FILE]
+    python benchmarks/train_shakespeare_char.py --full-run --data input.txt [--threads N]
 
-An iteration is forward + backward + gradient clipping (global norm 1.0) + AdamW, with
-nanoGPT's configuration (4 layers, 4 heads, 128 channels, block 64, batch 12, no bias, no
-dropout, weight decay 0.1 on 2-D weights, betas (0.9, 0.99)). The batches are random windows of
---data (a text file; characters are the tokens) or, without it, random tokens over 65 symbols:
-the time does not depend on the text. Compiled fastattn and PyTorch run in turn, iteration by
-iteration, so that the rest of the machine weighs on both alike; medians are reported.
+The default mode times single iterations: forward + backward + gradient clipping (global norm
+1.0) + AdamW, with nanoGPT's configuration (4 layers, 4 heads, 128 channels, block 64, batch 12,
+no bias, no dropout, weight decay 0.1 on 2-D weights, betas (0.9, 0.99)). The batches are
+random windows of --data (a text file; characters are the tokens) or, without it, random tokens
+over 65 symbols: the time does not depend on the text. Compiled fastattn and PyTorch run in
+turn, iteration by iteration, so that the rest of the machine weighs on both alike; medians
+are reported, then the reference backend's, timed alone.
+
+--full-run trains each of them for 2000 iterations (nanoGPT's warmup + cosine schedule, the
+trainer's own step for fastattn) on the same batches from the same initial weights, one after
+the other, then prints the wall time and the validation loss of each (200 batches, the same ones).
 """
 import argparse
-import math
 import time
 
 import numpy as np
 
 import fastattn
 from fastattn import GPT, GPTConfig
-from fastattn import functional as F
+from fastattn.tokenizer import CharTokenizer
+from fastattn.train import TrainConfig, get_batch, get_lr, train_step
 
 try:
     import torch
@@ -29,82 +35,78 @@ CONFIG = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=
 BATCH, LR, BETAS, WEIGHT_DECAY, GRAD_CLIP = 12, 1e-3, (0.9, 0.99), 0.1, 1.0
 
 
-def batches(tokens, vocab, seed):
-    rng = np.random.default_rng(seed)
-    T = CONFIG["block_size"]
-    while True:
-        starts = rng.integers(0, len(tokens) - T - 1, BATCH)
-        yield (np.stack([tokens[s:s + T] for s in starts]),
-               np.stack([tokens[s + 1:s + T + 1] for s in starts]))
+def fastattn_runner(model):
+    """One fastattn training iteration as a callable (x, y, lr) -> loss: the trainer's own step."""
+    optimizer = model.configure_optimizers(WEIGHT_DECAY, LR, BETAS)
+    return lambda x, y, lr=LR: train_step(model, optimizer, x, y, lr, GRAD_CLIP)
 
 
-def fastattn_step(vocab):
-    """One fastattn training iteration as a callable (x, y) -> loss."""
-    model = GPT(GPTConfig(vocab_size=vocab, **CONFIG), seed=0)
-    params = model.parameters()
-    state = [(np.zeros_like(p.data), np.zeros_like(p.data)) for p in params]
-    step = [0]
+def torch_model(weights):
+    """nanoGPT's model.py, condensed (same module names), holding a copy of `weights`
+    (a fastattn state dict: the names are nanoGPT's)."""
+    nn, F = torch.nn, torch.nn.functional
+    vocab, C = weights["transformer.wte.weight"].shape
+    H, T = CONFIG["n_head"], CONFIG["block_size"]
 
-    def run(x, y):
-        model.zero_grad()
-        _, loss = model(x, y)
-        model.backward()
-        norm = math.sqrt(sum(float(np.vdot(p.grad, p.grad)) for p in params))
-        clip = min(1.0, GRAD_CLIP / (norm + 1e-6))
-        step[0] += 1
-        for p, (m, v) in zip(params, state):
-            if clip < 1:
-                p.grad *= clip
-            F.adamw_step(p.data, p.grad, m, v, step[0], lr=LR, beta1=BETAS[0], beta2=BETAS[1],
-                         weight_decay=WEIGHT_DECAY if p.data.ndim == 2 else 0.0)
-        return loss
-    return run
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn, self.c_proj = nn.Linear(C, 3 * C, bias=False), nn.Linear(C, C, bias=False)
 
+        def forward(self, x):
+            B, T_, _ = x.shape
+            q, k, v = (a.view(B, T_, H, C // H).transpose(1, 2) for a in self.c_attn(x).split(C, dim=2))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T_, C))
 
-def torch_step(vocab):
-    """The same model and iteration in PyTorch (nanoGPT's model.py, condensed), or None."""
-    if torch is None:
-        return None
-    nn = torch.nn
-    C, H, T = CONFIG["n_embd"], CONFIG["n_head"], CONFIG["block_size"]
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_fc, self.c_proj = nn.Linear(C, 4 * C, bias=False), nn.Linear(4 * C, C, bias=False)
+
+        def forward(self, x):
+            return self.c_proj(F.gelu(self.c_fc(x)))
 
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
-            self.ln_1, self.ln_2 = nn.LayerNorm(C, bias=False), nn.LayerNorm(C, bias=False)
-            self.c_attn, self.attn_proj = nn.Linear(C, 3 * C, bias=False), nn.Linear(C, C, bias=False)
-            self.c_fc, self.mlp_proj = nn.Linear(C, 4 * C, bias=False), nn.Linear(4 * C, C, bias=False)
+            self.ln_1, self.attn = nn.LayerNorm(C, bias=False), Attention()
+            self.ln_2, self.mlp = nn.LayerNorm(C, bias=False), MLP()
 
         def forward(self, x):
-            B, T_, _ = x.shape
-            q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
-            q, k, v = (a.view(B, T_, H, C // H).transpose(1, 2) for a in (q, k, v))
-            y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.attn_proj(y.transpose(1, 2).contiguous().view(B, T_, C))
-            return x + self.mlp_proj(nn.functional.gelu(self.c_fc(self.ln_2(x))))
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
 
     class TorchGPT(nn.Module):
         def __init__(self):
             super().__init__()
-            self.wte, self.wpe = nn.Embedding(vocab, C), nn.Embedding(T, C)
-            self.h = nn.ModuleList(Block() for _ in range(CONFIG["n_layer"]))
-            self.ln_f = nn.LayerNorm(C, bias=False)
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(vocab, C), wpe=nn.Embedding(T, C),
+                h=nn.ModuleList(Block() for _ in range(CONFIG["n_layer"])), ln_f=nn.LayerNorm(C, bias=False)))
 
         def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-            for block in self.h:
+            tr = self.transformer
+            x = tr.wte(idx) + tr.wpe(torch.arange(idx.shape[1]))
+            for block in tr.h:
                 x = block(x)
-            logits = self.ln_f(x) @ self.wte.weight.T  # tied head
-            return nn.functional.cross_entropy(logits.view(-1, vocab), targets.view(-1), ignore_index=-1)
+            logits = tr.ln_f(x) @ tr.wte.weight.T  # tied head
+            return F.cross_entropy(logits.view(-1, vocab), targets.reshape(-1), ignore_index=-1)
 
-    torch.manual_seed(0)
     model = TorchGPT()
+    model.load_state_dict({name: torch.from_numpy(w.copy()) for name, w in weights.items()})
+    return model
+
+
+def torch_runner(model):
+    """One PyTorch training iteration as a callable (x, y, lr) -> loss, as nanoGPT's train.py."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
                              {"params": no_decay, "weight_decay": 0.0}], lr=LR, betas=BETAS)
 
-    def run(x, y):
+    def run(x, y, lr=LR):
+        for group in opt.param_groups:
+            group["lr"] = lr
         loss = model(torch.from_numpy(x), torch.from_numpy(y))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,32 +116,17 @@ def torch_step(vocab):
     return run
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=fastattn.get_num_threads())
-    p.add_argument("--iters", type=int, default=30, help="timed iterations per runner")
-    p.add_argument("--data", help="a text file (default: random tokens over 65 symbols)")
-    args = p.parse_args()
-    fastattn.set_num_threads(args.threads)
-    if torch is not None:
-        torch.set_num_threads(args.threads)
-    if args.data:
-        text = open(args.data, encoding="utf-8").read()
-        chars = sorted(set(text))
-        tokens, vocab = np.array([chars.index(c) for c in text[:200_000]], dtype=np.int64), len(chars)
-    else:
-        vocab = 65
-        tokens = np.random.default_rng(0).integers(0, vocab, 200_000)
-
+def time_iterations(args, tokens, vocab):
+    rng = np.random.default_rng(1)
+    model = GPT(GPTConfig(vocab_size=vocab, **CONFIG), seed=0)
     runners = {}
     if "compiled" in fastattn.available_backends():
-        runners["fastattn compiled"] = fastattn_step(vocab)
+        runners["fastattn compiled"] = fastattn_runner(model)
     if torch is not None:
-        runners["pytorch " + torch.__version__] = torch_step(vocab)
+        runners["pytorch " + torch.__version__] = torch_runner(torch_model(model.state_dict()))
     times = {name: [] for name in runners}
-    data = batches(tokens, vocab, seed=1)
     for i in range(args.iters + 3):  # 3 warm-up iterations
-        x, y = next(data)
+        x, y = get_batch(tokens, CONFIG["block_size"], BATCH, rng)
         for name, run in runners.items():
             with fastattn.use_backend("compiled"):
                 t0 = time.perf_counter()
@@ -147,9 +134,9 @@ def main():
                 if i >= 3:
                     times[name].append(time.perf_counter() - t0)
     with fastattn.use_backend("reference"):  # slower: fewer iterations, timed alone
-        ref, ref_times = fastattn_step(vocab), []
+        ref, ref_times = fastattn_runner(GPT(GPTConfig(vocab_size=vocab, **CONFIG), seed=0)), []
         for i in range(min(args.iters, 10) + 1):
-            x, y = next(data)
+            x, y = get_batch(tokens, CONFIG["block_size"], BATCH, rng)
             t0 = time.perf_counter()
             ref(x, y)
             if i:
@@ -163,6 +150,57 @@ def main():
         ms = np.median(t) * 1e3
         ratio = f"  ({ms / compiled:.2f}x compiled's time)" if compiled and name != "fastattn compiled" else ""
         print(f"{name:24s} {ms:8.2f} ms{ratio}")
+
+
+def full_run(args, tokens, vocab):
+    cfg = TrainConfig(**CONFIG, batch_size=BATCH, max_iters=2000, learning_rate=LR, beta2=BETAS[1],
+                      weight_decay=WEIGHT_DECAY, grad_clip=GRAD_CLIP)
+    n = int(0.9 * len(tokens))
+    train, val = tokens[:n], tokens[n:]
+    model = GPT(cfg.model_config(vocab), seed=cfg.seed)
+    runs = {"fastattn compiled": (fastattn_runner(model), lambda x, y: model(x, y)[1])}
+    if torch is not None:
+        tmodel = torch_model(model.state_dict())
+
+        def torch_loss(x, y):
+            with torch.no_grad():
+                return tmodel(torch.from_numpy(x), torch.from_numpy(y)).item()
+        runs["pytorch " + torch.__version__] = (torch_runner(tmodel), torch_loss)
+    print(f"# {args.threads} threads; {cfg.max_iters} iterations from the same weights on the same "
+          "batches; val loss over 200 batches")
+    for name, (step, loss) in runs.items():
+        rng = np.random.default_rng(cfg.seed)
+        with fastattn.use_backend("compiled"):
+            t0 = time.perf_counter()
+            for it in range(cfg.max_iters):
+                step(*get_batch(train, cfg.block_size, cfg.batch_size, rng), get_lr(it, cfg))
+            wall = time.perf_counter() - t0
+            eval_rng = np.random.default_rng(0)
+            val_loss = np.mean([loss(*get_batch(val, cfg.block_size, cfg.batch_size, eval_rng))
+                                for _ in range(200)])
+        print(f"{name:24s} {wall:8.1f} s  val loss {val_loss:.4f}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=fastattn.get_num_threads())
+    p.add_argument("--iters", type=int, default=30, help="timed iterations per runner")
+    p.add_argument("--data", help="a text file (default: random tokens over 65 symbols)")
+    p.add_argument("--full-run", action="store_true", help="train 2000 iterations each (needs --data)")
+    args = p.parse_args()
+    fastattn.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    if args.data:
+        text = open(args.data, encoding="utf-8").read()
+        tok = CharTokenizer.from_text(text)
+        tokens, vocab = tok.encode(text), tok.vocab_size
+    elif args.full_run:
+        p.error("--full-run needs --data")
+    else:
+        vocab = 65
+        tokens = np.random.default_rng(0).integers(0, vocab, 200_000)
+    (full_run if args.full_run else time_iterations)(args, tokens, vocab)
 
 
 if __name__ == "__main__":
