@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 
 from fastattn import functional as F
 
@@ -222,7 +223,14 @@ class GPT:
         for block in reversed(self.h):
             dx = block.backward(dx)
         dx = self.drop.backward(dx)
-        np.add.at(self.wte.grad, idx, dx)  # token rows used several times add up
+        # token rows used several times add up: wte.grad += onehot(idx)^T dx, with the one-hot
+        # (V, B*T) matrix sparse. scipy's product adds the rows of dx in order, exactly as
+        # np.add.at(self.wte.grad, idx, dx) would, but in compiled code (np.add.at: ~1 ms here).
+        flat = idx.reshape(-1)
+        onehot_t = scipy.sparse.csc_matrix(
+            (np.ones(flat.size, dx.dtype), flat, np.arange(flat.size + 1)),
+            shape=(self.wte.data.shape[0], flat.size))
+        self.wte.grad += onehot_t @ dx.reshape(flat.size, dx.shape[-1])
         self.wpe.grad[: idx.shape[1]] += dx.sum(axis=0)
 
     def named_parameters(self):
