@@ -78,8 +78,23 @@ def _attention_args(query, key, value, attn_mask, is_causal, scale):
     return q, k, v, mask, None if scale is None else _real("scale", scale)
 
 
+def _out_array(name, out, shape, dtype):
+    """out (None, or a writable ndarray of exactly this shape and dtype), or a clear error."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
-                                 return_lse=False):
+                                 return_lse=False, out=None):
     """softmax(query @ key^T * scale + mask) @ value.
 
     query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> (..., Tq, Dv); the leading
@@ -90,39 +105,56 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     It may be combined with attn_mask. A query that may attend to no key gets zeros.
     return_lse: also return lse (..., Tq), the log-sum-exp of each row's scores (-inf for a row
     that sees no key): what scaled_dot_product_attention_backward needs.
+    out: None, or an array of the output's shape and dtype (any strides) to write the output to;
+    it is then returned. It must not overlap the inputs.
     """
     q, k, v, mask, scale = _attention_args(query, key, value, attn_mask, is_causal, scale)
     lead, Tq, Tk, Dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
+    out = _out_array("out", out, lead + (Tq, Dv), q.dtype)
     backend = _backend.current()
-    if q.size == 0 or Tk == 0:  # no query, or no key to attend to: defined, all zeros
-        out = np.zeros(lead + (Tq, Dv), dtype=q.dtype)
-        return (out, np.full(lead + (Tq,), -np.inf, dtype=q.dtype)) if return_lse else out
-    if Dv == 0:  # the output is empty but the scores are not: lse from a one-column value
-        out = np.zeros(lead + (Tq, 0), dtype=q.dtype)
+    if q.size == 0 or Tk == 0 or Dv == 0:
+        if out is None:
+            out = np.zeros(lead + (Tq, Dv), dtype=q.dtype)
+        out[...] = 0
         if not return_lse:
             return out
+        if q.size == 0 or Tk == 0:  # no query, or no key to attend to: defined, all zeros
+            return out, np.full(lead + (Tq,), -np.inf, dtype=q.dtype)
+        # the output is empty but the scores are not: lse from a one-column value
         one = np.zeros(k.shape[:-1] + (1,), dtype=q.dtype)
         return out, backend.scaled_dot_product_attention(q, k, one, mask, bool(is_causal), scale, True)[1]
-    return backend.scaled_dot_product_attention(q, k, v, mask, bool(is_causal), scale, bool(return_lse))
+    return backend.scaled_dot_product_attention(q, k, v, mask, bool(is_causal), scale, bool(return_lse),
+                                                out)
 
 
 def scaled_dot_product_attention_backward(grad_output, query, key, value, output, lse,
-                                          attn_mask=None, is_causal=False, scale=None):
+                                          attn_mask=None, is_causal=False, scale=None, out=None):
     """Gradients (grad_query, grad_key, grad_value) of scaled_dot_product_attention.
 
     grad_output: the gradient of the loss with respect to the output, (..., Tq, Dv); output and
     lse: what the forward returned with return_lse=True; the other arguments as in the forward.
     Rows that saw no key, and keys that no query saw, get zero gradients.
+    out: None, or three arrays (shaped and typed as query, key, value; any strides) to write the
+    gradients to; they are then returned. They must not overlap the inputs or each other.
     """
     q, k, v, mask, scale = _attention_args(query, key, value, attn_mask, is_causal, scale)
     lead, Tq, Tk, Dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
-    g, out, lse = (_same_as(name, _float_array(name, a), "query", q, shape) for name, a, shape in (
+    g, o, lse = (_same_as(name, _float_array(name, a), "query", q, shape) for name, a, shape in (
         ("grad_output", grad_output, lead + (Tq, Dv)), ("output", output, lead + (Tq, Dv)),
         ("lse", lse, lead + (Tq,))))
+    if out is not None:
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
+            raise TypeError("out must be None or a tuple of three arrays (grad_query, grad_key, grad_value)")
+        out = tuple(_out_array(f"out[{i}]", a, ref.shape, q.dtype) for i, (a, ref) in enumerate(
+            zip(out, (q, k, v))))
     if q.size == 0 or Tk == 0 or Dv == 0:  # nothing flows through: all gradients are zero
-        return np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+        if out is None:
+            return np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+        for a in out:
+            a[...] = 0
+        return out
     return _backend.current().scaled_dot_product_attention_backward(
-        g, q, k, v, out, lse, mask, bool(is_causal), scale)
+        g, q, k, v, o, lse, mask, bool(is_causal), scale, out)
 
 
 def masked_softmax(x, mask=None, scale=1.0, axis=-1):

@@ -36,6 +36,8 @@ cdef extern from "row_ops.h" nogil:
     double fa_logsumexp_row_f64(const double* z, Py_ssize_t n, double* sum_z)
     void fa_softmax_affine_row_f32(float* g, const float* z, Py_ssize_t n, float lse, float a, float b)
     void fa_softmax_affine_row_f64(double* g, const double* z, Py_ssize_t n, double lse, double a, double b)
+    void fa_add_row_f32(float* y, const float* x, Py_ssize_t n)
+    void fa_add_row_f64(double* y, const double* x, Py_ssize_t n)
     float fa_exp_f32(float x)
     double fa_exp_f64(double x)
 
@@ -102,6 +104,13 @@ cdef inline void gelu_backward_row(floating* dx, const floating* g, const floati
         fa_gelu_backward_row_f32(dx, g, x, n, tanh_form)
     else:
         fa_gelu_backward_row_f64(dx, g, x, n, tanh_form)
+
+
+cdef inline void add_row(floating* y, const floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fa_add_row_f32(y, x, n)
+    else:
+        fa_add_row_f64(y, x, n)
 
 
 cdef inline floating exp(floating x) noexcept nogil:

@@ -39,14 +39,50 @@ TILE_AREA = BLOCK_Q * BLOCK_K
 cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_address()
 
 
+# Where the rows of q, k, v, out, ... are. The kernels see each array as (P, Q, T, D), the two
+# leading dims flattened to n = p * Q + q_, and read it in place, strided: a GPT's q, k and v are
+# views of one (B, T, 3, H, hs) projection, and its attention output goes straight into a
+# (B, T, H, hs) buffer, with no copy either way. Only the rows themselves must be contiguous.
+cdef struct Layout:
+    Py_ssize_t inner   # Q, the size of the second leading dim
+    Py_ssize_t s0, s1  # element strides of the two leading dims
+    Py_ssize_t rs      # element stride from one row to the next (a BLAS leading dimension)
+
+
+cdef inline Py_ssize_t at(Layout L, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    """Element offset of row i of matrix n."""
+    return (n // L.inner) * L.s0 + (n % L.inner) * L.s1 + i * L.rs
+
+
+cdef Layout _layout(str name, Py_ssize_t[:] shape, Py_ssize_t[:] strides, Py_ssize_t itemsize) except *:
+    """The Layout of a (P, Q, T, D) array, or ValueError if the kernels cannot read it in place."""
+    cdef Layout L
+    cdef Py_ssize_t d
+    for d in range(4):
+        if strides[d] % itemsize:
+            raise ValueError("attention: %s is not aligned to its elements" % name)
+    if shape[3] > 1 and strides[3] != itemsize:
+        raise ValueError("attention: the rows of %s must be contiguous" % name)
+    L.inner = max(shape[1], 1)
+    L.s0 = strides[0] // itemsize
+    L.s1 = strides[1] // itemsize
+    L.rs = strides[2] // itemsize
+    if shape[2] <= 1:
+        L.rs = max(shape[3], 1)  # one row: any stride, but BLAS wants lda >= the row length
+    elif L.rs < max(shape[3], 1):
+        raise ValueError("attention: the rows of %s overlap" % name)
+    return L
+
+
 cdef void _flash_forward(const floating* q, const floating* k, const floating* v, floating* out,
+                         Layout lq, Layout lk, Layout lv, Layout lo,
                          floating* lse, floating* workspace, Py_ssize_t N, Py_ssize_t Tq, Py_ssize_t Tk,
                          Py_ssize_t D, Py_ssize_t Dv, floating scale, bint causal,
                          const unsigned char* bool_mask, const floating* add_mask,
                          const Py_ssize_t* mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
                          const Py_ssize_t* key_end, const unsigned char* mask_in_use,
                          Py_ssize_t Bq, Py_ssize_t Bk, int num_threads) noexcept nogil:
-    # q (N, Tq, D), k (N, Tk, D), v (N, Tk, Dv), out (N, Tq, Dv): contiguous.
+    # q (N, Tq, D), k (N, Tk, D), v (N, Tk, Dv), out (N, Tq, Dv): rows where lq, lk, lv, lo say.
     # lse (N, Tq) or NULL: log-sum-exp of each row's scores (-inf: saw no key), for the backward.
     # workspace: per thread, a score tile (Bq, Bk), an accumulator (Bq, Dv), m (Bq) and l (Bq).
     # key_end (N) or NULL: the mask hides every key >= key_end[n] from every query of batch n.
@@ -88,8 +124,8 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
             j0 = 0
             while j0 < k_end:
                 bk = min(Bk, k_end - j0)
-                gemm_rowmajor(False, True, bq, bk, D, scale, q + (n * Tq + i0) * D, D,
-                              k + (n * Tk + j0) * D, D, 0, s, bk)
+                gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
+                              k + at(lk, n, j0), lk.rs, 0, s, bk)
                 for r in range(bq):
                     bm = NULL
                     am = NULL
@@ -111,13 +147,13 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                     if alpha != 1:
                         scale_row(acc + r * Dv, acc + r * Dv, Dv, alpha)
                     m[r] = m_new
-                gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + (n * Tk + j0) * Dv, Dv,
+                gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + at(lv, n, j0), lv.rs,
                               1, acc, Dv)
                 j0 = j0 + Bk  # (not +=: inside prange that would declare a reduction)
 
             for r in range(bq):
                 # l == 0: the row could attend to no key, its output is 0 (not 0/0)
-                scale_row(out + (n * Tq + i0 + r) * Dv, acc + r * Dv, Dv,
+                scale_row(out + at(lo, n, i0 + r), acc + r * Dv, Dv,
                           1 / l[r] if l[r] != 0 else 0)
                 if lse != NULL:
                     lse[n * Tq + i0 + r] = m[r] + log(l[r]) if l[r] != 0 else -INFINITY
@@ -126,14 +162,17 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
 
 cdef void _flash_backward(const floating* q, const floating* k, const floating* v,
                           const floating* out, const floating* dout, const floating* lse,
-                          floating* dq, floating* dk, floating* dv, floating* workspace,
+                          floating* dq, floating* dk, floating* dv,
+                          Layout lq, Layout lk, Layout lv, Layout lo, Layout ldo,
+                          Layout ldq, Layout ldk, Layout ldv, floating* workspace,
                           Py_ssize_t N, Py_ssize_t Tq, Py_ssize_t Tk, Py_ssize_t D, Py_ssize_t Dv,
                           floating scale, bint causal,
                           const unsigned char* bool_mask, const floating* add_mask,
                           const Py_ssize_t* mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
                           const Py_ssize_t* key_end, const unsigned char* mask_in_use,
                           Py_ssize_t Bq, Py_ssize_t Bk, int num_threads) noexcept nogil:
-    # q, dq (N, Tq, D); k, dk (N, Tk, D); v, dv (N, Tk, Dv); out, dout (N, Tq, Dv); lse (N, Tq).
+    # q, dq (N, Tq, D); k, dk (N, Tk, D); v, dv (N, Tk, Dv); out, dout (N, Tq, Dv), each strided
+    # as its Layout says; lse (N, Tq) contiguous.
     # One batch-head per task, so a thread owns its dq, dk, dv. Per query block and key block:
     #   P  = exp(S - lse)             (Bq, Bk)  the forward's weights, S recomputed (BLAS)
     #   dV += P^T dO                  (Bk, Dv)  BLAS
@@ -158,13 +197,15 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
             p = workspace + threadid() * per_thread
             ds = p + Bq * Bk
             row_dot = ds + Bq * Bk
-            memset(dq + n * Tq * D, 0, Tq * D * sizeof(floating))
-            memset(dk + n * Tk * D, 0, Tk * D * sizeof(floating))
-            memset(dv + n * Tk * Dv, 0, Tk * Dv * sizeof(floating))
+            for i in range(Tq):
+                memset(dq + at(ldq, n, i), 0, D * sizeof(floating))
+            for i in range(Tk):
+                memset(dk + at(ldk, n, i), 0, D * sizeof(floating))
+                memset(dv + at(ldv, n, i), 0, Dv * sizeof(floating))
             for i in range(Tq):
                 acc = 0
                 for t in range(Dv):
-                    acc = acc + dout[(n * Tq + i) * Dv + t] * out[(n * Tq + i) * Dv + t]
+                    acc = acc + dout[at(ldo, n, i) + t] * out[at(lo, n, i) + t]
                 row_dot[i] = acc
 
             i0 = 0  # (a while loop: range() with a run-time step is not a C loop)
@@ -176,8 +217,8 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
                 j0 = 0
                 while j0 < k_end:
                     bk = min(Bk, k_end - j0)
-                    gemm_rowmajor(False, True, bq, bk, D, scale, q + (n * Tq + i0) * D, D,
-                                  k + (n * Tk + j0) * D, D, 0, p, bk)
+                    gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
+                                  k + at(lk, n, j0), lk.rs, 0, p, bk)
                     for r in range(bq):
                         bm = NULL
                         am = NULL
@@ -188,24 +229,24 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
                         mask_row(p + r * bk, bk, i0 + r + shift + 1 - j0 if causal else bk,
                                  bm, mask_cs, am, mask_cs)
                         exp_sum_row(p + r * bk, bk, lse[n * Tq + i0 + r])  # (-inf lse: zeros)
-                    gemm_rowmajor(True, False, bk, Dv, bq, 1, p, bk, dout + (n * Tq + i0) * Dv, Dv,
-                                  1, dv + (n * Tk + j0) * Dv, Dv)
-                    gemm_rowmajor(False, True, bq, bk, Dv, 1, dout + (n * Tq + i0) * Dv, Dv,
-                                  v + (n * Tk + j0) * Dv, Dv, 0, ds, bk)
+                    gemm_rowmajor(True, False, bk, Dv, bq, 1, p, bk, dout + at(ldo, n, i0), ldo.rs,
+                                  1, dv + at(ldv, n, j0), ldv.rs)
+                    gemm_rowmajor(False, True, bq, bk, Dv, 1, dout + at(ldo, n, i0), ldo.rs,
+                                  v + at(lv, n, j0), lv.rs, 0, ds, bk)
                     for r in range(bq):
                         for c in range(bk):
                             ds[r * bk + c] = p[r * bk + c] * (ds[r * bk + c] - row_dot[i0 + r])
-                    gemm_rowmajor(False, False, bq, D, bk, scale, ds, bk, k + (n * Tk + j0) * D, D,
-                                  1, dq + (n * Tq + i0) * D, D)
-                    gemm_rowmajor(True, False, bk, D, bq, scale, ds, bk, q + (n * Tq + i0) * D, D,
-                                  1, dk + (n * Tk + j0) * D, D)
+                    gemm_rowmajor(False, False, bq, D, bk, scale, ds, bk, k + at(lk, n, j0), lk.rs,
+                                  1, dq + at(ldq, n, i0), ldq.rs)
+                    gemm_rowmajor(True, False, bk, D, bq, scale, ds, bk, q + at(lq, n, i0), lq.rs,
+                                  1, dk + at(ldk, n, j0), ldk.rs)
                     j0 = j0 + Bk  # (not +=: inside prange that would declare a reduction)
                 i0 = i0 + Bq
         blas_threads_exit(_blas_set_local, blas_threads)
 
 
-cdef tuple _shape(const floating[:, :, ::1] a):
-    return (a.shape[0], a.shape[1], a.shape[2])
+cdef tuple _shape4(const floating[:, :, :, :] a):
+    return (a.shape[0], a.shape[1], a.shape[2], a.shape[3])
 
 
 def _check_mask_plan(Py_ssize_t N, Py_ssize_t Tq, Py_ssize_t Tk, Py_ssize_t D, Py_ssize_t Dv,
@@ -225,19 +266,22 @@ def _check_mask_plan(Py_ssize_t N, Py_ssize_t Tq, Py_ssize_t Tk, Py_ssize_t D, P
         raise ValueError("attention: key_end and mask_in_use need %d entries (one per batch-head)" % N)
 
 
-def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const floating[:, :, ::1] v,
-             floating[:, :, ::1] out, double scale, bint causal,
+def _forward4(const floating[:, :, :, :] q, const floating[:, :, :, :] k, const floating[:, :, :, :] v,
+             floating[:, :, :, :] out, double scale, bint causal,
              const unsigned char[::1] bool_mask, const floating[::1] add_mask,
              const Py_ssize_t[::1] mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
              Py_ssize_t block_q, Py_ssize_t block_k, int num_threads,
              const Py_ssize_t[::1] key_end=None, const unsigned char[::1] mask_in_use=None,
              floating[:, ::1] lse=None):
-    cdef Py_ssize_t N = q.shape[0], Tq = q.shape[1], D = q.shape[2]
-    cdef Py_ssize_t Tk = k.shape[1], Dv = v.shape[2]
-    if (k.shape[0] != N or v.shape[0] != N or k.shape[2] != D or v.shape[1] != Tk
-            or out.shape[0] != N or out.shape[1] != Tq or out.shape[2] != Dv):
+    # q (P, Q, Tq, D), k (P, Q, Tk, D), v (P, Q, Tk, Dv) -> out (P, Q, Tq, Dv), lse (P * Q, Tq):
+    # any strides with contiguous rows (see Layout); N = P * Q matrices.
+    cdef Py_ssize_t P = q.shape[0], Q = q.shape[1], Tq = q.shape[2], D = q.shape[3]
+    cdef Py_ssize_t N = P * Q, Tk = k.shape[2], Dv = v.shape[3]
+    cdef Layout lq, lk, lv, lo
+    if (_shape4(k) != (P, Q, Tk, D) or _shape4(v) != (P, Q, Tk, Dv)
+            or _shape4(out) != (P, Q, Tq, Dv)):
         raise ValueError("attention: inconsistent shapes q %s, k %s, v %s, out %s" % (
-            _shape(q), _shape(k), _shape(v), _shape(out)))
+            _shape4(q), _shape4(k), _shape4(v), _shape4(out)))
     if lse is not None and (lse.shape[0] != N or lse.shape[1] != Tq):
         raise ValueError("attention: lse must have shape (%d, %d)" % (N, Tq))
     mask_len = bool_mask.shape[0] if bool_mask is not None else (
@@ -249,16 +293,20 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
     if N == 0 or Tq == 0 or Dv == 0:
         return
     if Tk == 0:  # no key at all: every row is fully masked
-        out[:, :, :] = 0
+        out[:, :, :, :] = 0
         if lse is not None:
             lse[:, :] = -INFINITY
         return
+    lq = _layout("q", q.shape, q.strides, sizeof(floating))
+    lk = _layout("k", k.shape, k.strides, sizeof(floating))
+    lv = _layout("v", v.shape, v.strides, sizeof(floating))
+    lo = _layout("out", out.shape, out.strides, sizeof(floating))
     workspace = np.empty(num_threads * (block_q * block_k + block_q * Dv + 2 * block_q),
                          dtype=np.float32 if floating is float else np.float64)
     cdef floating[::1] ws = workspace
     with serial_blas, nogil:
-        _flash_forward(&q[0, 0, 0], &k[0, 0, 0], &v[0, 0, 0], &out[0, 0, 0],
-                       &lse[0, 0] if lse is not None else NULL, &ws[0],
+        _flash_forward(&q[0, 0, 0, 0], &k[0, 0, 0, 0], &v[0, 0, 0, 0], &out[0, 0, 0, 0],
+                       lq, lk, lv, lo, &lse[0, 0] if lse is not None else NULL, &ws[0],
                        N, Tq, Tk, D, Dv, <floating>scale, causal,
                        &bool_mask[0] if mask_len and bool_mask is not None else NULL,
                        &add_mask[0] if mask_len and add_mask is not None else NULL,
@@ -268,38 +316,49 @@ def _forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const flo
                        block_q, block_k, num_threads)
 
 
-def _backward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const floating[:, :, ::1] v,
-              const floating[:, :, ::1] out, const floating[:, :, ::1] dout, const floating[:, ::1] lse,
-              floating[:, :, ::1] dq, floating[:, :, ::1] dk, floating[:, :, ::1] dv,
+def _backward4(const floating[:, :, :, :] q, const floating[:, :, :, :] k, const floating[:, :, :, :] v,
+              const floating[:, :, :, :] out, const floating[:, :, :, :] dout,
+              const floating[:, ::1] lse,
+              floating[:, :, :, :] dq, floating[:, :, :, :] dk, floating[:, :, :, :] dv,
               double scale, bint causal,
               const unsigned char[::1] bool_mask, const floating[::1] add_mask,
               const Py_ssize_t[::1] mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
               Py_ssize_t block_q, Py_ssize_t block_k, int num_threads,
               const Py_ssize_t[::1] key_end=None, const unsigned char[::1] mask_in_use=None):
-    cdef Py_ssize_t N = q.shape[0], Tq = q.shape[1], D = q.shape[2]
-    cdef Py_ssize_t Tk = k.shape[1], Dv = v.shape[2]
-    if (k.shape[0] != N or v.shape[0] != N or k.shape[2] != D or v.shape[1] != Tk
-            or _shape(out) != (N, Tq, Dv) or _shape(dout) != (N, Tq, Dv)
-            or lse.shape[0] != N or lse.shape[1] != Tq or _shape(dq) != (N, Tq, D)
-            or _shape(dk) != (N, Tk, D) or _shape(dv) != (N, Tk, Dv)):
+    # as _forward4: (P, Q, T, D) arrays with contiguous rows; dq, dk, dv must not overlap.
+    cdef Py_ssize_t P = q.shape[0], Q = q.shape[1], Tq = q.shape[2], D = q.shape[3]
+    cdef Py_ssize_t N = P * Q, Tk = k.shape[2], Dv = v.shape[3]
+    if (_shape4(k) != (P, Q, Tk, D) or _shape4(v) != (P, Q, Tk, Dv)
+            or _shape4(out) != (P, Q, Tq, Dv) or _shape4(dout) != (P, Q, Tq, Dv)
+            or lse.shape[0] != N or lse.shape[1] != Tq or _shape4(dq) != (P, Q, Tq, D)
+            or _shape4(dk) != (P, Q, Tk, D) or _shape4(dv) != (P, Q, Tk, Dv)):
         raise ValueError("attention backward: inconsistent shapes q %s, k %s, v %s, out %s, dout %s, "
-                         "dq %s, dk %s, dv %s" % (_shape(q), _shape(k), _shape(v), _shape(out),
-                                                  _shape(dout), _shape(dq), _shape(dk), _shape(dv)))
+                         "dq %s, dk %s, dv %s" % (_shape4(q), _shape4(k), _shape4(v), _shape4(out),
+                                                  _shape4(dout), _shape4(dq), _shape4(dk), _shape4(dv)))
     mask_len = bool_mask.shape[0] if bool_mask is not None else (
         add_mask.shape[0] if add_mask is not None else 0)
     _check_mask_plan(N, Tq, Tk, D, Dv, mask_len, mask_offsets, mask_rs, mask_cs, key_end,
                      mask_in_use, block_q, block_k, num_threads)
     if N == 0 or Tq == 0 or Tk == 0 or D == 0 or Dv == 0:  # nothing flows: all gradients are 0
-        dq[:, :, :] = 0
-        dk[:, :, :] = 0
-        dv[:, :, :] = 0
+        dq[:, :, :, :] = 0
+        dk[:, :, :, :] = 0
+        dv[:, :, :, :] = 0
         return
+    cdef Layout lq = _layout("q", q.shape, q.strides, sizeof(floating))
+    cdef Layout lk = _layout("k", k.shape, k.strides, sizeof(floating))
+    cdef Layout lv = _layout("v", v.shape, v.strides, sizeof(floating))
+    cdef Layout lo = _layout("out", out.shape, out.strides, sizeof(floating))
+    cdef Layout ldo = _layout("dout", dout.shape, dout.strides, sizeof(floating))
+    cdef Layout ldq = _layout("dq", dq.shape, dq.strides, sizeof(floating))
+    cdef Layout ldk = _layout("dk", dk.shape, dk.strides, sizeof(floating))
+    cdef Layout ldv = _layout("dv", dv.shape, dv.strides, sizeof(floating))
     workspace = np.empty(num_threads * (2 * block_q * block_k + Tq),
                          dtype=np.float32 if floating is float else np.float64)
     cdef floating[::1] ws = workspace
     with serial_blas, nogil:
-        _flash_backward(&q[0, 0, 0], &k[0, 0, 0], &v[0, 0, 0], &out[0, 0, 0], &dout[0, 0, 0],
-                        &lse[0, 0], &dq[0, 0, 0], &dk[0, 0, 0], &dv[0, 0, 0], &ws[0],
+        _flash_backward(&q[0, 0, 0, 0], &k[0, 0, 0, 0], &v[0, 0, 0, 0], &out[0, 0, 0, 0],
+                        &dout[0, 0, 0, 0], &lse[0, 0], &dq[0, 0, 0, 0], &dk[0, 0, 0, 0],
+                        &dv[0, 0, 0, 0], lq, lk, lv, lo, ldo, ldq, ldk, ldv, &ws[0],
                         N, Tq, Tk, D, Dv, <floating>scale, causal,
                         &bool_mask[0] if mask_len and bool_mask is not None else NULL,
                         &add_mask[0] if mask_len and add_mask is not None else NULL,
@@ -309,17 +368,40 @@ def _backward(const floating[:, :, ::1] q, const floating[:, :, ::1] k, const fl
                         block_q, block_k, num_threads)
 
 
+def _forward(q, k, v, out, *args, **kwargs):
+    """_forward4 on (N, T, D) arrays (as benchmarks/tune_attention_tiles.py calls it)."""
+    _forward4(q[None], k[None], v[None], out[None], *args, **kwargs)
+
+
+@cython.wraparound(True)
+def _view4(a, bint writable=False):
+    """a (..., T, D) as a (P, Q, T, D) array the kernels can use in place (a view of a when
+    possible, else a contiguous copy): contiguous rows, rows that do not overlap, and, to write
+    to, no leading dim repeating the same memory (a broadcast view)."""
+    lead = a.shape[:-2]
+    if len(lead) == 0:
+        a = a.reshape((1, 1) + a.shape)
+    elif len(lead) == 1:
+        a = a.reshape((1,) + a.shape)
+    elif len(lead) > 2:  # (a view when the leading dims merge, else a copy)
+        a = a.reshape((int(np.prod(lead[:-1], dtype=np.int64)), lead[-1]) + a.shape[-2:])
+    it = a.itemsize
+    s = a.strides
+    if (any(x % it for x in s) or (a.shape[3] > 1 and s[3] != it)
+            or (a.shape[2] > 1 and s[2] < a.shape[3] * it)
+            or (writable and ((a.shape[0] > 1 and s[0] == 0) or (a.shape[1] > 1 and s[1] == 0)))):
+        a = np.ascontiguousarray(a)
+    return a
+
+
 @cython.wraparound(True)
 def _prepare(query, key, value, attn_mask):
-    """Contiguous (N, T, D) views of q, k, v, the mask arguments of _forward/_backward, and the
-    tile sizes and thread count for this problem."""
-    q = np.ascontiguousarray(query)
-    lead, (Tq, D), Tk, Dv = q.shape[:-2], q.shape[-2:], key.shape[-2], value.shape[-1]
-    N = int(np.prod(lead, dtype=np.int64))
-    q3 = q.reshape(N, Tq, D)
-    k3 = np.ascontiguousarray(key).reshape(N, Tk, D)
-    v3 = np.ascontiguousarray(value).reshape(N, Tk, Dv)
-    plan = mask_plan(attn_mask, lead, Tq, Tk, q.dtype)
+    """(P, Q, T, D) views of q, k, v, the mask arguments of _forward/_backward, and the tile
+    sizes and thread count for this problem."""
+    lead, (Tq, D), Tk = query.shape[:-2], query.shape[-2:], key.shape[-2]
+    q4, k4, v4 = _view4(query), _view4(key), _view4(value)
+    N = q4.shape[0] * q4.shape[1]
+    plan = mask_plan(attn_mask, lead, Tq, Tk, q4.dtype)
     if plan is None:
         mask_args, extent = (None, None, None, 0, 0), (None, None)
     else:
@@ -328,37 +410,58 @@ def _prepare(query, key, value, attn_mask):
     block_q = min(BLOCK_Q, max(Tq, 1))
     block_k = min(max(BLOCK_K, TILE_AREA // block_q), max(Tk, 1))
     tiles = (block_q, block_k, max(1, min(get_num_threads(), N * Tq)))
-    return lead, q3, k3, v3, mask_args, tiles, extent
+    return lead, q4, k4, v4, mask_args, tiles, extent
+
+
+@cython.wraparound(True)
+def _output(out, shape, dtype):
+    """(the array to return, its (P, Q, T, D) view the kernel writes): out itself when given and
+    writable in place, else a new array (copied into out at the end, see _finish)."""
+    if out is None:
+        result = np.empty(shape, dtype=dtype)
+        return result, _view4(result)
+    return out, _view4(out, True)
+
+
+cdef _finish(result, target4):
+    """Copy what the kernel wrote to a stand-in for `result` back into it."""
+    if not np.may_share_memory(result, target4):
+        result[...] = target4.reshape(result.shape)
 
 
 @cython.wraparound(True)
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
-                                 return_lse=False):
+                                 return_lse=False, out=None):
     """query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> out (..., Tq, Dv) [, lse (..., Tq)].
 
-    Inputs are validated by fastattn.functional; here they are only made contiguous."""
-    lead, q3, k3, v3, mask_args, tiles, (key_end, in_use) = _prepare(query, key, value, attn_mask)
-    N, Tq, D = q3.shape
-    out = np.empty((N, Tq, v3.shape[2]), dtype=q3.dtype)
-    lse = np.empty((N, Tq), dtype=q3.dtype) if return_lse else None
-    _forward(q3, k3, v3, out, 1.0 / sqrt(D) if scale is None else float(scale), bool(is_causal),
+    Inputs (and out, if given: written in place and returned) are validated by
+    fastattn.functional; here they are only viewed (P, Q, T, D), copied where they must be."""
+    lead, q4, k4, v4, mask_args, tiles, (key_end, in_use) = _prepare(query, key, value, attn_mask)
+    Tq, D, Dv = q4.shape[2], q4.shape[3], v4.shape[3]
+    N = q4.shape[0] * q4.shape[1]
+    result, o4 = _output(out, lead + (Tq, Dv), q4.dtype)
+    lse = np.empty((N, Tq), dtype=q4.dtype) if return_lse else None
+    _forward4(q4, k4, v4, o4, 1.0 / sqrt(D) if scale is None else float(scale), bool(is_causal),
              *mask_args, *tiles, key_end, in_use, lse)
-    out = out.reshape(lead + (Tq, v3.shape[2]))
-    return (out, lse.reshape(lead + (Tq,))) if return_lse else out
+    _finish(result, o4)
+    return (result, lse.reshape(lead + (Tq,))) if return_lse else result
 
 
 @cython.wraparound(True)
 def scaled_dot_product_attention_backward(grad_output, query, key, value, output, lse,
-                                          attn_mask=None, is_causal=False, scale=None):
+                                          attn_mask=None, is_causal=False, scale=None, out=None):
     """Gradients (grad_query, grad_key, grad_value) of scaled_dot_product_attention, given the
-    forward's output and lse. Inputs are validated by fastattn.functional."""
-    lead, q3, k3, v3, mask_args, tiles, (key_end, in_use) = _prepare(query, key, value, attn_mask)
-    N, Tq, D = q3.shape
-    Dv = v3.shape[2]
-    dq, dk, dv = np.empty_like(q3), np.empty_like(k3), np.empty_like(v3)
-    _backward(q3, k3, v3, np.ascontiguousarray(output).reshape(N, Tq, Dv),
-              np.ascontiguousarray(grad_output).reshape(N, Tq, Dv),
-              np.ascontiguousarray(lse).reshape(N, Tq), dq, dk, dv,
+    forward's output and lse; written into out = (dq, dk, dv) if given. Inputs are validated by
+    fastattn.functional."""
+    lead, q4, k4, v4, mask_args, tiles, (key_end, in_use) = _prepare(query, key, value, attn_mask)
+    Tq, D = q4.shape[2], q4.shape[3]
+    N = q4.shape[0] * q4.shape[1]
+    outs = [_output(None if out is None else out[i], a.shape, q4.dtype)
+            for i, a in enumerate((query, key, value))]
+    _backward4(q4, k4, v4, _view4(output), _view4(grad_output),
+              np.ascontiguousarray(lse).reshape(N, Tq), outs[0][1], outs[1][1], outs[2][1],
               1.0 / sqrt(D) if scale is None else float(scale), bool(is_causal),
               *mask_args, *tiles, key_end, in_use)
-    return dq.reshape(np.shape(query)), dk.reshape(np.shape(key)), dv.reshape(np.shape(value))
+    for result, target in outs:
+        _finish(result, target)
+    return tuple(result for result, _ in outs)

@@ -247,3 +247,11 @@ static void FA_NAME(fa_adamw_row)(FA_REAL *p, const FA_REAL *g, FA_REAL *m, FA_R
         v[j] = (FA_REAL)vj;
     }
 }
+
+/* y[j] += x[j] for j < n; y and x do not overlap (restrict: lets the loop vectorise). */
+FA_MULTIVERSION
+static void FA_NAME(fa_add_row)(FA_REAL *restrict y, const FA_REAL *restrict x, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++) y[j] += x[j];
+}

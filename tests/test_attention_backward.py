@@ -154,6 +154,66 @@ def test_non_contiguous(backend, rng, dtype):
     check(rng, q, k, v, rng.random((50, 50)).T < 0.8, causal=True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_in_place_and_out(backend, rng, dtype):
+    # a GPT's layout: q, k, v are views of one (B, T, 3, H, hs) projection, the output goes into
+    # a (B, T, H, hs) buffer and the gradients into a (B, T, 3, H, hs) one (the compiled kernel
+    # reads and writes those in place); the results must be those of contiguous arrays
+    B, T, H, hs = 2, 37, 3, 8
+    qkv5 = rng.standard_normal((B, T, 3, H, hs)).astype(dtype)
+    q, k, v = qkv5.transpose(2, 0, 3, 1, 4)  # (B, H, T, hs) each
+    g = rng.standard_normal((B, T, H, hs)).astype(dtype).transpose(0, 2, 1, 3)
+    want_out, want_lse = F.scaled_dot_product_attention(*(a.copy() for a in (q, k, v)),
+                                                        is_causal=True, return_lse=True)
+    want = F.scaled_dot_product_attention_backward(g.copy(), q.copy(), k.copy(), v.copy(), want_out,
+                                                   want_lse, is_causal=True)
+    y = np.full((B, T, H, hs), np.nan, dtype)
+    out, lse = F.scaled_dot_product_attention(q, k, v, is_causal=True, return_lse=True,
+                                              out=y.transpose(0, 2, 1, 3))
+    assert np.shares_memory(out, y)
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(lse, want_lse)
+    d5 = np.full((B, T, 3, H, hs), np.nan, dtype)
+    grads = F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=True,
+                                                    out=tuple(d5.transpose(2, 0, 3, 1, 4)))
+    for a, b in zip(grads, want):
+        assert np.shares_memory(a, d5)
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(d5.transpose(2, 0, 3, 1, 4), np.stack(want))
+
+
+def test_out_that_cannot_be_written_in_place(backend, rng):
+    # three leading dims that do not merge, and a broadcast key: the results still land in out
+    q = rng.standard_normal((3, 2, 2, 9, 4)).astype(np.float32)
+    k = np.broadcast_to(rng.standard_normal((1, 2, 1, 9, 4)).astype(np.float32), q.shape)
+    want = F.scaled_dot_product_attention(q, np.ascontiguousarray(k), q)
+    out = np.zeros((2, 3, 2, 9, 8), np.float32)[..., ::2].transpose(1, 0, 2, 3, 4)
+    assert F.scaled_dot_product_attention(q, k, q, out=out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+    lse = F.scaled_dot_product_attention(q, k, q, return_lse=True)[1]
+    outs = tuple(np.empty(q.shape, np.float32) for _ in range(3))
+    got = F.scaled_dot_product_attention_backward(out, q, k, q, out, lse, out=outs)
+    assert all(a is b for a, b in zip(got, outs))
+    for a, b in zip(got, F.scaled_dot_product_attention_backward(out, q, k, q, out, lse)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_out(backend):
+    q = np.ones((2, 4, 8), np.float32)
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 4, 8\), got \(2, 4, 7\)"):
+        F.scaled_dot_product_attention(q, q, q, out=np.empty((2, 4, 7), np.float32))
+    with pytest.raises(TypeError, match="out must have dtype float32, got float64"):
+        F.scaled_dot_product_attention(q, q, q, out=np.empty((2, 4, 8)))
+    with pytest.raises(ValueError, match="out is read-only"):
+        F.scaled_dot_product_attention(q, q, q, out=np.broadcast_to(np.empty(8, np.float32), q.shape))
+    out, lse = F.scaled_dot_product_attention(q, q, q, return_lse=True)
+    with pytest.raises(TypeError, match="tuple of three arrays"):
+        F.scaled_dot_product_attention_backward(out, q, q, q, out, lse, out=np.empty_like(q))
+    with pytest.raises(ValueError, match=r"out\[2\] must have shape"):
+        F.scaled_dot_product_attention_backward(out, q, q, q, out, lse,
+                                                out=(np.empty_like(q), np.empty_like(q), q[:1].copy()))
+
+
 def test_empty(backend):
     z = np.zeros
     dq, dk, dv = F.scaled_dot_product_attention_backward(

@@ -22,16 +22,19 @@ def _scores(query, key, attn_mask, is_causal, scale):
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
-                                 return_lse=False):
+                                 return_lse=False, out=None):
     """softmax(Q K^T * scale + mask) V, the way "Let's build GPT" writes it.
 
     query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> out (..., Tq, Dv)
     return_lse: also return lse (..., Tq) = log(sum_j exp(score_ij)), what the backward needs
-    (-inf for a row that sees no key).
+    (-inf for a row that sees no key). out: None, or an array to write the output to (returned).
     """
     scores = _scores(query, key, attn_mask, is_causal, scale)  # (..., Tq, Tk)
     weights = masked_softmax(scores)  # a row that sees nothing is 0
-    out = weights @ value
+    if out is None:
+        out = weights @ value
+    else:
+        out[...] = weights @ value
     if not return_lse:
         return out
     m = scores.max(axis=-1, keepdims=True)
@@ -42,7 +45,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
 
 
 def scaled_dot_product_attention_backward(grad_output, query, key, value, output, lse,
-                                          attn_mask=None, is_causal=False, scale=None):
+                                          attn_mask=None, is_causal=False, scale=None, out=None):
     """Gradients of scaled_dot_product_attention: (grad_query, grad_key, grad_value).
 
     grad_output, output (..., Tq, Dv); lse (..., Tq) from the forward (return_lse=True).
@@ -51,6 +54,7 @@ def scaled_dot_product_attention_backward(grad_output, query, key, value, output
         dP = dO V^T
         dS = P * (dP - D),  D = rowsum(dO * O) = rowsum(P * dP)
         dQ = dS K * scale,  dK = dS^T Q * scale
+    out: None, or three arrays to write (dQ, dK, dV) to (returned).
     """
     D = query.shape[-1]
     scale = 1.0 / np.sqrt(D) if scale is None else scale
@@ -63,4 +67,8 @@ def scaled_dot_product_attention_backward(grad_output, query, key, value, output
     grad_scores = weights * (grad_weights - row_dot) * query.dtype.type(scale)
     grad_query = grad_scores @ key
     grad_key = np.swapaxes(grad_scores, -1, -2) @ query
-    return grad_query, grad_key, grad_value
+    if out is None:
+        return grad_query, grad_key, grad_value
+    for a, grad in zip(out, (grad_query, grad_key, grad_value)):
+        a[...] = grad
+    return tuple(out)
