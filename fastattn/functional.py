@@ -78,8 +78,12 @@ def _attention_args(query, key, value, attn_mask, is_causal, scale):
     return q, k, v, mask, None if scale is None else _real("scale", scale)
 
 
-def _out_array(name, out, shape, dtype):
-    """out (None, or a writable ndarray of exactly this shape and dtype), or a clear error."""
+_TooHardError = getattr(np, "exceptions", np).TooHardError
+
+
+def _out_array(name, out, shape, dtype, inputs=()):
+    """out (None, or a writable ndarray of exactly this shape and dtype that shares no memory
+    with any of `inputs`, (name, array) pairs), or a clear error."""
     if out is None:
         return None
     if not isinstance(out, np.ndarray):
@@ -90,7 +94,22 @@ def _out_array(name, out, shape, dtype):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    for other, a in inputs:
+        if a is not None and out.size and a.size and _overlap(out, a):
+            raise ValueError(f"{name} overlaps {other}: the kernel would read what it has overwritten")
     return out
+
+
+def _overlap(a, b):
+    """Whether a and b share an element. Interleaved views of one buffer (q, k and v of a fused
+    (B, T, 3, H, hs) projection) share bounds but no element: the exact test tells them apart.
+    When it is too hard to decide, assume they overlap."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return np.shares_memory(a, b, max_work=10 ** 6)
+    except _TooHardError:
+        return True
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
@@ -110,7 +129,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     """
     q, k, v, mask, scale = _attention_args(query, key, value, attn_mask, is_causal, scale)
     lead, Tq, Tk, Dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
-    out = _out_array("out", out, lead + (Tq, Dv), q.dtype)
+    out = _out_array("out", out, lead + (Tq, Dv), q.dtype,
+                     (("query", q), ("key", k), ("value", v), ("attn_mask", mask)))
     backend = _backend.current()
     if q.size == 0 or Tk == 0 or Dv == 0:
         if out is None:
@@ -145,8 +165,13 @@ def scaled_dot_product_attention_backward(grad_output, query, key, value, output
     if out is not None:
         if not isinstance(out, (tuple, list)) or len(out) != 3:
             raise TypeError("out must be None or a tuple of three arrays (grad_query, grad_key, grad_value)")
-        out = tuple(_out_array(f"out[{i}]", a, ref.shape, q.dtype) for i, (a, ref) in enumerate(
-            zip(out, (q, k, v))))
+        inputs = [("query", q), ("key", k), ("value", v), ("attn_mask", mask), ("grad_output", g),
+                  ("output", o), ("lse", lse)]
+        checked = []
+        for i, (a, ref) in enumerate(zip(out, (q, k, v))):
+            checked.append(_out_array(f"out[{i}]", a, ref.shape, q.dtype, inputs))
+            inputs.append((f"out[{i}]", a))
+        out = tuple(checked)
     if q.size == 0 or Tk == 0 or Dv == 0:  # nothing flows through: all gradients are zero
         if out is None:
             return np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)

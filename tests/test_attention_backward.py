@@ -212,6 +212,14 @@ def test_bad_out(backend):
     with pytest.raises(ValueError, match=r"out\[2\] must have shape"):
         F.scaled_dot_product_attention_backward(out, q, q, q, out, lse,
                                                 out=(np.empty_like(q), np.empty_like(q), q[:1].copy()))
+    k = np.ones_like(q)
+    with pytest.raises(ValueError, match="out overlaps key"):  # would read keys it has overwritten
+        F.scaled_dot_product_attention(q, k, q.copy(), out=k)
+    buf = np.empty((3,) + q.shape, np.float32)
+    with pytest.raises(ValueError, match=r"out\[1\] overlaps grad_output"):
+        F.scaled_dot_product_attention_backward(buf[0], q, q, q, out, lse, out=(buf[1], buf[0], buf[2]))
+    with pytest.raises(ValueError, match=r"out\[2\] overlaps out\[0\]"):
+        F.scaled_dot_product_attention_backward(out, q, q, q, out, lse, out=(buf[1], buf[2], buf[1]))
 
 
 def test_empty(backend):
