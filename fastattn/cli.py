@@ -68,7 +68,7 @@ def _parser():
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=0.8, help="0: always the most likely token")
-    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens")
+    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens (0: all)")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=1337)
     _add_runtime_flags(p)
@@ -100,6 +100,8 @@ def _sample(args):
         raise ValueError(f"{args.checkpoint} holds no tokenizer: cannot decode its tokens")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.top_k < 0:
+        raise ValueError(f"--top-k must be >= 0 (0: all tokens), got {args.top_k}")
     if not args.prompt:
         raise ValueError("--prompt is empty: give at least one character")
     model = ckpt.build_model()

@@ -54,7 +54,8 @@ def test_train_then_sample(corpus_file, tmp_path, capsys):
     ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o"], "already holds a checkpoint"),
     (None, ["sample", "--checkpoint", "{tmp}"], "holds no checkpoint"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--prompt", "€"], "'€' at position 0 is not in the vocabulary"),
-    ("trained", ["sample", "--checkpoint", "{tmp}/o", "--top-k", "-1", "--temperature", "-1"], "temperature"),
+    ("trained", ["sample", "--checkpoint", "{tmp}/o", "--temperature", "-1"], "temperature"),
+    ("trained", ["sample", "--checkpoint", "{tmp}/o", "--top-k", "-1"], "--top-k must be >= 0"),
 ])
 def test_errors_exit_non_zero_with_one_line(corpus_file, tmp_path, capsys, setup, argv, message):
     tmp = tmp_path / "w"
