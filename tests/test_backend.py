@@ -7,6 +7,7 @@ import pytest
 
 import fastattn
 from fastattn import functional as F
+from threads import at_thread_counts
 
 HAS_COMPILED = "compiled" in fastattn.available_backends()
 
@@ -301,16 +302,8 @@ def test_num_threads_identical_results_all_kernels_float64(rng):
     q, k, v = (rng.standard_normal((2, 3, 200, 16)) for _ in range(3))
     mask = np.where(rng.random((200, 200)) < 0.2, -np.inf, 0.0)
     x = rng.standard_normal((100, 300))
-    before = fastattn.get_num_threads()
-    results = []
-    try:
-        with fastattn.use_backend("compiled"):
-            for n in (1, 2):
-                fastattn.set_num_threads(n)
-                results.append((F.scaled_dot_product_attention(q, k, v, mask, is_causal=True),
-                                F.masked_softmax(x, x > 0, 2.0), F.layer_norm(x), F.gelu(x, "tanh")))
-    finally:
-        fastattn.set_num_threads(before)
+    results = at_thread_counts(lambda: (F.scaled_dot_product_attention(q, k, v, mask, is_causal=True),
+                                        F.masked_softmax(x, x > 0, 2.0), F.layer_norm(x), F.gelu(x, "tanh")))
     for a, b in zip(*results):
         assert np.array_equal(a, b, equal_nan=True)
 

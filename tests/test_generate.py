@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-import fastattn
 from fastattn import GPT, GPTConfig
 from fastattn.model import _sample
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-import fastattn
 import oracle
 from fastattn import functional as F
+from threads import at_thread_counts
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -42,14 +42,7 @@ def test_thread_count_does_not_change_results(rng, M, K, N):
     x = rng.standard_normal((M, K)).astype(np.float32)
     w = rng.standard_normal((N, K)).astype(np.float32)
     g = rng.standard_normal((M, N)).astype(np.float32)
-    before = fastattn.get_num_threads()
-    try:
-        out = []
-        for n in (1, 2, 3):
-            fastattn.set_num_threads(n)
-            out.append((F.linear(x, w), *F.linear_backward(g, x, w)))
-    finally:
-        fastattn.set_num_threads(before)
+    out = at_thread_counts(lambda: (F.linear(x, w), *F.linear_backward(g, x, w)), (1, 2, 3))
     assert all(np.array_equal(a, b) for a, b in zip(out[0], out[1]))
     assert all(np.array_equal(a, b) for a, b in zip(out[0], out[2]))
 
