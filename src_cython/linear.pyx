@@ -21,25 +21,59 @@ from fastattn._threads import get_num_threads
 
 cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_address()
 
-# The products are cut into blocks whose size depends on the shapes only, never on the thread
-# count (a BLAS call's rounding can depend on where the call's edges fall, and the results must
-# not depend on the thread count); each thread takes one contiguous, even run of blocks (static).
-# Before, blocks of 128 scheduled dynamically gave the GPT's 768 x 128 products 6 row blocks and a
-# single dW block, and the threads spent much of their time waiting for one another.
-cdef Py_ssize_t BLOCK_M = 128  # at most this many rows of x / dy per BLAS call (forward, dx)
-cdef Py_ssize_t BLOCK_N = 64   # at most this many output features per BLAS call (dw, db)
+# Each product's output is cut into a grid of blocks, at most BLOCK_ROWS x BLOCK_COLS, each one
+# BLAS call over the whole inner dimension. The grid depends on the shapes only, never on the
+# thread count: a BLAS call's rounding may depend on where its edges fall, and the results must not
+# depend on the thread count. The blocks (of the forward product, or of dx's and dW's together in
+# the backward) are dealt to the threads in order, in contiguous runs of even cost.
+# Why these sizes: at the GPT's 768 x 128 x 384 products, a 384 x 128 call runs as fast per flop as
+# the whole product in one call; 128-row blocks cost 15-30% more (OpenBLAS packs per call).
+cdef Py_ssize_t BLOCK_ROWS = 384
+cdef Py_ssize_t BLOCK_COLS = 128
+
+
+cdef struct Grid:
+    # an output (rows, cols) = (rows, inner) @ (inner, cols), in nr x nc blocks of br x bc
+    Py_ssize_t rows, cols, inner, br, bc, nr, nc
 
 
 cdef inline Py_ssize_t _even_block(Py_ssize_t n, Py_ssize_t most) noexcept nogil:
-    """The size of ceil(n / most) equal blocks that cover n (the last may be shorter): n = 65
-    with most = 64 gives 33 + 32, not 64 + 1, so that the two blocks can go to two threads."""
+    """The size of ceil(n / most) equal blocks that cover n (the last may be shorter): n = 385
+    with most = 384 gives 193 + 192, not 384 + 1, so that the two blocks cost the same."""
     cdef Py_ssize_t count = (n + most - 1) // most
     return (n + count - 1) // count
 
 
-cdef inline Py_ssize_t _first(Py_ssize_t n_blocks, Py_ssize_t t, Py_ssize_t parts) noexcept nogil:
-    """First block of part t when n_blocks blocks go to `parts` contiguous, even parts."""
-    return n_blocks * t // parts
+cdef inline Grid _grid(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner) noexcept nogil:
+    cdef Grid g
+    g.rows, g.cols, g.inner = rows, cols, inner
+    g.br = _even_block(rows, BLOCK_ROWS)
+    g.bc = _even_block(cols, BLOCK_COLS)
+    g.nr = (rows + g.br - 1) // g.br
+    g.nc = (cols + g.bc - 1) // g.bc
+    return g
+
+
+cdef struct Block:
+    Py_ssize_t r0, rows, c0, cols, cost  # first row, row count, first column, column count
+
+
+cdef inline Block _block(const Grid* g, Py_ssize_t i) noexcept nogil:
+    """Block i of the grid (row-major order); its cost is its multiply-adds."""
+    cdef Block k
+    k.r0 = (i // g.nc) * g.br
+    k.c0 = (i % g.nc) * g.bc
+    k.rows = min(g.br, g.rows - k.r0)
+    k.cols = min(g.bc, g.cols - k.c0)
+    k.cost = k.rows * k.cols * g.inner
+    return k
+
+
+cdef inline bint _mine(Py_ssize_t done, Py_ssize_t cost, Py_ssize_t total, Py_ssize_t part,
+                       Py_ssize_t parts) noexcept nogil:
+    """Whether the block whose cost runs from `done` to `done + cost` (of `total`) falls in part
+    `part` of `parts`: the part holding its midpoint."""
+    return (2 * done + cost) * parts // (2 * total) == part
 
 
 def _check(Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int num_threads):
@@ -51,11 +85,13 @@ def _check(Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int num_threads):
 
 def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
              floating[:, ::1] y, int num_threads):
-    # x (M, K), w (N, K), b (N,) or None -> y (M, N) = x w^T + b, in blocks of bm <= BLOCK_M rows
-    cdef Py_ssize_t M = x.shape[0], K = x.shape[1], N = w.shape[0], t, blk, r0, rows, r, c
-    cdef Py_ssize_t bm, n_blocks, parts
+    # x (M, K), w (N, K), b (N,) or None -> y (M, N) = x w^T + b
+    cdef Py_ssize_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
+    cdef Py_ssize_t t, i, r, c, done, parts
     cdef int blas_threads = 0
     cdef bint has_bias = b is not None
+    cdef Grid g
+    cdef Block k
     if w.shape[1] != K or y.shape[0] != M or y.shape[1] != N or (b is not None and b.shape[0] != N):
         raise ValueError("linear: x (%d, %d), weight (%d, %d), out (%d, %d)" % (
             M, K, w.shape[0], w.shape[1], y.shape[0], y.shape[1]))
@@ -67,33 +103,36 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
         if b is not None:
             y[:, :] = b
         return
-    bm = _even_block(M, BLOCK_M)
-    n_blocks = (M + bm - 1) // bm
-    parts = min(<Py_ssize_t>num_threads, n_blocks)
+    g = _grid(M, N, K)
+    parts = min(<Py_ssize_t>num_threads, g.nr * g.nc)
     with serial_blas, nogil, parallel(num_threads=parts):
         blas_threads = blas_threads_enter(_blas_set_local)
         for t in prange(parts, schedule="static", chunksize=1):
-            for blk in range(_first(n_blocks, t, parts), _first(n_blocks, t + 1, parts)):
-                r0 = blk * bm
-                rows = min(bm, M - r0)
-                if has_bias:  # start from the bias, then add x w^T (beta = 1)
-                    for r in range(rows):
-                        for c in range(N):
-                            y[r0 + r, c] = b[c]
-                gemm_rowmajor(False, True, rows, N, K, 1, &x[r0, 0], K, &w[0, 0], K,
-                              1 if has_bias else 0, &y[r0, 0], N)
+            done = 0
+            for i in range(g.nr * g.nc):
+                k = _block(&g, i)
+                if _mine(done, k.cost, M * N * K, t, parts):
+                    if has_bias:  # start from the bias, then add x w^T (beta = 1)
+                        for r in range(k.r0, k.r0 + k.rows):
+                            for c in range(k.c0, k.c0 + k.cols):
+                                y[r, c] = b[c]
+                    # y[r0:, c0:] (rows, cols) = x[r0:] (rows, K) @ w[c0:]^T (K, cols)
+                    gemm_rowmajor(False, True, k.rows, k.cols, K, 1, &x[k.r0, 0], K, &w[k.c0, 0], K,
+                                  1 if has_bias else 0, &y[k.r0, k.c0], N)
+                done = done + k.cost
         blas_threads_exit(_blas_set_local, blas_threads)
 
 
 def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floating[:, ::1] w,
               floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db, int num_threads):
     # dy (M, N), x (M, K), w (N, K) -> dx (M, K) = dy w; dw (N, K) = dy^T x; db (N) = sum_rows dy.
-    # Thread t computes part t of dx's row blocks and part t of dw's feature blocks: the two
-    # products cost the same, so the threads stay even, and no two write one element (no
-    # reduction across threads: each sum over M is in one BLAS call).
-    cdef Py_ssize_t M = x.shape[0], K = x.shape[1], N = w.shape[0], t, blk, r0, rows, n0, cols, r
-    cdef Py_ssize_t bm, bn, m_blocks, n_blocks, parts
+    # The blocks of dx, then those of dw, are one list dealt to the threads: no two threads write
+    # one element, and each sum over M is in one BLAS call (no reduction across threads).
+    cdef Py_ssize_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
+    cdef Py_ssize_t t, i, r, done, parts, n_dx, total
     cdef int blas_threads = 0
+    cdef Grid gx, gw
+    cdef Block k
     if (dy.shape[0] != M or dy.shape[1] != N or w.shape[1] != K or dx.shape[0] != M
             or dx.shape[1] != K or dw.shape[0] != N or dw.shape[1] != K or db.shape[0] != N):
         raise ValueError("linear backward: inconsistent shapes")
@@ -105,32 +144,32 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
         if M and N:
             db[:] = np.asarray(dy).sum(axis=0)
         return
-    bm = _even_block(M, BLOCK_M)
-    bn = _even_block(N, BLOCK_N)
-    m_blocks = (M + bm - 1) // bm
-    n_blocks = (N + bn - 1) // bn
-    parts = min(<Py_ssize_t>num_threads, max(m_blocks, n_blocks))
+    gx = _grid(M, K, N)
+    gw = _grid(N, K, M)
+    n_dx = gx.nr * gx.nc
+    total = 2 * M * N * K
+    parts = min(<Py_ssize_t>num_threads, n_dx + gw.nr * gw.nc)
     with serial_blas, nogil, parallel(num_threads=parts):
         blas_threads = blas_threads_enter(_blas_set_local)
         for t in prange(parts, schedule="static", chunksize=1):
-            for blk in range(_first(m_blocks, t, parts), _first(m_blocks, t + 1, parts)):
-                r0 = blk * bm
-                rows = min(bm, M - r0)
-                # dx[r0:r0+rows] (rows, K) = dy[r0:r0+rows] (rows, N) @ w (N, K)
-                gemm_rowmajor(False, False, rows, K, N, 1, &dy[r0, 0], N, &w[0, 0], K,
-                              0, &dx[r0, 0], K)
-            for blk in range(_first(n_blocks, t, parts), _first(n_blocks, t + 1, parts)):
-                n0 = blk * bn
-                cols = min(bn, N - n0)
-                # dw[n0:n0+cols] (cols, K) = dy[:, n0:n0+cols]^T (cols, M) @ x (M, K)
-                gemm_rowmajor(True, False, cols, K, M, 1, &dy[0, n0], N, &x[0, 0], K,
-                              0, &dw[n0, 0], K)
-                memset(&db[n0], 0, cols * sizeof(floating))
-                for r in range(M):
-                    add_row(&db[n0], &dy[r, n0], cols)
+            done = 0
+            for i in range(n_dx + gw.nr * gw.nc):
+                k = _block(&gx, i) if i < n_dx else _block(&gw, i - n_dx)
+                if _mine(done, k.cost, total, t, parts):
+                    if i < n_dx:
+                        # dx[r0:, c0:] (rows, cols) = dy[r0:] (rows, N) @ w[:, c0:] (N, cols)
+                        gemm_rowmajor(False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
+                                      0, &dx[k.r0, k.c0], K)
+                    else:
+                        # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols)
+                        gemm_rowmajor(True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N, &x[0, k.c0], K,
+                                      0, &dw[k.r0, k.c0], K)
+                        if k.c0 == 0:  # the first column block of a row block also sums db
+                            memset(&db[k.r0], 0, k.rows * sizeof(floating))
+                            for r in range(M):
+                                add_row(&db[k.r0], &dy[r, k.r0], k.rows)
+                done = done + k.cost
         blas_threads_exit(_blas_set_local, blas_threads)
-
-
 @cython.wraparound(True)
 def linear(input, weight, bias=None):
     """input (..., in) @ weight.T + bias. Inputs are validated by fastattn.functional."""
