@@ -3,6 +3,7 @@ in an equivalent nanoGPT-style PyTorch module started from the same weights, at 
 
     python benchmarks/train_shakespeare_char.py [--threads N] [--iters N] [--data FILE]
     python benchmarks/train_shakespeare_char.py --full-run --data input.txt [--threads N]
+    python benchmarks/train_shakespeare_char.py --seeds 1337,1,2 --data input.txt [--threads N]
 
 The default mode times single iterations: forward + backward + gradient clipping (global norm
 1.0) + AdamW, with nanoGPT's configuration (4 layers, 4 heads, 128 channels, block 64, batch 12,
@@ -15,8 +16,13 @@ are reported, then the reference backend's, timed alone.
 --full-run trains each of them for 2000 iterations (nanoGPT's warmup + cosine schedule, the
 trainer's own step for fastattn) on the same batches from the same initial weights, one after
 the other, then prints the wall time and the validation loss of each (200 batches, the same ones).
+
+--seeds runs fastattn's trainer (fastattn.train, nanoGPT's configuration: what `fastattn train`
+does) once per seed, and prints each run's final validation loss (200 batches) and their spread:
+how far the seed alone moves the result.
 """
 import argparse
+import tempfile
 import time
 
 import numpy as np
@@ -24,7 +30,7 @@ import numpy as np
 import fastattn
 from fastattn import GPT, GPTConfig
 from fastattn.tokenizer import CharTokenizer
-from fastattn.train import TrainConfig, get_batch, get_lr, train_step
+from fastattn.train import TrainConfig, get_batch, get_lr, train, train_step
 
 try:
     import torch
@@ -43,7 +49,8 @@ def fastattn_runner(model):
 
 def torch_model(weights):
     """nanoGPT's model.py, condensed (same module names), holding a copy of `weights`
-    (a fastattn state dict: the names are nanoGPT's)."""
+    (a fastattn state dict: the names are nanoGPT's). model(idx, targets) is the mean loss;
+    model(idx) the logits of the last position (B, V)."""
     nn, F = torch.nn, torch.nn.functional
     vocab, C = weights["transformer.wte.weight"].shape
     H, T = CONFIG["n_head"], CONFIG["block_size"]
@@ -84,11 +91,13 @@ def torch_model(weights):
                 wte=nn.Embedding(vocab, C), wpe=nn.Embedding(T, C),
                 h=nn.ModuleList(Block() for _ in range(CONFIG["n_layer"])), ln_f=nn.LayerNorm(C, bias=False)))
 
-        def forward(self, idx, targets):
+        def forward(self, idx, targets=None):
             tr = self.transformer
             x = tr.wte(idx) + tr.wpe(torch.arange(idx.shape[1]))
             for block in tr.h:
                 x = block(x)
+            if targets is None:  # inference: the last position's logits only, as nanoGPT
+                return tr.ln_f(x[:, -1]) @ tr.wte.weight.T
             logits = tr.ln_f(x) @ tr.wte.weight.T  # tied head
             return F.cross_entropy(logits.view(-1, vocab), targets.reshape(-1), ignore_index=-1)
 
@@ -181,12 +190,31 @@ def full_run(args, tokens, vocab):
         print(f"{name:24s} {wall:8.1f} s  val loss {val_loss:.4f}")
 
 
+def seed_sweep(args):
+    finals = []
+    print(f"# {args.threads} threads; fastattn.train with nanoGPT's configuration, one run per seed; "
+          "val loss at step 2000 over 200 batches")
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            last = train(args.data, out, progress=False, log=lambda line: None, seed=seed,
+                         eval_interval=2000, eval_iters=200)
+        finals.append(last["val_loss"])
+        print(f"seed {seed:6d}  val loss {last['val_loss']:.4f}  train loss {last['train_loss']:.4f}  "
+              f"{time.perf_counter() - t0:6.1f} s", flush=True)
+    v = np.array(finals)
+    print(f"{len(v)} seeds: mean {v.mean():.4f}, std {v.std(ddof=1) if len(v) > 1 else 0:.4f}, "
+          f"min {v.min():.4f}, max {v.max():.4f}; {int((v <= 1.88).sum())} of {len(v)} <= 1.88")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=fastattn.get_num_threads())
     p.add_argument("--iters", type=int, default=30, help="timed iterations per runner")
     p.add_argument("--data", help="a text file (default: random tokens over 65 symbols)")
     p.add_argument("--full-run", action="store_true", help="train 2000 iterations each (needs --data)")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")],
+                   help="comma-separated seeds: one fastattn training run per seed (needs --data)")
     args = p.parse_args()
     fastattn.set_num_threads(args.threads)
     if torch is not None:
@@ -195,12 +223,16 @@ def main():
         text = open(args.data, encoding="utf-8").read()
         tok = CharTokenizer.from_text(text)
         tokens, vocab = tok.encode(text), tok.vocab_size
-    elif args.full_run:
-        p.error("--full-run needs --data")
+    elif args.full_run or args.seeds:
+        p.error("--full-run and --seeds need --data")
     else:
         vocab = 65
         tokens = np.random.default_rng(0).integers(0, vocab, 200_000)
-    (full_run if args.full_run else time_iterations)(args, tokens, vocab)
+    if args.seeds:
+        fastattn.set_backend("compiled")
+        seed_sweep(args)
+    else:
+        (full_run if args.full_run else time_iterations)(args, tokens, vocab)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from fastattn._backend import available_backends, get_backend, set_backend, use_
 from fastattn._threads import get_num_threads, set_num_threads
 from fastattn.model import GPT, GPTConfig
 from fastattn.optim import AdamW, clip_grad_norm_
-from fastattn.tokenizer import CharTokenizer
+from fastattn.tokenizer import CharTokenizer, PretrainedTokenizer, load_tokenizer
 from fastattn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fastattn.train import TrainConfig, train
 
@@ -31,6 +31,8 @@ __all__ = [
     "AdamW",
     "clip_grad_norm_",
     "CharTokenizer",
+    "PretrainedTokenizer",
+    "load_tokenizer",
     "Checkpoint",
     "save_checkpoint",
     "load_checkpoint",

@@ -1,7 +1,9 @@
-"""The command line: `fastattn train` and `fastattn sample` (also `python -m fastattn ...`).
+"""The command line: `fastattn train`, `fastattn sample` and `fastattn attention-map` (also
+`python -m fastattn ...`).
 
     fastattn train --data input.txt --out out-shakespeare-char
     fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
+    fastattn attention-map --checkpoint out-shakespeare-char --prompt "ROMEO:" --layer 3 --all-heads --out map.png
 
 Training flags are named after nanoGPT's config (--n-layer is n_layer); their defaults are
 nanoGPT's CPU run of Tiny Shakespeare. Errors print one line on stderr and exit with status 1
@@ -12,7 +14,6 @@ import dataclasses
 import os
 import sys
 
-import numpy as np
 
 import fastattn
 
@@ -62,15 +63,32 @@ def _parser():
             p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=_TRAIN_HELP[field.name] + shown)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint",
-                       description="Generate text from a checkpoint written by `fastattn train`.")
+                       description="Generate text from a checkpoint written by `fastattn train`, or "
+                                   "from a GPT-2 in Hugging Face's layout.")
     p.add_argument("--checkpoint", required=True,
-                   help="a training output directory (its best.npz, else ckpt.npz) or a .npz file")
+                   help="a training output directory (its best.npz, else ckpt.npz), a .npz file, or a "
+                        "directory with config.json, model.safetensors and tokenizer.json")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=0.8, help="0: always the most likely token")
     p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="then among the fewest most likely tokens whose probability reaches p (1: all)")
     p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=int, default=1337, help="sample i is drawn with seed + i")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run the whole context at every step instead of using the KV cache (slower)")
+    _add_runtime_flags(p)
+
+    p = sub.add_parser("attention-map", help="draw a model's attention weights over a prompt",
+                       description="Draw the attention weights of one head (or every head of a layer) "
+                                   "over a prompt as a heat map labelled with its tokens (needs matplotlib).")
+    p.add_argument("--checkpoint", required=True, help="as for `fastattn sample`")
+    p.add_argument("--prompt", required=True, help="the text whose attention is drawn")
+    p.add_argument("--layer", type=int, default=0, help="layer, from 0 (default: 0)")
+    p.add_argument("--head", type=int, default=0, help="head, from 0 (default: 0)")
+    p.add_argument("--all-heads", action="store_true", help="draw every head of the layer, in a grid")
+    p.add_argument("--out", required=True, help="image file to write (e.g. map.png)")
     _add_runtime_flags(p)
     return parser
 
@@ -93,26 +111,63 @@ def _train(args):
     print(f"final: step {record['step']} train_loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f}")
 
 
-def _sample(args):
+def _load_for_sampling(path):
+    """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
+    GPT-2 directory (config.json, model.safetensors, tokenizer.json)."""
+    from fastattn.pretrained import is_pretrained_dir
+    if os.path.isdir(path) and is_pretrained_dir(path):
+        from fastattn.tokenizer import load_tokenizer
+        return fastattn.GPT.from_pretrained(path), load_tokenizer(path)
     from fastattn.checkpoint import load_checkpoint
-    ckpt = load_checkpoint(_checkpoint_file(args.checkpoint))
+    ckpt = load_checkpoint(_checkpoint_file(path))
     if ckpt.tokenizer is None:
-        raise ValueError(f"{args.checkpoint} holds no tokenizer: cannot decode its tokens")
+        raise ValueError(f"{path} holds no tokenizer: cannot decode its tokens")
+    return ckpt.build_model(), ckpt.tokenizer
+
+
+def _sample(args):
+    model, tokenizer = _load_for_sampling(args.checkpoint)
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be >= 0 (0: all tokens), got {args.top_k}")
     if not args.prompt:
         raise ValueError("--prompt is empty: give at least one character")
-    model = ckpt.build_model()
-    prompt = ckpt.tokenizer.encode(args.prompt)
-    idx = np.tile(prompt, (args.num_samples, 1))
-    out = model.generate(idx, args.max_new_tokens, temperature=args.temperature,
-                         top_k=args.top_k if args.top_k > 0 else None, seed=args.seed)
-    for i, row in enumerate(out):
+    prompt = tokenizer.encode(args.prompt)[None]
+    for i in range(args.num_samples):  # each printed as its tokens come
+        stream = model.generate_stream(prompt, args.max_new_tokens, temperature=args.temperature,
+                                       top_k=args.top_k if args.top_k > 0 else None, top_p=args.top_p,
+                                       seed=args.seed + i, use_cache=not args.no_cache)
         if i:
             print("---------------")
-        print(ckpt.tokenizer.decode(row))
+        print(args.prompt, end="", flush=True)
+        new, shown = [], 0
+        for token in stream:
+            new.append(int(token[0]))
+            # decode everything so far: a byte-level BPE token may be half a character, which
+            # shows once the rest of it comes
+            text = tokenizer.decode(new)
+            if not text.endswith("\ufffd"):
+                print(text[shown:], end="", flush=True)
+                shown = len(text)
+        print(tokenizer.decode(new)[shown:])
+
+
+def _attention_map(args):
+    from fastattn import attention_map
+    model, tokenizer = _load_for_sampling(args.checkpoint)
+    cfg = model.config
+    if not 0 <= args.layer < cfg.n_layer:
+        raise ValueError(f"--layer must be in [0, {cfg.n_layer}), got {args.layer}")
+    if not 0 <= args.head < cfg.n_head:
+        raise ValueError(f"--head must be in [0, {cfg.n_head}), got {args.head}")
+    ids = tokenizer.encode(args.prompt)
+    if not 1 <= len(ids) <= cfg.block_size:
+        raise ValueError(f"the prompt is {len(ids)} tokens: it must be 1 to block_size = {cfg.block_size}")
+    weights = model.attention_maps(ids[None])[args.layer][0]  # (H, T, T)
+    heads = list(range(cfg.n_head)) if args.all_heads else [args.head]
+    attention_map.plot(weights, attention_map.token_labels(tokenizer, ids), heads, args.layer, args.out)
+    print(f"wrote {args.out}")
 
 
 def main(argv=None):
@@ -122,8 +177,8 @@ def main(argv=None):
             fastattn.set_num_threads(args.threads)
         if args.backend is not None:
             fastattn.set_backend(args.backend)
-        {"train": _train, "sample": _sample}[args.command](args)
-    except (ValueError, OSError, FloatingPointError) as e:
+        {"train": _train, "sample": _sample, "attention-map": _attention_map}[args.command](args)
+    except (ValueError, OSError, FloatingPointError, ImportError) as e:
         print(f"fastattn {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -147,6 +147,26 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
                                                 out)
 
 
+def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
+    """The attention weights softmax(query @ key^T * scale + mask) themselves, (..., Tq, Tk):
+    what scaled_dot_product_attention multiplies the values by (to look at, e.g. a heat map).
+
+    The arguments mean what they mean for scaled_dot_product_attention. Each row sums to 1, but
+    a query that may attend to no key gets a row of zeros. Unlike the attention kernel this
+    builds the whole (..., Tq, Tk) array: meant for inspection, not for long sequences.
+    """
+    q, k, _, mask, scale = _attention_args(query, key, key, attn_mask, is_causal, scale)
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    scores = np.matmul(q, np.swapaxes(k, -1, -2))
+    if is_causal:  # query i sees keys j <= i + (Tk - Tq), as the kernel
+        visible = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
+        if mask is None or mask.dtype == np.bool_:
+            mask = visible if mask is None else mask & visible
+        else:
+            mask = np.where(visible, mask, -np.inf).astype(mask.dtype)
+    return masked_softmax(scores, mask, 1 / np.sqrt(q.shape[-1]) if scale is None else scale)
+
+
 def scaled_dot_product_attention_backward(grad_output, query, key, value, output, lse,
                                           attn_mask=None, is_causal=False, scale=None, out=None):
     """Gradients (grad_query, grad_key, grad_value) of scaled_dot_product_attention.

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse
 
 from fastattn import functional as F
+from fastattn import generation as _gen
 
 
 @dataclass
@@ -27,6 +28,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers, like GPT-2
     gelu_approximate: str = "none"  # "none" (erf, as nanoGPT) or "tanh" (GPT-2 checkpoints)
+    layer_norm_eps: float = 1e-5
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -37,6 +39,8 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
         if self.gelu_approximate not in ("none", "tanh"):
             raise ValueError(f"gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
 
@@ -69,14 +73,15 @@ class Linear:
 
 
 class LayerNorm:
-    def __init__(self, n, bias, dtype):
+    def __init__(self, n, bias, dtype, eps):
         self.weight = Parameter(np.ones(n, dtype))
         self.bias = Parameter(np.zeros(n, dtype)) if bias else None
+        self.eps = eps
 
     def forward(self, x):  # (..., C) -> (..., C)
         self.x = x
         y, self.mean, self.rstd = F.layer_norm(
-            x, self.weight.data, None if self.bias is None else self.bias.data, 1e-5, return_stats=True)
+            x, self.weight.data, None if self.bias is None else self.bias.data, self.eps, return_stats=True)
         return y
 
     def backward(self, dy):
@@ -125,6 +130,20 @@ class CausalSelfAttention:
             self.q, self.k, self.v, is_causal=True, return_lse=True, out=y.transpose(0, 2, 1, 3))
         return self.resid_dropout.forward(self.c_proj.forward(y.reshape(B, T, C)))
 
+    def forward_cached(self, x, cache, layer, key_mask):
+        """x (B, Tn, C): the next Tn positions. Their keys and values go into the cache after
+        its first cache.length positions, and their queries attend to all of those (inference)."""
+        B, T, C = x.shape
+        H = self.n_head
+        q, k, v = self.c_attn.forward(x).reshape(B, T, 3, H, C // H).transpose(2, 0, 3, 1, 4)
+        end = cache.length + T
+        cache.k[layer, :, :, cache.length:end] = k
+        cache.v[layer, :, :, cache.length:end] = v
+        y = np.empty((B, T, H, C // H), dtype=x.dtype)
+        F.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end],
+                                       attn_mask=key_mask, is_causal=True, out=y.transpose(0, 2, 1, 3))
+        return self.c_proj.forward(y.reshape(B, T, C))
+
     def backward(self, dout):
         B, T, C = dout.shape
         H = self.n_head
@@ -156,13 +175,17 @@ class MLP:
 
 class Block:
     def __init__(self, cfg, rng, dtype):
-        self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias, dtype)
+        self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias, dtype, cfg.layer_norm_eps)
         self.attn = CausalSelfAttention(cfg, rng, dtype)
-        self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias, dtype)
+        self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias, dtype, cfg.layer_norm_eps)
         self.mlp = MLP(cfg, rng, dtype)
 
     def forward(self, x):  # pre-LN residual block
         x = x + self.attn.forward(self.ln_1.forward(x))
+        return x + self.mlp.forward(self.ln_2.forward(x))
+
+    def forward_cached(self, x, cache, layer, key_mask):  # inference: no dropout
+        x = x + self.attn.forward_cached(self.ln_1.forward(x), cache, layer, key_mask)
         return x + self.mlp.forward(self.ln_2.forward(x))
 
     def backward(self, dx):  # the residual stream passes dx through; each branch adds to it
@@ -182,8 +205,16 @@ class GPT:
         self.wpe = Parameter((rng.standard_normal((config.block_size, C)) * 0.02).astype(dtype))
         self.drop = Dropout(config.dropout, rng)
         self.h = [Block(config, rng, dtype) for _ in range(config.n_layer)]
-        self.ln_f = LayerNorm(C, config.bias, dtype)
+        self.ln_f = LayerNorm(C, config.bias, dtype, config.layer_norm_eps)
         self._last = None  # what backward() needs from the last forward with targets
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32):
+        """The GPT-2 in a Hugging Face model directory (config.json + model.safetensors, as
+        transformers' save_pretrained writes it); see fastattn.pretrained. Missing, unexpected or
+        mis-shaped tensors: a ValueError naming them. Its tokenizer: fastattn.load_tokenizer(path)."""
+        from fastattn.pretrained import load_gpt2
+        return load_gpt2(path, dtype)
 
     def __call__(self, idx, targets=None):
         return self.forward(idx, targets)
@@ -306,50 +337,65 @@ class GPT:
                       {"params": [p for p in params if p.data.ndim < 2], "weight_decay": 0.0}],
                      lr=learning_rate, betas=betas, eps=eps)
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
-        """idx (B, T) token ids -> (B, T + max_new_tokens): the prompt followed by sampled tokens.
-
-        Each step runs the last block_size tokens (a sliding window, as nanoGPT crops the
-        context) and draws the next token from softmax(logits / temperature) over the top_k most
-        likely tokens (all when top_k is None); temperature 0 takes the most likely token (ties:
-        the lowest id). seed seeds the sampling (None: fresh entropy). Runs in eval mode (no
-        dropout) and restores the previous mode.
-        """
-        idx = np.asarray(idx)
-        if idx.ndim != 2 or idx.shape[1] < 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"idx must be a (B, T) integer array with T >= 1, got {idx.dtype} {idx.shape}")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
-                or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        if not temperature >= 0 or not np.isfinite(temperature):
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
-                                  or top_k < 1):
-            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
-        rng = np.random.default_rng(seed)
+    def attention_maps(self, idx):
+        """idx (B, T) -> one (B, n_head, T, T) array per layer: the attention weights of each head
+        (row i: how much position i attends to each position; rows sum to 1). Runs in eval mode."""
         was_training = self.training
         self.eval()
         try:
-            out = np.empty((idx.shape[0], idx.shape[1] + max_new_tokens), dtype=np.int64)
-            out[:, :idx.shape[1]] = idx
-            for t in range(idx.shape[1], out.shape[1]):
-                logits, _ = self(out[:, max(0, t - self.config.block_size):t])
-                out[:, t] = _sample(logits[:, -1, :], temperature, top_k, rng)
+            self(idx)
         finally:
             self.train(was_training)
-        return out
+        return [F.attention_weights(b.attn.q, b.attn.k, is_causal=True) for b in self.h]
 
+    def _forward_cached(self, idx, positions, valid, cache):
+        """Inference on the next Tn tokens of each row, idx (B, Tn), at positions (B, Tn), valid
+        (B, Tn) False for left padding; their keys and values are appended to the cache.
+        Returns the logits of the last position (B, V)."""
+        cache.valid[:, cache.length:cache.length + idx.shape[1]] = valid
+        key_mask = cache.key_mask(cache.length + idx.shape[1])
+        x = self.wte.data[idx] + self.wpe.data[positions]
+        for layer, block in enumerate(self.h):
+            x = block.forward_cached(x, cache, layer, key_mask)
+        cache.length += idx.shape[1]
+        return F.linear(self.ln_f.forward(x[:, -1]), self.wte.data)
 
-def _sample(logits, temperature, top_k, rng):
-    """logits (B, V) -> (B,) token ids drawn as GPT.generate describes."""
-    if temperature == 0:
-        return logits.argmax(axis=-1)
-    z = logits.astype(np.float64) / temperature
-    if top_k is not None and top_k < z.shape[-1]:
-        kth = np.partition(z, -top_k, axis=-1)[:, -top_k, None]
-        z[z < kth] = -np.inf
-    p = np.exp(z - z.max(axis=-1, keepdims=True))
-    cdf = np.cumsum(p, axis=-1)
-    u = rng.random((z.shape[0], 1)) * cdf[:, -1:]
-    # the first token whose cumulative mass exceeds u; tokens of zero mass are never drawn
-    return np.minimum((cdf <= u).sum(axis=-1), z.shape[-1] - 1)
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
+                 stop=None, attention_mask=None, use_cache=True):
+        """idx (B, T) token ids -> (B, T + n): the prompts followed by n <= max_new_tokens new
+        tokens (fewer only when every row has stopped; a row that stopped earlier is filled
+        with -1 after its stop token).
+
+        Each token is drawn from softmax(logits / temperature), over the top_k most likely tokens
+        (None: all), then over the fewest most likely tokens whose probability reaches top_p
+        (nucleus sampling; None: all). temperature 0 takes the most likely token (ties: the
+        lowest id). seed seeds the sampling (None: fresh entropy). stop: a token id or a list of
+        them; a row stops after producing one. attention_mask (B, T): 1 for a token, 0 for left
+        padding, so that prompts of different lengths run as one batch (each row gives what it
+        would alone). The context is at most the last block_size tokens, a window as in nanoGPT
+        (see fastattn.generation on what that means for the cache). use_cache=False runs the
+        whole window at every step instead of the KV cache: same tokens, slower. Runs in eval
+        mode (no dropout) and restores the previous mode.
+        """
+        steps = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, seed, stop,
+                                          attention_mask, use_cache))
+        idx = np.asarray(idx).astype(np.int64)
+        return np.concatenate([idx, np.stack(steps, axis=1)], axis=1) if steps else idx
+
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
+                        stop=None, attention_mask=None, use_cache=True):
+        """generate() as an iterator: yields each step's new tokens, a (B,) int64 array (-1 for
+        the rows that have stopped), as soon as they are drawn. The arguments are checked at
+        the call, before the first token."""
+        idx, valid = _gen.check_prompt(idx, attention_mask, self.config.vocab_size)
+        stop = _gen.check_sampling(max_new_tokens, temperature, top_k, top_p, stop)
+        return self._stream(idx, valid, max_new_tokens, temperature, top_k, top_p,
+                            np.random.default_rng(seed), stop, use_cache)
+
+    def _stream(self, *args):
+        was_training = self.training
+        self.eval()
+        try:
+            yield from _gen.stream(self, *args)
+        finally:
+            self.train(was_training)

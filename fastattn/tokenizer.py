@@ -90,3 +90,52 @@ class CharTokenizer:
 
     def __repr__(self):
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+class PretrainedTokenizer:
+    """A Hugging Face tokenizer.json (e.g. GPT-2's byte-level BPE) through the `tokenizers`
+    package, with CharTokenizer's encode / decode / vocab_size. Read from disk only."""
+
+    def __init__(self, path):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ImportError("reading tokenizer.json needs the tokenizers package: "
+                              "pip install 'fastattn[hf]'") from None
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises its own Exception type for a bad file
+            raise ValueError(f"cannot read the tokenizer {path}: {e}") from None
+        self.path = str(path)
+
+    @property
+    def vocab_size(self):
+        return self._tok.get_vocab_size()
+
+    def encode(self, text):
+        """str -> int64 array of token ids (no special tokens added)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def decode(self, ids):
+        """Integer ids (any shape; flattened) -> str."""
+        a = np.asarray(ids).reshape(-1)
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"ids must be integers, got dtype {a.dtype}")
+        if a.size and (a.min() < 0 or a.max() >= self.vocab_size):
+            raise ValueError(f"ids must be in [0, {self.vocab_size})")
+        return self._tok.decode(a.tolist(), skip_special_tokens=False)
+
+    def __repr__(self):
+        return f"PretrainedTokenizer({self.path!r}, vocab_size={self.vocab_size})"
+
+
+def load_tokenizer(model_dir):
+    """The tokenizer of a Hugging Face model directory: its tokenizer.json, or
+    FileNotFoundError when it has none."""
+    import os
+    path = os.path.join(model_dir, "tokenizer.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{model_dir} has no tokenizer.json")
+    return PretrainedTokenizer(path)

@@ -11,7 +11,12 @@ def rtol(dtype):
 
 
 def attention(q, k, v, mask=None, causal=False, scale=None):
-    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    v = np.asarray(v, dtype=np.float64)
+    return np.einsum("...ij,...jd->...id", attention_weights(q, k, mask, causal, scale), v)
+
+
+def attention_weights(q, k, mask=None, causal=False, scale=None):
+    q, k = (np.asarray(a, dtype=np.float64) for a in (q, k))
     Tq, D = q.shape[-2:]
     Tk = k.shape[-2]
     scale = 1 / math.sqrt(D) if scale is None else scale
@@ -27,8 +32,7 @@ def attention(q, k, v, mask=None, causal=False, scale=None):
             allowed = allowed & mask
         else:
             s = s + mask.astype(np.float64)
-    s = np.where(allowed, s, -np.inf)
-    return np.einsum("...ij,...jd->...id", _softmax_rows(s), v)
+    return _softmax_rows(np.where(allowed, s, -np.inf))
 
 
 def softmax(x, mask=None, scale=1.0, axis=-1):

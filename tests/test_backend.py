@@ -150,7 +150,8 @@ def test_thread_count_does_not_change_results(rng):
 def test_public_surface():
     assert set(fastattn.__all__) == {"functional", "available_backends", "get_backend", "set_backend",
                                      "use_backend", "get_num_threads", "set_num_threads", "GPT", "GPTConfig",
-                                     "AdamW", "clip_grad_norm_", "CharTokenizer", "Checkpoint",
+                                     "AdamW", "clip_grad_norm_", "CharTokenizer", "PretrainedTokenizer",
+                                     "load_tokenizer", "Checkpoint",
                                      "save_checkpoint", "load_checkpoint", "TrainConfig", "train"}
     for name in ("scaled_dot_product_attention", "masked_softmax", "softmax", "layer_norm", "gelu"):
         assert callable(getattr(F, name))

@@ -40,8 +40,11 @@ def test_train_then_sample(corpus_file, tmp_path, capsys):
                          "--max-new-tokens", 30, "--temperature", 0)
     assert code == 0 and again.startswith("the king")
     code, out, _ = run(capsys, "sample", "--checkpoint", out_dir, "--prompt", "so", "--max-new-tokens", 20,
-                       "--num-samples", 2, "--seed", 3)
+                       "--num-samples", 2, "--seed", 3, "--top-p", 0.9)
     assert code == 0 and out.count("---------------") == 1
+    code, again, _ = run(capsys, "sample", "--checkpoint", out_dir, "--prompt", "so", "--max-new-tokens", 20,
+                         "--num-samples", 2, "--seed", 3, "--top-p", 0.9, "--no-cache")
+    assert code == 0 and again == out  # the cache changes the time, not the text
 
 
 @pytest.mark.parametrize("setup, argv, message", [
@@ -56,6 +59,7 @@ def test_train_then_sample(corpus_file, tmp_path, capsys):
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--prompt", "€"], "'€' at position 0 is not in the vocabulary"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--temperature", "-1"], "temperature"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--top-k", "-1"], "--top-k must be >= 0"),
+    ("trained", ["sample", "--checkpoint", "{tmp}/o", "--top-p", "0"], "top_p must be"),
 ])
 def test_errors_exit_non_zero_with_one_line(corpus_file, tmp_path, capsys, setup, argv, message):
     tmp = tmp_path / "w"

@@ -1,5 +1,3 @@
-import numpy as np
-
 
 def linear(input, weight, bias=None):
     """input (..., in) @ weight.T + bias: weight (out, in), bias (out,) -> (..., out)."""
