@@ -8,7 +8,7 @@ from cython.parallel cimport prange
 
 from _row_ops cimport adamw_row
 
-from fastattn._threads import get_num_threads
+from fastattn._threads import threads_for
 
 # Elements per parallel chunk. The chunks do not depend on the thread count, and each element is
 # updated on its own, so the result is the same for any number of threads.
@@ -41,4 +41,4 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta2
     g = np.ascontiguousarray(grad)
     # (reshape(-1) of a C-contiguous array is a view: the kernel writes into the caller's arrays)
     _step(param.reshape(-1), g.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1),
-          1 - lr * weight_decay, beta1, beta2, lr / bc1, 1 / math.sqrt(bc2), eps, get_num_threads())
+          1 - lr * weight_decay, beta1, beta2, lr / bc1, 1 / math.sqrt(bc2), eps, threads_for(16 * param.size))

@@ -27,7 +27,7 @@ from _row_ops cimport exp, exp_sum_row, mask_row, scale_row
 
 from fastattn._compiled._blas_threads import local_setter_address, serial_blas
 from fastattn._compiled._masks import mask_plan
-from fastattn._threads import get_num_threads
+from fastattn._threads import threads_for
 
 # Tile sizes (measured, not guessed: benchmarks/tune_attention_tiles.py). A (128, 512) float32
 # score tile is 256 KiB; with the K and V blocks it stays in a 1 MiB L2. Fewer query rows (decode:
@@ -409,7 +409,8 @@ def _prepare(query, key, value, attn_mask):
         extent = plan.key_extent()
     block_q = min(BLOCK_Q, max(Tq, 1))
     block_k = min(max(BLOCK_K, TILE_AREA // block_q), max(Tk, 1))
-    tiles = (block_q, block_k, max(1, min(get_num_threads(), N * Tq)))
+    # (work: the forward's two products, causal or not: an upper bound)
+    tiles = (block_q, block_k, max(1, min(threads_for(2 * N * Tq * Tk * (D + value.shape[-1])), N * Tq)))
     return lead, q4, k4, v4, mask_args, tiles, extent
 
 

@@ -12,7 +12,7 @@ from libc.string cimport memset
 
 from _row_ops cimport logsumexp_row, softmax_affine_row
 
-from fastattn._threads import get_num_threads
+from fastattn._threads import threads_for
 
 
 def _check(z, target, out_rows):
@@ -69,7 +69,7 @@ def cross_entropy(input, target, ignore_index=-100, label_smoothing=0.0):
     t = np.ascontiguousarray(target, dtype=np.int64)
     row_loss = np.empty(z.shape[0], dtype=np.float64)
     if z.shape[0]:
-        _forward(z, t, ignore_index, label_smoothing, row_loss, get_num_threads())
+        _forward(z, t, ignore_index, label_smoothing, row_loss, threads_for(10 * z.size))
     n_valid = np.count_nonzero(t != ignore_index)
     with np.errstate(invalid="ignore"):  # 0 / 0 when nothing is valid: NaN, as in PyTorch
         return np.asarray(row_loss.sum() / n_valid, dtype=z.dtype)
@@ -82,5 +82,5 @@ def cross_entropy_backward(input, target, grad_output=1.0, ignore_index=-100, la
     grad = np.empty_like(z)
     if z.shape[0]:
         n_valid = max(np.count_nonzero(t != ignore_index), 1)
-        _backward(z, t, ignore_index, label_smoothing, grad_output / n_valid, grad, get_num_threads())
+        _backward(z, t, ignore_index, label_smoothing, grad_output / n_valid, grad, threads_for(10 * z.size))
     return grad

@@ -6,7 +6,7 @@ from cython.parallel cimport prange
 
 from _row_ops cimport gelu_backward_row, gelu_row
 
-from fastattn._threads import get_num_threads
+from fastattn._threads import threads_for
 
 # Elements per parallel chunk: large enough to amortise scheduling, small enough to balance.
 cdef Py_ssize_t CHUNK = 16384
@@ -27,7 +27,7 @@ def gelu(x, approximate="none"):
     """x/2 * (1 + erf(x / sqrt 2)), or the tanh form. Inputs are validated by fastattn.functional."""
     xc = np.ascontiguousarray(x)
     out = np.empty_like(xc)
-    _forward(xc.reshape(-1), out.reshape(-1), approximate == "tanh", get_num_threads())
+    _forward(xc.reshape(-1), out.reshape(-1), approximate == "tanh", threads_for(20 * xc.size))
     return out.reshape(np.shape(x))  # (ascontiguousarray makes a 0-d input 1-d)
 
 
@@ -51,5 +51,5 @@ def gelu_backward(grad_output, x, approximate="none"):
     gc = np.ascontiguousarray(grad_output)
     xc = np.ascontiguousarray(x)
     out = np.empty_like(xc)
-    _backward(gc.reshape(-1), xc.reshape(-1), out.reshape(-1), approximate == "tanh", get_num_threads())
+    _backward(gc.reshape(-1), xc.reshape(-1), out.reshape(-1), approximate == "tanh", threads_for(30 * xc.size))
     return out.reshape(np.shape(x))

@@ -7,7 +7,7 @@ from cython.parallel cimport prange
 
 from _row_ops cimport layer_norm_backward_row, layer_norm_row
 
-from fastattn._threads import get_num_threads
+from fastattn._threads import threads_for
 
 # The backward sums grad_weight and grad_bias over rows in at most this many row chunks, each into
 # its own partial buffer, then adds the buffers in chunk order: the result does not depend on
@@ -65,7 +65,7 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, return_stats=False):
              None if weight is None else np.ascontiguousarray(weight),
              None if bias is None else np.ascontiguousarray(bias), float(eps),
              None if mean is None else mean.reshape(-1), None if rstd is None else rstd.reshape(-1),
-             get_num_threads())
+             threads_for(10 * xc.size))
     return (out, mean, rstd) if return_stats else out
 
 
@@ -120,7 +120,7 @@ def layer_norm_backward(grad_output, x, mean, rstd, weight=None):
     _backward(np.ascontiguousarray(grad_output).reshape(rows, C), xc.reshape(rows, C),
               np.ascontiguousarray(mean).reshape(-1), np.ascontiguousarray(rstd).reshape(-1),
               None if weight is None else np.ascontiguousarray(weight), grad_x.reshape(rows, C),
-              partial_w, partial_b, get_num_threads())
+              partial_w, partial_b, threads_for(15 * xc.size))
     # the order of this sum depends on n_chunks alone, never on the threads
     grad_weight = None if weight is None else partial_w.sum(axis=0).astype(xc.dtype)
     return grad_x, grad_weight, partial_b.sum(axis=0).astype(xc.dtype)

@@ -17,7 +17,7 @@ from _blas cimport blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_
 from _row_ops cimport add_row
 
 from fastattn._compiled._blas_threads import local_setter_address, serial_blas
-from fastattn._threads import get_num_threads
+from fastattn._threads import threads_for
 
 cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_address()
 
@@ -177,7 +177,8 @@ def linear(input, weight, bias=None):
     K, N = x.shape[-1], weight.shape[0]
     y = np.empty(x.shape[:-1] + (N,), dtype=x.dtype)
     _forward(x.reshape(-1, K), np.ascontiguousarray(weight),
-             None if bias is None else np.ascontiguousarray(bias), y.reshape(-1, N), get_num_threads())
+             None if bias is None else np.ascontiguousarray(bias), y.reshape(-1, N),
+             threads_for(2 * x.size * N))
     return y
 
 
@@ -190,5 +191,5 @@ def linear_backward(grad_output, input, weight):
     dw = np.empty((N, K), dtype=x.dtype)
     db = np.empty(N, dtype=x.dtype)
     _backward(np.ascontiguousarray(grad_output).reshape(-1, N), x.reshape(-1, K),
-              np.ascontiguousarray(weight), dx.reshape(-1, K), dw, db, get_num_threads())
+              np.ascontiguousarray(weight), dx.reshape(-1, K), dw, db, threads_for(4 * x.size * N))
     return dx, dw, db

@@ -13,7 +13,7 @@ from cython.parallel cimport prange
 from _row_ops cimport exp_sum_row, mask_row, scale_row, softmax_backward_row
 
 from fastattn._compiled._masks import mask_plan
-from fastattn._threads import get_num_threads
+from fastattn._threads import threads_for
 
 
 cdef void _softmax_rows(const floating* x, floating* y, Py_ssize_t n_rows, Py_ssize_t rows_per_batch,
@@ -77,7 +77,7 @@ def masked_softmax(x, mask=None, scale=1.0, axis=-1):
              plan.offsets if plan is not None else None,
              plan.row_stride if plan is not None else 0,
              plan.col_stride if plan is not None else 0,
-             get_num_threads())
+             threads_for(10 * xc.size))
     return np.moveaxis(out, -1, axis)
 
 
@@ -106,5 +106,5 @@ def masked_softmax_backward(grad_output, output, scale=1.0, axis=-1):
     yc = np.ascontiguousarray(np.moveaxis(np.asarray(output), axis, -1))
     C = yc.shape[-1]
     out = np.empty_like(yc)
-    _backward(gc.reshape(-1, C), yc.reshape(-1, C), out.reshape(-1, C), float(scale), get_num_threads())
+    _backward(gc.reshape(-1, C), yc.reshape(-1, C), out.reshape(-1, C), float(scale), threads_for(6 * yc.size))
     return np.moveaxis(out, -1, axis)

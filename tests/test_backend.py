@@ -135,16 +135,21 @@ def test_thread_count_does_not_change_results(rng):
     x = rng.standard_normal((300, 257)).astype(np.float32)
     w = rng.standard_normal(257).astype(np.float32)
     mask = rng.random((300, 257)) < 0.9
-    before = fastattn.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2):
-            fastattn.set_num_threads(n)
-            results.append((F.masked_softmax(x, mask, 0.5), F.layer_norm(x, w), F.gelu(x)))
-    finally:
-        fastattn.set_num_threads(before)
+    results = at_thread_counts(lambda: (F.masked_softmax(x, mask, 0.5), F.layer_norm(x, w), F.gelu(x)))
     for a, b in zip(*results):
         assert np.array_equal(a, b)
+
+
+def test_small_calls_run_on_fewer_threads():
+    from fastattn._threads import MIN_WORK_PER_THREAD, threads_for
+    before = fastattn.get_num_threads()
+    try:
+        fastattn.set_num_threads(4)
+        assert threads_for(0) == threads_for(MIN_WORK_PER_THREAD - 1) == 1
+        assert threads_for(2 * MIN_WORK_PER_THREAD) == 2
+        assert threads_for(100 * MIN_WORK_PER_THREAD) == 4
+    finally:
+        fastattn.set_num_threads(before)
 
 
 def test_public_surface():
