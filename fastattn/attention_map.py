@@ -21,7 +21,7 @@ def plot(weights, labels, heads, layer, path):
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("drawing attention maps needs matplotlib: pip install 'fastattn[viz]'") from None
-    cols = min(len(heads), 4)
+    cols = int(np.ceil(np.sqrt(len(heads))))  # 4 heads: 2 x 2; 12: 4 x 3
     rows = (len(heads) + cols - 1) // cols
     T = len(labels)
     side = max(3.0, 0.22 * T + 1.5)

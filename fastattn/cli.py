@@ -178,6 +178,9 @@ def main(argv=None):
         if args.backend is not None:
             fastattn.set_backend(args.backend)
         {"train": _train, "sample": _sample, "attention-map": _attention_map}[args.command](args)
+    except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
+        return 0
     except (ValueError, OSError, FloatingPointError, ImportError) as e:
         print(f"fastattn {args.command}: error: {e}", file=sys.stderr)
         return 1
