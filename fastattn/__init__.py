@@ -1,5 +1,6 @@
 """fastattn: attention, softmax, layer norm and GELU kernels for the CPU, compiled and in NumPy,
-and a GPT trained and sampled on them (fastattn.train, `fastattn train` / `fastattn sample`).
+a GPT trained and sampled on them (fastattn.train, `fastattn train` / `fastattn sample`), and
+BERT-family sentence embeddings (fastattn.embed, `fastattn embed`).
 
     import fastattn
     from fastattn import functional as F
@@ -15,6 +16,8 @@ from fastattn.optim import AdamW, clip_grad_norm_
 from fastattn.tokenizer import CharTokenizer, PretrainedTokenizer, load_tokenizer
 from fastattn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fastattn.train import TrainConfig, train
+from fastattn.encoder import BertConfig, Encoder
+from fastattn.embeddings import SentenceEncoder, embed
 
 __version__ = "0.1.0"
 
@@ -38,4 +41,8 @@ __all__ = [
     "load_checkpoint",
     "TrainConfig",
     "train",
+    "BertConfig",
+    "Encoder",
+    "SentenceEncoder",
+    "embed",
 ]

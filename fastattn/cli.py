@@ -1,9 +1,10 @@
-"""The command line: `fastattn train`, `fastattn sample` and `fastattn attention-map` (also
-`python -m fastattn ...`).
+"""The command line: `fastattn train`, `fastattn sample`, `fastattn attention-map` and
+`fastattn embed` (also `python -m fastattn ...`).
 
     fastattn train --data input.txt --out out-shakespeare-char
     fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
     fastattn attention-map --checkpoint out-shakespeare-char --prompt "ROMEO:" --layer 3 --all-heads --out map.png
+    fastattn embed --model all-MiniLM-L6-v2 < lines.txt > vectors.npy
 
 Training flags are named after nanoGPT's config (--n-layer is n_layer); their defaults are
 nanoGPT's CPU run of Tiny Shakespeare. Errors print one line on stderr and exit with status 1
@@ -90,6 +91,16 @@ def _parser():
     p.add_argument("--all-heads", action="store_true", help="draw every head of the layer, in a grid")
     p.add_argument("--out", required=True, help="image file to write (e.g. map.png)")
     _add_runtime_flags(p)
+
+    p = sub.add_parser("embed", help="sentence embeddings of the lines of stdin (a BERT-family model)",
+                       description="Embed each line of stdin (one text per line) with a BERT-family "
+                                   "sentence-transformers model directory; writes a (lines, dim) float32 .npy.")
+    p.add_argument("--model", required=True, help="directory with config.json, model.safetensors, tokenizer.json")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", help="the .npy file to write (default: stdout)")
+    p.add_argument("--no-normalize", action="store_true", help="keep the pooled vectors' lengths")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows from 1000 lines)")
+    _add_runtime_flags(p)
     return parser
 
 
@@ -170,6 +181,24 @@ def _attention_map(args):
     print(f"wrote {args.out}")
 
 
+def _embed(args):
+    import numpy as np
+    from fastattn.embeddings import SentenceEncoder
+    if not os.path.isdir(args.model):
+        raise FileNotFoundError(f"{args.model} is not a directory")
+    texts = sys.stdin.read().splitlines()
+    if not texts:
+        raise ValueError("no input: give one text per line on stdin")
+    model = SentenceEncoder(args.model)
+    vectors = model.encode(texts, args.batch_size, normalize=not args.no_normalize,
+                           progress=len(texts) >= 1000 and not args.no_progress)
+    if args.out:
+        np.save(args.out, vectors)
+    else:
+        np.save(sys.stdout.buffer, vectors)
+        sys.stdout.flush()
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
@@ -177,7 +206,8 @@ def main(argv=None):
             fastattn.set_num_threads(args.threads)
         if args.backend is not None:
             fastattn.set_backend(args.backend)
-        {"train": _train, "sample": _sample, "attention-map": _attention_map}[args.command](args)
+        {"train": _train, "sample": _sample, "attention-map": _attention_map,
+         "embed": _embed}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0

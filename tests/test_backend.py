@@ -157,7 +157,8 @@ def test_public_surface():
                                      "use_backend", "get_num_threads", "set_num_threads", "GPT", "GPTConfig",
                                      "AdamW", "clip_grad_norm_", "CharTokenizer", "PretrainedTokenizer",
                                      "load_tokenizer", "Checkpoint",
-                                     "save_checkpoint", "load_checkpoint", "TrainConfig", "train"}
+                                     "save_checkpoint", "load_checkpoint", "TrainConfig", "train",
+                                     "BertConfig", "Encoder", "SentenceEncoder", "embed"}
     for name in ("scaled_dot_product_attention", "masked_softmax", "softmax", "layer_norm", "gelu"):
         assert callable(getattr(F, name))
 

