@@ -15,6 +15,7 @@ that a batch holds little padding, and the result comes back in the input order.
 does not depend on the batch it lands in (padding is masked) beyond float rounding.
 """
 import json
+import numbers
 import os
 
 import numpy as np
@@ -99,7 +100,7 @@ class SentenceEncoder:
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         out = np.zeros((len(texts), self.dimension), np.float32)
         ids = self.tokenize(texts)

@@ -186,6 +186,7 @@ def test_bad_input(tmp_path, model_dir):
         model.encode(["the king", 3])
     with pytest.raises(ValueError, match="batch_size"):
         model.encode(["the king"], batch_size=0)
+    assert model.encode(["the king"], batch_size=np.int64(2)).shape == (1, 16)
 
 
 def test_embed_pools_truncates_and_keeps_the_order(backend, model_dir):
