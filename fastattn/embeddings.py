@@ -14,24 +14,16 @@ without that file), as sentence-transformers does. They are sorted by length int
 that a batch holds little padding, and the result comes back in the input order. A text's vector
 does not depend on the batch it lands in (padding is masked) beyond float rounding.
 """
-import json
 import numbers
 import os
 
 import numpy as np
 
 from fastattn.encoder import Encoder
+from fastattn.pretrained import read_json
 
 _POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
             "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
-
-
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def _pooling_modes(model_dir):
@@ -40,9 +32,9 @@ def _pooling_modes(model_dir):
     modules_path = os.path.join(model_dir, "modules.json")
     if not os.path.isfile(modules_path):
         return ["mean"]
-    for module in _read_json(modules_path):
+    for module in read_json(modules_path):
         if module.get("type", "").endswith("Pooling"):
-            config = _read_json(os.path.join(model_dir, module.get("path", ""), "config.json"))
+            config = read_json(os.path.join(model_dir, module.get("path", ""), "config.json"))
             modes = [mode for key, mode in _POOLING.items() if config.get(key)]
             unknown = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _POOLING]
             if unknown or not modes:
@@ -78,7 +70,7 @@ class SentenceEncoder:
         self.tokenizer = load_tokenizer(model_dir)
         st_config = os.path.join(model_dir, "sentence_bert_config.json")
         limit = self.encoder.config.max_position_embeddings
-        self.max_seq_length = min(limit, int(_read_json(st_config).get("max_seq_length") or limit)) \
+        self.max_seq_length = min(limit, int(read_json(st_config).get("max_seq_length") or limit)) \
             if os.path.isfile(st_config) else limit
         self.pooling = _pooling_modes(model_dir)
         self.dimension = len(self.pooling) * self.encoder.config.hidden_size
@@ -86,10 +78,7 @@ class SentenceEncoder:
     def tokenize(self, texts):
         """Token ids of each text ([CLS] ... [SEP]), cut to max_seq_length as sentence-transformers
         does (the last token kept is [SEP])."""
-        tok = self.tokenizer._tok
-        tok.no_padding()
-        tok.enable_truncation(self.max_seq_length)
-        return [np.array(e.ids, dtype=np.int64) for e in tok.encode_batch(list(texts))]
+        return self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
 
     def encode(self, texts, batch_size=32, normalize=True, progress=False):
         """texts (a list of str) -> (len(texts), dimension) float32 vectors; normalize: scale

@@ -13,8 +13,6 @@ query, key and value projections are concatenated into one (3 * hidden, hidden) 
 Tensor names are BERT's (embeddings.word_embeddings.weight, encoder.layer.N.attention.self.query.weight,
 ...), with or without the "bert." prefix; weights are (out, in), as Hugging Face stores them.
 """
-import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,17 +103,9 @@ class Encoder:
         """The encoder in a Hugging Face BERT directory (config.json + model.safetensors, as
         transformers' save_pretrained writes it, or a sentence-transformers model directory).
         Missing, unexpected or mis-shaped tensors: a ValueError naming them."""
-        cfg_path, st_path = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
-        if not (os.path.isfile(cfg_path) and os.path.isfile(st_path)):
-            raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json and "
-                                    "model.safetensors)")
-        with open(cfg_path, encoding="utf-8") as f:
-            try:
-                config = BertConfig.from_hf(json.load(f))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
-        from fastattn.pretrained import _need
-        tensors = _need("safetensors.numpy").load_file(st_path)
+        from fastattn.pretrained import read_hf_dir
+        hf_config, tensors = read_hf_dir(path)
+        config = BertConfig.from_hf(hf_config)
         weights = {(n[len("bert."):] if n.startswith("bert.") else n): a for n, a in tensors.items()}
         if len(weights) != len(tensors):
             raise ValueError("model.safetensors holds tensors both with and without the 'bert.' prefix")

@@ -8,6 +8,7 @@ H = n_head, hs = C / H head size, V vocabulary.
 Parameter names and shapes follow nanoGPT (transformer.wte.weight, transformer.h.0.attn.c_attn.weight
 with Linear weights stored (out_features, in_features), ...), so weights move between the two by name.
 """
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -328,6 +329,16 @@ class GPT:
     def training(self):
         return self.drop.training
 
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        """eval() inside the block; the previous mode comes back after it (also on an error)."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
+
     def configure_optimizers(self, weight_decay, learning_rate, betas, eps=1e-8):
         """AdamW as nanoGPT configures it: weight decay on the 2-D weights (matmuls and
         embeddings), none on biases and layer-norm weights."""
@@ -340,12 +351,8 @@ class GPT:
     def attention_maps(self, idx):
         """idx (B, T) -> one (B, n_head, T, T) array per layer: the attention weights of each head
         (row i: how much position i attends to each position; rows sum to 1). Runs in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        with self._eval_mode():
             self(idx)
-        finally:
-            self.train(was_training)
         return [F.attention_weights(b.attn.q, b.attn.k, is_causal=True) for b in self.h]
 
     def _forward_cached(self, idx, positions, valid, cache):
@@ -393,9 +400,5 @@ class GPT:
                             np.random.default_rng(seed), stop, use_cache)
 
     def _stream(self, *args):
-        was_training = self.training
-        self.eval()
-        try:
+        with self._eval_mode():
             yield from _gen.stream(self, *args)
-        finally:
-            self.train(was_training)

@@ -33,6 +33,25 @@ def is_pretrained_dir(path):
     return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "model.safetensors"))
 
 
+def read_json(path):
+    """The JSON file at path, or ValueError naming it when it is not valid JSON."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_hf_dir(path):
+    """(config.json as a dict, model.safetensors as name -> array) of a Hugging Face model
+    directory (GPT-2's, BERT's, ...), or FileNotFoundError when it is not one."""
+    if not is_pretrained_dir(path):
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json and "
+                                "model.safetensors)")
+    config = read_json(os.path.join(path, "config.json"))
+    return config, _need("safetensors.numpy").load_file(os.path.join(path, "model.safetensors"))
+
+
 def gpt_config(hf):
     """A GPTConfig from the fields of a Hugging Face GPT-2 config.json (a dict)."""
     from fastattn.model import GPTConfig
@@ -56,15 +75,8 @@ def gpt_config(hf):
 def load_gpt2(path, dtype=np.float32):
     """GPT.from_pretrained: the GPT stored in the directory `path` (see the module's doc)."""
     from fastattn.model import GPT
-    if not is_pretrained_dir(path):
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json and "
-                                "model.safetensors)")
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-        try:
-            config = gpt_config(json.load(f))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}/config.json is not valid JSON: {e}") from None
-    tensors = _need("safetensors.numpy").load_file(os.path.join(path, "model.safetensors"))
+    hf_config, tensors = read_hf_dir(path)
+    config = gpt_config(hf_config)
     state = {}
     for name, array in tensors.items():
         key = name if name.startswith("transformer.") else "transformer." + name

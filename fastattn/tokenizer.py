@@ -118,6 +118,15 @@ class PretrainedTokenizer:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
+    def encode_batch(self, texts, max_length=None):
+        """A list of int64 id arrays, one per text, with the tokenizer's special tokens (BERT's
+        [CLS] ... [SEP]), unpadded; max_length cuts each to that many tokens, the special ones
+        included (and leaves that setting on the tokenizer)."""
+        self._tok.no_padding()
+        if max_length is not None:
+            self._tok.enable_truncation(max_length)
+        return [np.array(e.ids, dtype=np.int64) for e in self._tok.encode_batch(list(texts))]
+
     def decode(self, ids):
         """Integer ids (any shape; flattened) -> str."""
         a = np.asarray(ids).reshape(-1)

@@ -104,14 +104,12 @@ def estimate_loss(model, splits, cfg):
     """The mean loss over cfg.eval_iters batches of each split, in eval mode. The batches come
     from a generator seeded by cfg.seed alone: every evaluation sees the same windows, so the
     curve's steps are not evaluation noise, and training's random stream is left alone."""
-    was_training = model.training
-    model.eval()
     rng = np.random.default_rng([cfg.seed, 1])
     out = {}
-    for name, data in splits.items():
-        out[name] = float(np.mean([model(*get_batch(data, cfg.block_size, cfg.batch_size, rng))[1]
-                                   for _ in range(cfg.eval_iters)]))
-    model.train(was_training)
+    with model._eval_mode():
+        for name, data in splits.items():
+            out[name] = float(np.mean([model(*get_batch(data, cfg.block_size, cfg.batch_size, rng))[1]
+                                       for _ in range(cfg.eval_iters)]))
     return out
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastattn
+import oracle
 from fastattn import BertConfig, Encoder, SentenceEncoder, embed
 from fastattn.cli import main
 
@@ -48,14 +49,11 @@ def random_weights(cfg, seed=0):
 
 
 def oracle_bert(w, cfg, ids, mask, types=None):
-    """BERT's last hidden state in float64, written from the paper's equations."""
-    from math import erf, sqrt
-    gelu = np.vectorize(lambda x: 0.5 * x * (1 + erf(x / sqrt(2))))
+    """BERT's last hidden state in float64, from the paper's equations and tests/oracle.py."""
     w = {k: np.asarray(v, np.float64) for k, v in w.items()}
 
     def ln(x, name):
-        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-        return (x - mu) / np.sqrt(var + cfg["layer_norm_eps"]) * w[name + ".weight"] + w[name + ".bias"]
+        return oracle.layer_norm(x, w[name + ".weight"], w[name + ".bias"], cfg["layer_norm_eps"])
 
     def dense(x, name):
         return x @ w[name + ".weight"].T + w[name + ".bias"]
@@ -69,12 +67,10 @@ def oracle_bert(w, cfg, ids, mask, types=None):
         p = f"encoder.layer.{i}."
         q, k, v = (dense(x, p + "attention.self." + s).reshape(B, T, nh, H // nh).transpose(0, 2, 1, 3)
                    for s in ("query", "key", "value"))
-        s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(H // nh) + np.where(mask[:, None, None, :] > 0, 0, -np.inf)
-        a = np.exp(s - s.max(-1, keepdims=True))
-        a = (a / a.sum(-1, keepdims=True)) @ v
+        a = oracle.attention(q, k, v, mask=mask[:, None, None, :] > 0)
         x = ln(x + dense(a.transpose(0, 2, 1, 3).reshape(B, T, H), p + "attention.output.dense"),
                p + "attention.output.LayerNorm")
-        h = dense(gelu(dense(x, p + "intermediate.dense")), p + "output.dense")
+        h = dense(oracle.gelu(dense(x, p + "intermediate.dense")), p + "output.dense")
         x = ln(x + h, p + "output.LayerNorm")
     return x
 
