@@ -10,6 +10,7 @@ Embeddings (word + position + token type) and a layer norm, then post-LN blocks,
 
 Attention is scaled_dot_product_attention with a boolean (B, 1, 1, T) key mask, not causal; the
 query, key and value projections are concatenated into one (3 * hidden, hidden) product at load.
+Everything but attention runs on the real tokens only, packed (no work on padding).
 Tensor names are BERT's (embeddings.word_embeddings.weight, encoder.layer.N.attention.self.query.weight,
 ...), with or without the "bert." prefix; weights are (out, in), as Hugging Face stores them.
 """
@@ -116,8 +117,8 @@ class Encoder:
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """input_ids (B, T) -> the last hidden state (B, T, hidden_size). attention_mask (B, T):
-        1 for a token, 0 for padding (None: all tokens); padding is never attended to, and its
-        own rows are computed but mean nothing. token_type_ids (B, T): None means all 0."""
+        1 for a token, 0 for padding (None: all tokens); padding is never attended to and never
+        computed: its rows of the result are 0. token_type_ids (B, T): None means all 0."""
         cfg, w = self.config, self.weights
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
@@ -131,27 +132,50 @@ class Encoder:
         types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
         if types.shape != ids.shape or (types.size and (types.min() < 0 or types.max() >= cfg.type_vocab_size)):
             raise ValueError(f"token_type_ids must be a {ids.shape} array of ids in [0, {cfg.type_vocab_size})")
-        key_mask = None
+        real = None  # (B, T) bool where a row has padding, else None: no padding anywhere
         if attention_mask is not None:
             mask = np.asarray(attention_mask)
             if mask.shape != ids.shape:
                 raise ValueError(f"attention_mask must have the shape of input_ids {ids.shape}, got {mask.shape}")
             if not mask.all():
-                key_mask = mask.astype(bool)[:, None, None, :]  # (B, 1, 1, T): which keys exist
+                real = mask.astype(bool)
         eps = cfg.layer_norm_eps
         nh, H = cfg.num_attention_heads, cfg.hidden_size
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:T]
-             + w["embeddings.token_type_embeddings.weight"][types])
+        # The real tokens are packed: x is (n, H), n = the number of real tokens, so that the
+        # projections, the MLP and the layer norms never run on padding. Only attention needs
+        # the (B, T) layout: each layer scatters its q, k, v into a padded buffer (padding
+        # stays 0, hidden by the key mask) and gathers the real rows of the output back.
+        if real is None:
+            tok, pos, typ = ids.reshape(-1), np.tile(np.arange(T), B), types.reshape(-1)
+            key_mask, at = None, None
+        else:
+            at = np.flatnonzero(real)  # where each packed row sits in the (B * T) layout
+            tok, pos, typ = ids.reshape(-1)[at], at % T, types.reshape(-1)[at]
+            key_mask = real[:, None, None, :]  # (B, 1, 1, T): which keys exist
+        x = (w["embeddings.word_embeddings.weight"][tok] + w["embeddings.position_embeddings.weight"][pos]
+             + w["embeddings.token_type_embeddings.weight"][typ])  # (n, H)
         x = F.layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
+        qkv = np.zeros((B * T, 3 * H), x.dtype) if at is not None else None  # padded q, k, v
+        y = np.empty((B, T, nh, H // nh), dtype=x.dtype)  # the heads' outputs, side by side
         for i, (w_qkv, b_qkv) in enumerate(self.qkv):
             p = f"encoder.layer.{i}."
-            q, k, v = F.linear(x, w_qkv, b_qkv).reshape(B, T, 3, nh, H // nh).transpose(2, 0, 3, 1, 4)
-            y = np.empty((B, T, nh, H // nh), dtype=x.dtype)  # the heads' outputs, side by side
+            if at is None:
+                qkv = F.linear(x, w_qkv, b_qkv)
+            else:
+                qkv[at] = F.linear(x, w_qkv, b_qkv)
+            q, k, v = qkv.reshape(B, T, 3, nh, H // nh).transpose(2, 0, 3, 1, 4)  # (B, nh, T, hs) views
             F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, out=y.transpose(0, 2, 1, 3))
-            a = F.linear(y.reshape(B, T, H), w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
-            x = F.layer_norm(x + a, w[p + "attention.output.LayerNorm.weight"],
+            heads = y.reshape(B * T, H) if at is None else y.reshape(B * T, H)[at]
+            a = F.linear(heads, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
+            a += x
+            x = F.layer_norm(a, w[p + "attention.output.LayerNorm.weight"],
                              w[p + "attention.output.LayerNorm.bias"], eps)
             h = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
             h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
-            x = F.layer_norm(x + h, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
-        return x
+            h += x
+            x = F.layer_norm(h, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
+        if at is None:
+            return x.reshape(B, T, H)
+        out = np.zeros((B * T, H), x.dtype)
+        out[at] = x
+        return out.reshape(B, T, H)

@@ -17,6 +17,9 @@ import numbers
 
 import numpy as np
 
+from fastattn import _backend
+from fastattn import functional as F
+
 
 class KVCache:
     """Keys and values of every layer, k and v (n_layer, B, H, max_len, hs), and which of the
@@ -97,11 +100,15 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
     cache = KVCache(model.config, B, min(bs, int(lengths.max()) + max_new_tokens), model.wte.data.dtype) \
         if use_cache else None
     finished = np.zeros(B, bool)
+    # The first step runs through fastattn.functional, which checks every argument. Later steps
+    # have the same dtypes and shapes that fit by construction, so they call the backend's
+    # kernels directly: the checks cost more than a kernel at Tq = 1 on a small model.
+    ops = F
     for step in range(max_new_tokens):
         if use_cache and step > 0 and lengths.max() <= bs:
             # decode: the last token alone, at its position, against the cache
             logits = model._forward_cached(ctx[:, end - 1:end], (lengths - 1)[:, None],
-                                           np.ones((B, 1), bool), cache)
+                                           np.ones((B, 1), bool), cache, ops)
         else:  # prefill the window: each row's last min(length, block_size) tokens
             W = int(min(lengths.max(), bs))
             window, window_ok = ctx[:, end - W:end], ok[:, end - W:end]
@@ -111,7 +118,8 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
             else:
                 run_cache = cache
                 run_cache.length = 0
-            logits = model._forward_cached(window, positions, window_ok, run_cache)
+            logits = model._forward_cached(window, positions, window_ok, run_cache, ops)
+        ops = _backend.current()
         token = sample(logits, temperature, top_k, top_p, rng)
         ctx[:, end], ok[:, end] = token, True
         end += 1

@@ -65,6 +65,9 @@ class Linear:
         self.x = x
         return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
+    def infer(self, x, ops):  # forward without keeping x for a backward
+        return ops.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+
     def backward(self, dy):  # dy (..., n_out) -> dx (..., n_in)
         dx, dw, db = F.linear_backward(dy, self.x, self.weight.data)
         self.weight.grad += dw
@@ -84,6 +87,9 @@ class LayerNorm:
         y, self.mean, self.rstd = F.layer_norm(
             x, self.weight.data, None if self.bias is None else self.bias.data, self.eps, return_stats=True)
         return y
+
+    def infer(self, x, ops):
+        return ops.layer_norm(x, self.weight.data, None if self.bias is None else self.bias.data, self.eps)
 
     def backward(self, dy):
         dx, dw, db = F.layer_norm_backward(dy, self.x, self.mean, self.rstd, self.weight.data)
@@ -131,19 +137,19 @@ class CausalSelfAttention:
             self.q, self.k, self.v, is_causal=True, return_lse=True, out=y.transpose(0, 2, 1, 3))
         return self.resid_dropout.forward(self.c_proj.forward(y.reshape(B, T, C)))
 
-    def forward_cached(self, x, cache, layer, key_mask):
+    def forward_cached(self, x, cache, layer, key_mask, ops):
         """x (B, Tn, C): the next Tn positions. Their keys and values go into the cache after
         its first cache.length positions, and their queries attend to all of those (inference)."""
         B, T, C = x.shape
         H = self.n_head
-        q, k, v = self.c_attn.forward(x).reshape(B, T, 3, H, C // H).transpose(2, 0, 3, 1, 4)
+        q, k, v = self.c_attn.infer(x, ops).reshape(B, T, 3, H, C // H).transpose(2, 0, 3, 1, 4)
         end = cache.length + T
         cache.k[layer, :, :, cache.length:end] = k
         cache.v[layer, :, :, cache.length:end] = v
         y = np.empty((B, T, H, C // H), dtype=x.dtype)
-        F.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end],
-                                       attn_mask=key_mask, is_causal=True, out=y.transpose(0, 2, 1, 3))
-        return self.c_proj.forward(y.reshape(B, T, C))
+        ops.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end],
+                                         attn_mask=key_mask, is_causal=True, out=y.transpose(0, 2, 1, 3))
+        return self.c_proj.infer(y.reshape(B, T, C), ops)
 
     def backward(self, dout):
         B, T, C = dout.shape
@@ -169,6 +175,9 @@ class MLP:
         self.h = self.c_fc.forward(x)  # (B, T, 4C)
         return self.dropout.forward(self.c_proj.forward(F.gelu(self.h, self.approximate)))
 
+    def infer(self, x, ops):  # inference: no dropout, nothing kept
+        return self.c_proj.infer(ops.gelu(self.c_fc.infer(x, ops), self.approximate), ops)
+
     def backward(self, dout):
         da = self.c_proj.backward(self.dropout.backward(dout))
         return self.c_fc.backward(F.gelu_backward(da, self.h, self.approximate))
@@ -185,9 +194,10 @@ class Block:
         x = x + self.attn.forward(self.ln_1.forward(x))
         return x + self.mlp.forward(self.ln_2.forward(x))
 
-    def forward_cached(self, x, cache, layer, key_mask):  # inference: no dropout
-        x = x + self.attn.forward_cached(self.ln_1.forward(x), cache, layer, key_mask)
-        return x + self.mlp.forward(self.ln_2.forward(x))
+    def forward_cached(self, x, cache, layer, key_mask, ops):  # inference: no dropout
+        x = x + self.attn.forward_cached(self.ln_1.infer(x, ops), cache, layer, key_mask, ops)
+        x += self.mlp.infer(self.ln_2.infer(x, ops), ops)
+        return x
 
     def backward(self, dx):  # the residual stream passes dx through; each branch adds to it
         dx = dx + self.ln_2.backward(self.mlp.backward(dx))
@@ -355,17 +365,19 @@ class GPT:
             self(idx)
         return [F.attention_weights(b.attn.q, b.attn.k, is_causal=True) for b in self.h]
 
-    def _forward_cached(self, idx, positions, valid, cache):
+    def _forward_cached(self, idx, positions, valid, cache, ops=F):
         """Inference on the next Tn tokens of each row, idx (B, Tn), at positions (B, Tn), valid
         (B, Tn) False for left padding; their keys and values are appended to the cache.
-        Returns the logits of the last position (B, V)."""
+        Returns the logits of the last position (B, V): the final layer norm and the LM head
+        run on that position only. ops: fastattn.functional, or (to save its checks on every
+        call of a decode loop whose shapes and dtypes are fixed) the backend module itself."""
         cache.valid[:, cache.length:cache.length + idx.shape[1]] = valid
         key_mask = cache.key_mask(cache.length + idx.shape[1])
         x = self.wte.data[idx] + self.wpe.data[positions]
         for layer, block in enumerate(self.h):
-            x = block.forward_cached(x, cache, layer, key_mask)
+            x = block.forward_cached(x, cache, layer, key_mask, ops)
         cache.length += idx.shape[1]
-        return F.linear(self.ln_f.forward(x[:, -1]), self.wte.data)
+        return ops.linear(self.ln_f.infer(x[:, -1], ops), self.wte.data)
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
                  stop=None, attention_mask=None, use_cache=True):

@@ -85,20 +85,21 @@ def test_cache_gives_the_tokens_of_full_forwards(backend, model, rng):
 
 def test_decode_runs_one_query_against_a_preallocated_cache(model, rng, monkeypatch):
     import fastattn.generation as gen
-    import fastattn.model as model_module
+    from fastattn import _backend
     seen, caches = [], []
-    sdpa = model_module.F.scaled_dot_product_attention
+    kernels = _backend.current()  # the prefill reaches it through F, the decode steps directly
+    sdpa = kernels.scaled_dot_product_attention
 
-    def recording(q, k, v, **kw):
+    def recording(q, k, v, *args, **kw):
         seen.append((q.shape[-2], k.shape[-2]))
-        return sdpa(q, k, v, **kw)
+        return sdpa(q, k, v, *args, **kw)
 
     class CountingCache(gen.KVCache):
         def __init__(self, *args):
             super().__init__(*args)
             caches.append(self)
 
-    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", recording)
+    monkeypatch.setattr(kernels, "scaled_dot_product_attention", recording)
     monkeypatch.setattr(gen, "KVCache", CountingCache)
     model.generate(rng.integers(0, 13, (2, 3)), 4, temperature=0)
     n_layer = model.config.n_layer
