@@ -13,15 +13,15 @@ def at_thread_counts(fn, counts=(1, 2)):
     small arrays exercise the threaded code. Skips the test when the compiled backend is missing."""
     if "compiled" not in fastattn.available_backends():
         pytest.skip("compiled backend not built")
-    before, min_work = fastattn.get_num_threads(), _threads.MIN_WORK_PER_THREAD
+    before, min_work, adaptive = fastattn.get_num_threads(), _threads.MIN_WORK_PER_THREAD, _threads.ADAPTIVE
     results = []
     _threads.MIN_WORK_PER_THREAD = 1
     try:
         with fastattn.use_backend("compiled"):
             for n in counts:
-                fastattn.set_num_threads(n)
+                fastattn.set_num_threads(n, adaptive=False)  # n threads, however busy the machine
                 results.append(fn())
     finally:
-        fastattn.set_num_threads(before)
+        fastattn.set_num_threads(before, adaptive=adaptive)
         _threads.MIN_WORK_PER_THREAD = min_work
     return results
