@@ -25,7 +25,8 @@ from libc.string cimport memset
 from _blas cimport blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor
 from _row_ops cimport exp, exp_sum_row, mask_row, scale_row
 
-from fastattn._compiled._blas_threads import local_setter_address, serial_blas
+from fastattn._compiled._blas_threads import local_setter_address
+from fastattn._compiled.serial_blas import serial_blas
 from fastattn._compiled._masks import mask_plan
 from fastattn._threads import threads_for
 

@@ -7,13 +7,13 @@ setting for exactly this: `openblas_set_num_threads_local(n)` / `MKL_Set_Num_Thr
 both returning the previous value. The kernels set 1 in each of their threads and restore it after.
 
 In scipy's OpenBLAS 0.3.30 that setting is in fact process-wide (a thread that restores it
-restores it for everyone), so `serial_blas` also wraps every kernel call: the first caller in
-saves the setting and sets 1, the last one out restores it, however Python threads interleave.
+restores it for everyone), so `serial_blas` (fastattn._compiled.serial_blas) also wraps every
+kernel call: the first caller in saves the setting and sets 1, the last one out restores it,
+however Python threads interleave.
 """
 import ctypes
 import glob
 import os
-import threading
 
 _SETTERS = (
     "openblas_set_num_threads_local",
@@ -55,28 +55,3 @@ def local_setter_address():
             if fn is not None:
                 return ctypes.cast(fn, ctypes.c_void_p).value
     return 0
-
-
-class _SerialBlas:
-    """Context manager: BLAS on one thread while any kernel call is running (reentrant, thread-safe)."""
-
-    def __init__(self, setter_address):
-        self._set = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(setter_address) if setter_address else None
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._saved = 0
-
-    def __enter__(self):
-        with self._lock:
-            if self._depth == 0 and self._set is not None:
-                self._saved = self._set(1)
-            self._depth += 1
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._set is not None:
-                self._set(self._saved)
-
-
-serial_blas = _SerialBlas(local_setter_address())
