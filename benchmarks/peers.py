@@ -333,19 +333,15 @@ def gpt2_weight_bytes(hf_dir):
     return 4 * (L * (12 * C * C + 13 * C) + V * C + 2 * C)
 
 
-def sgemv_bandwidth(threads, repeats):
-    """Bytes per second of y = W x, W a float32 16384 x 4096 matrix (256 MiB, far past the
-    caches), with NumPy's BLAS at `threads` threads: the median of `repeats` products."""
-    W = np.full((16384, 4096), 0.5, np.float32)
-    x = np.ones(4096, np.float32)
+def sgemv_seconds(W, x, threads, n):
+    """The times of n products W @ x with NumPy's BLAS at `threads` threads."""
     times = []
     with threadpool_limits(limits=threads, user_api="blas"):
-        W @ x  # warm up
-        for _ in range(repeats):
+        for _ in range(n):
             t0 = time.perf_counter()
             W @ x
             times.append(time.perf_counter() - t0)
-    return W.nbytes / np.median(times)
+    return times
 
 
 def fastattn_gpt2(hf_dir):
@@ -419,15 +415,21 @@ def gpt2(args, built):
     if built.get("gpt2/ctranslate2"):
         engines["ctranslate2"] = ct2_gpt2(built["gpt2/ctranslate2"], args.threads)
 
+    # the bandwidth: y = W x, W float32 16384 x 4096 (256 MiB, far past the caches), timed in each
+    # round with the engines, so that the floor sees the same machine as they do
+    W, x = np.full((16384, 4096), 0.5, np.float32), np.ones(4096, np.float32)
     for run in engines.values():
         run(prompt, 3)  # warm up
+    sgemv_seconds(W, x, args.threads, 1)
     prefill, decode, tokens = ({name: [] for name in engines} for _ in range(3))
+    sgemv = []
     for _ in range(args.repeats):
         for name, run in engines.items():
             tokens[name], stamps = run(prompt, n_new)
             prefill[name].append(stamps[0])
             decode[name].extend(np.diff(stamps))  # the steps after the first token
-    bandwidth = sgemv_bandwidth(args.threads, 5 if args.quick else 20)
+        sgemv.extend(sgemv_seconds(W, x, args.threads, 10))
+    bandwidth = W.nbytes / np.median(sgemv)
     weight_bytes = gpt2_weight_bytes(hf_dir)
     floor_ms = weight_bytes / bandwidth * 1e3
     decode_ms = {n: np.median(d) * 1e3 for n, d in decode.items()}
@@ -441,7 +443,7 @@ def gpt2(args, built):
             ("tokens = transformers'", agree, "s", None)]
     kernel = ", ".join(sorted({i.get("architecture", "?") for i in threadpool_info() if i["user_api"] == "blas"}))
     notes = [f"floor: {weight_bytes / 1e6:.0f} MB of float32 weights / {bandwidth / 1e9:.1f} GB/s "
-             f"(NumPy sgemv, 16384 x 4096, BLAS kernel {kernel}) = {floor_ms:.2f} ms/token",
+             f"(NumPy sgemv, 16384 x 4096, median of {len(sgemv)}, BLAS kernel {kernel}) = {floor_ms:.2f} ms/token",
              "decode: median step over every repeat's steps after the first token; tokens = "
              "transformers': how many leading greedy tokens agree"]
     table(f"gpt2: GPT-2 small shapes, random weights, {GPT2_PROMPT}-token prompt, {n_new} greedy tokens, "
