@@ -170,7 +170,7 @@ class Encoder:
             a += x
             x = F.layer_norm(a, w[p + "attention.output.LayerNorm.weight"],
                              w[p + "attention.output.LayerNorm.bias"], eps)
-            h = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
+            h = F.linear_gelu(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"])
             h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
             h += x
             x = F.layer_norm(h, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)

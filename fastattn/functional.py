@@ -323,18 +323,21 @@ def gelu_backward(grad_output, x, approximate="none"):
     """
     a = _float_array("x", x)
     g = _same_as("grad_output", _float_array("grad_output", grad_output), "x", a)
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    _gelu_form(approximate)
     if a.size == 0:
         return np.empty(a.shape, dtype=a.dtype)
     return _backend.current().gelu_backward(g, a, approximate)
 
 
+def _gelu_form(approximate):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
 def gelu(x, approximate="none"):
     """GELU: x/2 * (1 + erf(x / sqrt 2)) ("none"), or GPT-2's tanh approximation ("tanh")."""
     a = _float_array("x", x)
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    _gelu_form(approximate)
     if a.size == 0:
         return np.empty(a.shape, dtype=a.dtype)
     return _backend.current().gelu(a, approximate)
@@ -450,6 +453,23 @@ def linear(input, weight, bias=None):
         _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
         bias = np.asarray(bias)
     return _backend.current().linear(x, w, bias)
+
+
+def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
+    """gelu(linear(input, weight, bias), approximate) in one pass: on the compiled backend each
+    block of the product goes through GELU while it is still in cache. return_pre=True returns
+    (output, pre) with pre = linear(input, weight, bias), what gelu_backward needs."""
+    x = _float_array("input", input)
+    if x.ndim < 1:
+        raise ValueError("input must have at least 1 dimension, got a 0-d array")
+    w = _float_array("weight", weight)
+    if w.ndim != 2:
+        raise ValueError(f"weight must have shape (out, in), got {w.shape}")
+    _same_as("weight", w, "input", x, (w.shape[0], x.shape[-1]))
+    if bias is not None:
+        bias = _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
+    _gelu_form(approximate)
+    return _backend.current().linear_gelu(x, w, bias, approximate, bool(return_pre))
 
 
 def linear_backward(grad_output, input, weight):

@@ -56,6 +56,10 @@ class Parameter:
         self.grad = np.zeros_like(data)
 
 
+def _data(param):
+    return None if param is None else param.data
+
+
 class Linear:
     def __init__(self, n_in, n_out, bias, rng, dtype, std=0.02):
         self.weight = Parameter((rng.standard_normal((n_out, n_in)) * std).astype(dtype))
@@ -63,10 +67,10 @@ class Linear:
 
     def forward(self, x):  # x (..., n_in) -> (..., n_out)
         self.x = x
-        return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return F.linear(x, self.weight.data, _data(self.bias))
 
     def infer(self, x, ops):  # forward without keeping x for a backward
-        return ops.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return ops.linear(x, self.weight.data, _data(self.bias))
 
     def backward(self, dy):  # dy (..., n_out) -> dx (..., n_in)
         dx, dw, db = F.linear_backward(dy, self.x, self.weight.data)
@@ -85,11 +89,11 @@ class LayerNorm:
     def forward(self, x):  # (..., C) -> (..., C)
         self.x = x
         y, self.mean, self.rstd = F.layer_norm(
-            x, self.weight.data, None if self.bias is None else self.bias.data, self.eps, return_stats=True)
+            x, self.weight.data, _data(self.bias), self.eps, return_stats=True)
         return y
 
     def infer(self, x, ops):
-        return ops.layer_norm(x, self.weight.data, None if self.bias is None else self.bias.data, self.eps)
+        return ops.layer_norm(x, self.weight.data, _data(self.bias), self.eps)
 
     def backward(self, dy):
         dx, dw, db = F.layer_norm_backward(dy, self.x, self.mean, self.rstd, self.weight.data)
@@ -172,11 +176,14 @@ class MLP:
         self.dropout = Dropout(cfg.dropout, rng)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
-        self.h = self.c_fc.forward(x)  # (B, T, 4C)
-        return self.dropout.forward(self.c_proj.forward(F.gelu(self.h, self.approximate)))
+        self.c_fc.x = x  # (what c_fc.backward needs: its forward is fused with the GELU here)
+        a, self.h = F.linear_gelu(x, self.c_fc.weight.data, _data(self.c_fc.bias), self.approximate,
+                                  return_pre=True)  # h (B, T, 4C) before the GELU, a after it
+        return self.dropout.forward(self.c_proj.forward(a))
 
     def infer(self, x, ops):  # inference: no dropout, nothing kept
-        return self.c_proj.infer(ops.gelu(self.c_fc.infer(x, ops), self.approximate), ops)
+        a = ops.linear_gelu(x, self.c_fc.weight.data, _data(self.c_fc.bias), self.approximate)
+        return self.c_proj.infer(a, ops)
 
     def backward(self, dout):
         da = self.c_proj.backward(self.dropout.backward(dout))

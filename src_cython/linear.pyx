@@ -14,7 +14,7 @@ from libc.limits cimport INT_MAX
 from libc.string cimport memset
 
 from _blas cimport blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor
-from _row_ops cimport add_row
+from _row_ops cimport add_row, gelu_row
 
 from fastattn._compiled._blas_threads import local_setter_address
 from fastattn._compiled.serial_blas import serial_blas
@@ -85,8 +85,10 @@ def _check(Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int num_threads):
 
 
 def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
-             floating[:, ::1] y, int num_threads):
-    # x (M, K), w (N, K), b (N,) or None -> y (M, N) = x w^T + b
+             floating[:, ::1] y, int num_threads, int gelu=0, floating[:, ::1] act=None):
+    # x (M, K), w (N, K), b (N,) or None -> y (M, N) = x w^T + b.
+    # gelu: 0 none, 1 erf form, 2 tanh form: then act (M, N) = GELU(y), each block as soon as
+    # its product is done, while it is still in cache (act may be y itself: in place).
     cdef Py_ssize_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
     cdef Py_ssize_t t, i, r, c, done, parts
     cdef int blas_threads = 0
@@ -96,6 +98,8 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
     if w.shape[1] != K or y.shape[0] != M or y.shape[1] != N or (b is not None and b.shape[0] != N):
         raise ValueError("linear: x (%d, %d), weight (%d, %d), out (%d, %d)" % (
             M, K, w.shape[0], w.shape[1], y.shape[0], y.shape[1]))
+    if gelu and (act is None or act.shape[0] != M or act.shape[1] != N):
+        raise ValueError("linear: the GELU output must have shape (%d, %d)" % (M, N))
     _check(M, K, N, num_threads)
     if M == 0 or N == 0:
         return
@@ -103,6 +107,9 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
         y[:, :] = 0
         if b is not None:
             y[:, :] = b
+        if gelu:
+            for r in range(M):
+                gelu_row(&act[r, 0], &y[r, 0], N, gelu == 2)
         return
     g = _grid(M, N, K)
     parts = min(<Py_ssize_t>num_threads, g.nr * g.nc)
@@ -120,6 +127,9 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
                     # y[r0:, c0:] (rows, cols) = x[r0:] (rows, K) @ w[c0:]^T (K, cols)
                     gemm_rowmajor(False, True, k.rows, k.cols, K, 1, &x[k.r0, 0], K, &w[k.c0, 0], K,
                                   1 if has_bias else 0, &y[k.r0, k.c0], N)
+                    if gelu:
+                        for r in range(k.r0, k.r0 + k.rows):
+                            gelu_row(&act[r, k.c0], &y[r, k.c0], k.cols, gelu == 2)
                 done = done + k.cost
         blas_threads_exit(_blas_set_local, blas_threads)
 
@@ -181,6 +191,22 @@ def linear(input, weight, bias=None):
              None if bias is None else np.ascontiguousarray(bias), y.reshape(-1, N),
              threads_for(2 * x.size * N))
     return y
+
+
+@cython.wraparound(True)
+def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
+    """gelu(input @ weight.T + bias), fused; with return_pre also the linear output. Inputs are
+    validated by fastattn.functional."""
+    x = np.ascontiguousarray(input)
+    K, N = x.shape[-1], weight.shape[0]
+    y = np.empty(x.shape[:-1] + (N,), dtype=x.dtype)
+    act = np.empty_like(y) if return_pre else y
+    # (work: the product, and some 20 operations per GELU)
+    _forward(x.reshape(-1, K), np.ascontiguousarray(weight),
+             None if bias is None else np.ascontiguousarray(bias), y.reshape(-1, N),
+             threads_for(2 * x.size * N + 20 * y.size), 2 if approximate == "tanh" else 1,
+             act.reshape(-1, N))
+    return (act, y) if return_pre else act
 
 
 @cython.wraparound(True)

@@ -57,3 +57,41 @@ def test_bad_input(backend):
         F.linear(x, np.ones((5, 3), np.float32), np.ones(4, np.float32))
     with pytest.raises(ValueError, match=r"grad_output must have shape \(4, 5\)"):
         F.linear_backward(np.ones((4, 4), np.float32), x, np.ones((5, 3), np.float32))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 7), (5, 3, 17), (385, 130)])
+def test_linear_gelu_is_gelu_of_linear(backend, approximate, dtype, shape):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = (rng.standard_normal((131, shape[-1])) * 2).astype(dtype)
+    b = rng.standard_normal(131).astype(dtype)
+    pre64 = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    want = oracle.gelu(pre64, approximate)
+    out, pre = F.linear_gelu(x, w, b, approximate, return_pre=True)
+    assert out.dtype == pre.dtype == dtype and out.shape == pre.shape == shape[:-1] + (131,)
+    oracle.assert_close(pre, pre64, dtype, scale=np.sqrt(shape[-1]), rtol_factor=10)
+    oracle.assert_close(out, want, dtype, scale=np.sqrt(shape[-1]), rtol_factor=10)
+    np.testing.assert_array_equal(F.linear_gelu(x, w, b, approximate), out)
+    np.testing.assert_array_equal(F.linear_gelu(x, w, None, approximate), F.gelu(F.linear(x, w), approximate))
+
+
+def test_linear_gelu_does_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((700, 96)).astype(np.float32)
+    w = rng.standard_normal((300, 96)).astype(np.float32)
+    out = at_thread_counts(lambda: F.linear_gelu(x, w, return_pre=True), (1, 2, 3))
+    for got in out[1:]:
+        np.testing.assert_array_equal(got[0], out[0][0])
+        np.testing.assert_array_equal(got[1], out[0][1])
+
+
+def test_linear_gelu_bad_input(backend):
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="approximate"):
+        F.linear_gelu(x, np.ones((5, 3), np.float32), approximate="fast")
+    with pytest.raises(TypeError, match="weight"):
+        F.linear_gelu(x, np.ones((5, 3)))
+    with pytest.raises(ValueError, match="bias"):
+        F.linear_gelu(x, np.ones((5, 3), np.float32), np.ones(4, np.float32))

@@ -1,8 +1,15 @@
+from fastattn.reference.gelu import gelu
 
 def linear(input, weight, bias=None):
     """input (..., in) @ weight.T + bias: weight (out, in), bias (out,) -> (..., out)."""
     y = input @ weight.T
     return y if bias is None else y + bias
+
+
+def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
+    """gelu(linear(input, weight, bias)); with return_pre, (that, the linear output)."""
+    y = linear(input, weight, bias)
+    return (gelu(y, approximate), y) if return_pre else gelu(y, approximate)
 
 
 def linear_backward(grad_output, input, weight):
