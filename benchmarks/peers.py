@@ -280,6 +280,7 @@ def minilm(args, built):
     times, vectors = {name: [] for name in engines}, {}
     for _ in range(args.repeats):
         for name, encode in engines.items():
+            settle()
             t0 = time.perf_counter()
             vectors[name] = encode(texts)
             times[name].append(time.perf_counter() - t0)
@@ -300,6 +301,14 @@ def minilm(args, built):
     table(f"minilm: all-MiniLM-L6-v2, {len(texts)} texts, batch {batch}, median of {args.repeats}",
           columns, rows, notes)
     return rows
+
+
+def settle():
+    """Wait before timing an engine: the thread pools of the one before keep spinning for a while
+    after its call returns (Intel OpenMP's KMP_BLOCKTIME is 200 ms; ONNX Runtime spins too) and
+    would take the cores from the next one (fastattn's GPT-2 prefill: 300 ms right after
+    CTranslate2, 174 ms alone)."""
+    time.sleep(0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,9 +434,11 @@ def gpt2(args, built):
     sgemv = []
     for _ in range(args.repeats):
         for name, run in engines.items():
+            settle()
             tokens[name], stamps = run(prompt, n_new)
             prefill[name].append(stamps[0])
             decode[name].extend(np.diff(stamps))  # the steps after the first token
+        settle()
         sgemv.extend(sgemv_seconds(W, x, args.threads, 10))
     bandwidth = W.nbytes / np.median(sgemv)
     weight_bytes = gpt2_weight_bytes(hf_dir)
@@ -472,7 +483,9 @@ def shakespeare(args, built):  # (built: nothing to convert)
     rates = {name: ([], []) for name in engines}
     for _ in range(args.repeats):
         for name, run in engines.items():
+            settle()
             rates[name][0].append(tokens_per_second(run, n_new))
+            settle()
             rates[name][1].append(tokens_per_second(run, bs - 1))
     columns = ["fastattn", "pytorch"]
     rows = [(f"tokens/s ({n_new} tokens)", {n: np.median(r[0]) for n, r in rates.items()}, ".0f", "higher"),

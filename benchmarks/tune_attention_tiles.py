@@ -1,7 +1,7 @@
 """Measure the compiled attention's tile sizes: python benchmarks/tune_attention_tiles.py [--threads N]
 
-Sweeps block_q (query rows per task) x block_k (keys per score tile) on the standard causal shapes
-and decode, calling fastattn._compiled.attention._forward directly, and prints the median ms of
+Sweeps block_q (query rows per task) x block_k (keys per score tile) on the standard causal shapes,
+two non-causal ones and decode, calling fastattn._compiled.attention._forward directly, and prints the median ms of
 each combination: one row per (block_q, block_k), one column per shape, '*' marking the fastest
 of each shape. Blocks larger than the sequence act as the whole sequence (the kernel clamps them),
 so such combinations are timed once. The last lines compare the kernel's default choice,
@@ -21,6 +21,8 @@ SHAPES = [  # (label, B*H, Tq, Tk, D, causal)
     ("(8,8,256,64)", 64, 256, 256, 64, True),
     ("(1,12,1024,64)", 12, 1024, 1024, 64, True),
     ("(1,1,4096,64)", 1, 4096, 4096, 64, True),
+    ("full (1,12,1024,64)", 12, 1024, 1024, 64, False),  # not causal: an encoder's attention
+    ("full (1,8,2048,64)", 8, 2048, 2048, 64, False),
     ("(16,4,64,32)", 64, 64, 64, 32, True),
     ("decode kv1024", 64, 1, 1024, 64, True),  # q (8,8,1,64), k/v (8,8,1024,64)
 ]

@@ -31,6 +31,17 @@ cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_add
 # the whole product in one call; 128-row blocks cost 15-30% more (OpenBLAS packs per call).
 cdef Py_ssize_t BLOCK_ROWS = 384
 cdef Py_ssize_t BLOCK_COLS = 128
+cdef Py_ssize_t MIN_BLOCK_COLS = 32
+
+
+def _set_block_shape(Py_ssize_t rows, Py_ssize_t cols):
+    """Set the largest block (rows, cols); returns the previous one. For benchmarks/linear_blocks.py."""
+    global BLOCK_ROWS, BLOCK_COLS
+    if rows < 1 or cols < 1:
+        raise ValueError("block sizes must be >= 1")
+    previous = (BLOCK_ROWS, BLOCK_COLS)
+    BLOCK_ROWS, BLOCK_COLS = rows, cols
+    return previous
 
 
 cdef struct Grid:
@@ -52,6 +63,11 @@ cdef inline Grid _grid(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner) noexc
     g.bc = _even_block(cols, BLOCK_COLS)
     g.nr = (rows + g.br - 1) // g.br
     g.nc = (cols + g.bc - 1) // g.bc
+    if (g.nr * g.nc) % 2 == 1 and cols >= 2 * MIN_BLOCK_COLS:
+        # An odd number of equal blocks leaves one of two threads idle for a block's time: (64,
+        # 128) -> 384 in 3 blocks ran as 1 + 2. One more column block evens it (4 of 96 columns).
+        g.bc = (cols + g.nc) // (g.nc + 1)
+        g.nc = (cols + g.bc - 1) // g.bc
     return g
 
 
