@@ -126,8 +126,16 @@ def test_encoder_matches_the_oracle(backend, tmp_path, rng, prefix):
     got = enc(ids, mask, types)
     want = oracle_bert(weights, CONFIG, ids, mask, types)
     assert got.dtype == np.float32 and got.shape == (3, 9, 16)
-    real = mask.astype(bool)  # the padded rows are not specified
+    real = mask.astype(bool)
     np.testing.assert_allclose(got[real], want[real], rtol=1e-4, atol=1e-4)
+    assert not got[~real].any()  # padding is never computed: its rows are 0
+    # a padded batch whose rows are real in a different pattern (left padding, an empty row)
+    mask2 = np.zeros((3, 9), np.int64)
+    mask2[0, 4:] = 1
+    mask2[1, :] = 1
+    got2, want2 = enc(ids, mask2, types), oracle_bert(weights, CONFIG, ids, mask2, types)
+    np.testing.assert_allclose(got2[mask2 > 0], want2[mask2 > 0], rtol=1e-4, atol=1e-4)
+    assert not got2[mask2 == 0].any()
 
 
 def test_padding_does_not_change_a_sentence(backend, model_dir):
