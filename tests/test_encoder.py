@@ -295,17 +295,24 @@ def test_pooling_modes(model_dir, pooling, want):
 
 def test_embed_command(model_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "v.npy"
-    monkeypatch.setattr("sys.stdin", io.StringIO("the king speaks\nso\n\nnight\n"))
+    # row i is line i: a blank line is embedded (the empty text), a form feed stays inside its line
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king speaks\nso\n\nnight\x0cday\n"))
     assert main(["embed", "--model", str(model_dir), "--out", str(out), "--batch-size", "2"]) == 0
     got = np.load(out)
     assert got.shape == (4, 16) and got.dtype == np.float32
-    np.testing.assert_allclose(got, embed(["the king speaks", "so", "", "night"], str(model_dir)), atol=1e-6)
+    np.testing.assert_allclose(got, embed(["the king speaks", "so", "", "night\x0cday"], str(model_dir)), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-6)  # normalised by default
+    monkeypatch.setattr("sys.stdin", io.StringIO("so\n\n"))
+    assert main(["embed", "--model", str(model_dir), "--out", str(out), "--no-normalize"]) == 0
+    got = np.load(out)
+    np.testing.assert_allclose(got, SentenceEncoder(model_dir).encode(["so", ""]), atol=1e-6)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["embed", "--model", str(model_dir), "--out", str(out)]) == 1
     assert "no input" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
     assert main(["embed", "--model", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
-    assert "not a directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nowhere: no such directory; fastattn never downloads" in err and len(err.splitlines()) == 1
     (model_dir / "config.json").write_text(json.dumps({**CONFIG, "model_type": "t5", "architectures": ["T5Model"]}))
     monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
     assert main(["embed", "--model", str(model_dir), "--out", str(out)]) == 1
