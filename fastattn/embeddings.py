@@ -166,6 +166,6 @@ class SentenceEncoder:
 
 def embed(texts, model_dir, batch_size=32, normalize=True):
     """(len(texts), dimension) float32 sentence embeddings of texts with the model in model_dir
-    (see the module's doc), of unit length unless normalize=False. To embed several lists, keep a
-    SentenceEncoder instead."""
+    (see the module's doc), of unit length unless normalize=False (and the model has no Normalize
+    module). To embed several lists, keep a SentenceEncoder instead."""
     return SentenceEncoder(model_dir).encode(texts, batch_size, normalize_embeddings=normalize)
