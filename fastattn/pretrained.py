@@ -25,7 +25,7 @@ def _need(module, extra="hf"):
         return __import__(module, fromlist=["_"])
     except ImportError:
         raise ImportError(f"reading Hugging Face checkpoints needs the {module.split('.')[0]} package: "
-                          f"pip install 'fastattn[{extra}]'") from None
+                          f"pip install '.[{extra}]' in fastattn's clone") from None
 
 
 def is_pretrained_dir(path):
