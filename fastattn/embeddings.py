@@ -120,7 +120,8 @@ class SentenceEncoder:
         texts = [inputs] if single else list(inputs)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
-            raise TypeError(f"inputs must be a str or a list of str; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+            kind = type(texts[bad[0]]).__name__
+            raise TypeError(f"inputs must be a str or a list of str; item {bad[0]} is {kind}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         out = np.zeros((len(texts), self.dimension), np.float32)

@@ -69,7 +69,8 @@ def test_train_then_sample(corpus_file, tmp_path, capsys):
     ("config-only", ["sample", "--checkpoint", "{tmp}/hf"], "has config.json but no model.safetensors"),
     ("config-only", ["attention-map", "--checkpoint", "{tmp}/hf", "--prompt", "a", "--out", "{tmp}/m.png"],
      "has config.json but no model.safetensors"),
-    (None, ["bench", "--only", "no such kernel", "--json", "{tmp}/no/such/dir/b.json"], "No such file or directory"),
+    (None, ["bench", "--only", "no such kernel", "--json", "{tmp}/no/such/dir/b.json"],
+     "No such file or directory"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--prompt", "€"], "'€' at position 0 is not in the vocabulary"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--temperature", "-1"], "temperature"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--top-k", "-1"], "--top-k must be >= 0"),
@@ -153,8 +154,8 @@ def test_bench_command_from_the_clone_root(tmp_path):
     if script is None:
         pytest.skip("the fastattn console script is not installed (a source-tree run)")
     out = tmp_path / "bench.json"
-    done = subprocess.run([script, "bench", "--quick", "--only", "gelu (1024", "--repeat", "1", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True)
+    argv = [script, "bench", "--quick", "--only", "gelu (1024", "--repeat", "1", "--json", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
     table = json.loads(out.read_text())
