@@ -1,5 +1,5 @@
 """Draw the loss curve of a `fastattn train` run from its metrics.jsonl (needs matplotlib:
-pip install "fastattn[plot]").
+pip install ".[viz]").
 
     python benchmarks/plot_loss.py OUT_DIR/metrics.jsonl loss.png [--title TEXT]
 """

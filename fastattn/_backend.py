@@ -19,6 +19,27 @@ except Exception as exc:  # not built, or built for another Python / NumPy
     _compiled_error = f"{type(exc).__name__}: {exc}"
 
 _BACKENDS = {"compiled": _compiled, "reference": reference}
+
+
+def _source_tree():
+    """The repository root when fastattn was imported from a source checkout (setup.py and
+    src_cython/ beside the package), else None. Running Python there puts the current directory
+    first on sys.path, so `import fastattn` finds the checkout, not the installed copy."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, "setup.py")) and os.path.isdir(os.path.join(root, "src_cython")):
+        return root
+    return None
+
+
+def _compiled_advice():
+    """What to do about a missing compiled backend, for the warning and set_backend's error."""
+    root = _source_tree()
+    if root is None:
+        return "Reinstall fastattn from source (pip install .) with a C compiler present."
+    return (f"This fastattn was imported from the source tree {os.path.join(root, 'fastattn')}, which "
+            "holds no compiled extension (the installed copy, if any, is shadowed because Python "
+            "puts the current directory first on sys.path). Run from another directory or use the "
+            f"console script (fastattn bench), or build the extension in place: cd {root} && pip install -e .")
 _override = contextvars.ContextVar("fastattn_backend", default=None)
 
 
@@ -35,8 +56,7 @@ def _checked(name):
     if _BACKENDS[name] is None:
         raise RuntimeError(
             f"the compiled backend is not available: importing it failed with {_compiled_error}. "
-            "Reinstall fastattn from source (pip install .) with a C compiler present."
-        )
+            + _compiled_advice())
     return name
 
 
@@ -80,7 +100,7 @@ def _initial_backend():
     if wanted == "compiled" and _compiled is None:
         warnings.warn(
             f"fastattn: the compiled backend failed to import ({_compiled_error}); "
-            "falling back to the reference (NumPy) backend", RuntimeWarning, stacklevel=3)
+            f"falling back to the reference (NumPy) backend. {_compiled_advice()}", RuntimeWarning, stacklevel=3)
         wanted = "reference"
     return wanted
 

@@ -1,5 +1,5 @@
 """Heat maps of a GPT's attention weights over a prompt (`fastattn attention-map`): row i shows
-how much token i attends to each token before it. Needs matplotlib (pip install 'fastattn[viz]')."""
+how much token i attends to each token before it. Needs matplotlib (the viz extra: pip install '.[viz]')."""
 import numpy as np
 
 
@@ -20,7 +20,8 @@ def plot(weights, labels, heads, layer, path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("drawing attention maps needs matplotlib: pip install 'fastattn[viz]'") from None
+        raise ImportError("drawing attention maps needs matplotlib: pip install '.[viz]' in fastattn's "
+                          "clone") from None
     cols = int(np.ceil(np.sqrt(len(heads))))  # 4 heads: 2 x 2; 12: 4 x 3
     rows = (len(heads) + cols - 1) // cols
     T = len(labels)

