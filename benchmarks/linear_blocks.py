@@ -21,7 +21,7 @@ from fastattn import functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from linear_sweep import SHAPES, cpu_model  # noqa: E402
 
-ROWS = (192, 384, 768)
+ROWS = (192, 384, 768, 1536)
 COLS = (64, 128, 256, 512)
 
 

@@ -8,7 +8,8 @@ from threads import at_thread_counts
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [((1,), 1, 1), ((7,), 5, 3), ((3, 129), 64, 384), ((300,), 257, 1000)], ids=str)
+@pytest.mark.parametrize("shape", [((1,), 1, 1), ((7,), 5, 3), ((3, 129), 64, 384), ((300,), 257, 1000),
+                                   ((1700,), 33, 530)], ids=str)
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_matches_oracle(backend, rng, dtype, shape, with_bias):
     lead, n_in, n_out = shape
@@ -36,7 +37,7 @@ def test_non_contiguous(backend, rng):
     np.testing.assert_allclose(dw, np.ones((30, 10)) @ x, rtol=1e-12)
 
 
-@pytest.mark.parametrize("M, K, N", [(700, 96, 300), (768, 128, 65), (5, 7, 3)])
+@pytest.mark.parametrize("M, K, N", [(700, 96, 300), (768, 128, 65), (1700, 40, 600), (64, 128, 384), (5, 7, 3)])
 def test_thread_count_does_not_change_results(rng, M, K, N):
     # the compiled kernel cuts the products into blocks by shape only, never by thread count
     x = rng.standard_normal((M, K)).astype(np.float32)
