@@ -5,7 +5,7 @@ two non-causal ones and decode, calling fastattn._compiled.attention._forward di
 each combination: one row per (block_q, block_k), one column per shape, '*' marking the fastest
 of each shape. Blocks larger than the sequence act as the whole sequence (the kernel clamps them),
 so such combinations are timed once. The last lines compare the kernel's default choice,
-block_q = min(BLOCK_Q, Tq) and block_k = min(max(BLOCK_K, TILE_AREA // block_q), Tk), with the
+block_q = min(BLOCK_Q, Tq) (BLOCK_Q_FULL when not causal) and block_k = min(max(BLOCK_K, TILE_AREA // block_q), Tk), with the
 best: BLOCK_Q / BLOCK_K in src_cython/attention.pyx come from this table.
 Run it on a quiet machine; it takes about a minute on 2 cores (--quick: a few seconds).
 """
@@ -40,9 +40,9 @@ def median_ms(fn, repeat):
     return 1e3 * float(np.median(times))
 
 
-def default_blocks(Tq, Tk):
+def default_blocks(Tq, Tk, causal=True):
     """The tiles scaled_dot_product_attention picks (see attention.pyx)."""
-    bq = min(attention.BLOCK_Q, Tq)
+    bq = min(attention.BLOCK_Q if causal else attention.BLOCK_Q_FULL, Tq)
     return bq, min(max(attention.BLOCK_K, attention.TILE_AREA // bq), Tk)
 
 
@@ -54,7 +54,7 @@ def sweep(shape, threads, repeat, rng):
     out = np.empty((N, Tq, D), dtype=np.float32)
     nthreads = max(1, min(threads, N * Tq))  # as the kernel does
     combos = {(min(bq, Tq), min(bk, Tk)) for bq in BLOCKS_Q for bk in BLOCKS_K}
-    combos.add(default_blocks(Tq, Tk))
+    combos.add(default_blocks(Tq, Tk, causal))
     times = {}
     for bq, bk in sorted(combos):
         times[bq, bk] = median_ms(lambda: attention._forward(
@@ -72,8 +72,8 @@ def main(argv=None):
     shapes = [s for s in SHAPES if not (args.quick and s[2] >= 4096)]
 
     rng = np.random.default_rng(0)
-    print(f"threads {args.threads}; BLOCK_Q {attention.BLOCK_Q}, BLOCK_K {attention.BLOCK_K}, "
-          f"TILE_AREA {attention.TILE_AREA}; median ms of {repeat} runs, float32, causal")
+    print(f"threads {args.threads}; BLOCK_Q {attention.BLOCK_Q} (not causal: {attention.BLOCK_Q_FULL}), BLOCK_K {attention.BLOCK_K}, "
+          f"TILE_AREA {attention.TILE_AREA}; median ms of {repeat} runs, float32")
     results = [(s, sweep(s, args.threads, repeat, rng)) for s in shapes]
 
     print(f"{'block_q x block_k':>18}" + "".join(f"{s[0]:>16}" for s, _ in results))
@@ -86,8 +86,8 @@ def main(argv=None):
                 cells.append(f"{times[key]:>15.2f}{star}")
             print(f"{bq:>9} x {bk:<6}" + "".join(cells))
     print("default vs best:")
-    for (label, _, Tq, Tk, _, _), times in results:
-        dq, dk = default_blocks(Tq, Tk)
+    for (label, _, Tq, Tk, _, causal), times in results:
+        dq, dk = default_blocks(Tq, Tk, causal)
         bq, bk = min(times, key=times.get)
         print(f"  {label:16} default ({dq}, {dk}) {times[dq, dk]:.2f} ms; best ({bq}, {bk}) "
               f"{times[bq, bk]:.2f} ms; default/best {times[dq, dk] / times[bq, bk]:.2f}")
