@@ -141,15 +141,18 @@ class CausalSelfAttention:
             self.q, self.k, self.v, is_causal=True, return_lse=True, out=y.transpose(0, 2, 1, 3))
         return self.resid_dropout.forward(self.c_proj.forward(y.reshape(B, T, C)))
 
-    def forward_cached(self, x, cache, layer, key_mask, ops):
+    def forward_cached(self, x, cache, layer, key_mask, ops, last_only=False):
         """x (B, Tn, C): the next Tn positions. Their keys and values go into the cache after
-        its first cache.length positions, and their queries attend to all of those (inference)."""
+        its first cache.length positions, and their queries attend to all of those (inference).
+        last_only: the output of the last position only, (B, 1, C)."""
         B, T, C = x.shape
         H = self.n_head
         q, k, v = self.c_attn.infer(x, ops).reshape(B, T, 3, H, C // H).transpose(2, 0, 3, 1, 4)
         end = cache.length + T
         cache.k[layer, :, :, cache.length:end] = k
         cache.v[layer, :, :, cache.length:end] = v
+        if last_only:  # (the last query sees every key: causal, bottom-right)
+            q, T = q[:, :, -1:], 1
         y = np.empty((B, T, H, C // H), dtype=x.dtype)
         ops.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end],
                                          attn_mask=key_mask, is_causal=True, out=y.transpose(0, 2, 1, 3))
@@ -201,8 +204,9 @@ class Block:
         x = x + self.attn.forward(self.ln_1.forward(x))
         return x + self.mlp.forward(self.ln_2.forward(x))
 
-    def forward_cached(self, x, cache, layer, key_mask, ops):  # inference: no dropout
-        x = x + self.attn.forward_cached(self.ln_1.infer(x, ops), cache, layer, key_mask, ops)
+    def forward_cached(self, x, cache, layer, key_mask, ops, last_only=False):  # inference: no dropout
+        a = self.attn.forward_cached(self.ln_1.infer(x, ops), cache, layer, key_mask, ops, last_only)
+        x = (x[:, -1:] if last_only else x) + a
         x += self.mlp.infer(self.ln_2.infer(x, ops), ops)
         return x
 
@@ -375,14 +379,17 @@ class GPT:
     def _forward_cached(self, idx, positions, valid, cache, ops=F):
         """Inference on the next Tn tokens of each row, idx (B, Tn), at positions (B, Tn), valid
         (B, Tn) False for left padding; their keys and values are appended to the cache.
-        Returns the logits of the last position (B, V): the final layer norm and the LM head
-        run on that position only. ops: fastattn.functional, or (to save its checks on every
+        Returns the logits of the last position (B, V): the last block's query, MLP, the final
+        layer norm and the LM head run on that position only. ops: fastattn.functional, or (to save its checks on every
         call of a decode loop whose shapes and dtypes are fixed) the backend module itself."""
         cache.valid[:, cache.length:cache.length + idx.shape[1]] = valid
         key_mask = cache.key_mask(cache.length + idx.shape[1])
         x = self.wte.data[idx] + self.wpe.data[positions]
+        last = len(self.h) - 1
         for layer, block in enumerate(self.h):
-            x = block.forward_cached(x, cache, layer, key_mask, ops)
+            # the last block needs every position's keys and values, but only the last position's
+            # query, MLP and output: the logits are those of the last position
+            x = block.forward_cached(x, cache, layer, key_mask, ops, last_only=layer == last)
         cache.length += idx.shape[1]
         return ops.linear(self.ln_f.infer(x[:, -1], ops), self.wte.data)
 

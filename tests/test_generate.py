@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fastattn import GPT, GPTConfig
+from fastattn import functional as F
 from fastattn.generation import sample
 
 
@@ -19,6 +20,18 @@ def test_greedy_takes_the_most_likely_token_of_a_full_forward(backend, model, rn
     np.testing.assert_array_equal(out[:, 2:], logits[:, 1:].argmax(axis=-1))
     assert model.generate(prompt, 6, temperature=0, seed=9).tolist() == out.tolist()
     assert model.generate(prompt, 6, top_k=1, seed=9).tolist() == out.tolist()
+
+
+def test_prefill_logits_are_the_last_position_of_a_full_forward(backend, model, rng):
+    import fastattn.generation as gen
+    from fastattn import _backend
+    idx = rng.integers(0, 13, (2, 7))
+    model.eval()
+    want = model(idx)[0][:, -1]
+    for ops in (F, _backend.current()):  # checked, and the decode loop's direct kernel calls
+        cache = gen.KVCache(model.config, 2, 7, np.float32)
+        got = model._forward_cached(idx, np.broadcast_to(np.arange(7), (2, 7)), np.ones((2, 7), bool), cache, ops)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_context_is_cropped_to_block_size(model, rng):
@@ -103,8 +116,10 @@ def test_decode_runs_one_query_against_a_preallocated_cache(model, rng, monkeypa
     monkeypatch.setattr(gen, "KVCache", CountingCache)
     model.generate(rng.integers(0, 13, (2, 3)), 4, temperature=0)
     n_layer = model.config.n_layer
-    # prefill: 3 queries over 3 keys; then one query over 4, 5, 6 keys, in every layer
-    assert seen == [(3, 3)] * n_layer + [(1, 4)] * n_layer + [(1, 5)] * n_layer + [(1, 6)] * n_layer
+    # prefill: 3 queries over 3 keys (the last layer: the last query only, which is all the
+    # logits need); then one query over 4, 5, 6 keys, in every layer
+    assert seen == ([(3, 3)] * (n_layer - 1) + [(1, 3)] + [(1, 4)] * n_layer + [(1, 5)] * n_layer
+                    + [(1, 6)] * n_layer)
     assert len(caches) == 1 and caches[0].k.shape == (n_layer, 2, 2, 7, 8)
 
 
