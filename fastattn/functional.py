@@ -363,7 +363,15 @@ def _cross_entropy_args(input, target, ignore_index, label_smoothing):
         where = tuple(int(i) for i in np.argwhere(outside)[0])
         raise ValueError(f"target has class {t[where]} at index {where}, outside [0, {V}) "
                          f"(and not ignore_index={ignore_index})")
-    return z.reshape(-1, V), t.reshape(-1).astype(np.int64, copy=False), int(ignore_index), label_smoothing
+    ignore_index = int(ignore_index)
+    if not -2 ** 63 <= ignore_index < 2 ** 63:
+        # The backends take an int64 ignore_index. One beyond int64 is outside [0, V), as -1 is:
+        # the rows whose target holds it (a uint64 target can) become -1 rows, ignored the same.
+        ignored = (t == ignore_index).reshape(-1)
+        t = t.reshape(-1).astype(np.int64)
+        t[ignored] = -1
+        ignore_index = -1
+    return z.reshape(-1, V), t.reshape(-1).astype(np.int64, copy=False), ignore_index, label_smoothing
 
 
 def cross_entropy(input, target, ignore_index=-100, label_smoothing=0.0):
