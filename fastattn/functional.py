@@ -460,7 +460,18 @@ def linear(input, weight, bias=None):
     if bias is not None:
         _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
         bias = np.asarray(bias)
+    if x.size == 0 or w.size == 0:
+        return _linear_empty(x, w, bias)
     return _backend.current().linear(x, w, bias)
+
+
+def _linear_empty(x, w, bias):
+    """linear when M, K or N is 0 (no product to compute: BLAS takes no empty matrix): the
+    (..., N) output is the bias in every row, 0 without one."""
+    y = np.zeros(x.shape[:-1] + (w.shape[0],), dtype=x.dtype)
+    if bias is not None:
+        y[...] = bias
+    return y
 
 
 def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
@@ -477,6 +488,9 @@ def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
     if bias is not None:
         bias = _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
     _gelu_form(approximate)
+    if x.size == 0 or w.size == 0:
+        pre = _linear_empty(x, w, bias)
+        return (gelu(pre, approximate), pre) if return_pre else gelu(pre, approximate)
     return _backend.current().linear_gelu(x, w, bias, approximate, bool(return_pre))
 
 
@@ -490,4 +504,7 @@ def linear_backward(grad_output, input, weight):
     _same_as("weight", w, "input", x, (w.shape[0], x.shape[-1]))
     g = _same_as("grad_output", _float_array("grad_output", grad_output), "input", x,
                  x.shape[:-1] + (w.shape[0],))
+    if x.size == 0 or w.size == 0:  # M, K or N is 0: sums over nothing are 0
+        M, N = int(np.prod(x.shape[:-1], dtype=np.int64)), w.shape[0]
+        return np.zeros(x.shape, x.dtype), np.zeros(w.shape, x.dtype), g.reshape(M, N).sum(axis=0)
     return _backend.current().linear_backward(g, x, w)
