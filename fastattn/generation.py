@@ -138,7 +138,12 @@ def sample(logits, temperature, top_k, top_p, rng):
     takes the most likely token (ties: the lowest id)."""
     if temperature == 0:
         return logits.argmax(axis=-1)
-    z = logits.astype(np.float64) / temperature
+    # the max is subtracted before dividing: logits / 1e-310 overflow to inf (and inf - inf is
+    # NaN), but differences from the max are <= 0 and go to -inf at worst, so a temperature near
+    # 0 keeps the most likely tokens alone, as temperature 0 does
+    z = logits.astype(np.float64)
+    with np.errstate(over="ignore"):
+        z = (z - z.max(axis=-1, keepdims=True)) / temperature
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[:, -top_k, None]
         z[z < kth] = -np.inf
