@@ -92,8 +92,12 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
     be in eval mode (no dropout) for the whole run."""
     B, T = idx.shape
     bs = model.config.block_size
-    ctx = np.empty((B, T + max_new_tokens), np.int64)  # every row right-aligned: its tokens last
-    ok = np.empty((B, T + max_new_tokens), bool)
+    try:
+        ctx = np.empty((B, T + max_new_tokens), np.int64)  # every row right-aligned: its tokens last
+        ok = np.empty((B, T + max_new_tokens), bool)
+    except MemoryError:
+        raise ValueError(f"max_new_tokens={max_new_tokens} is too many: {B} rows of {T + max_new_tokens} "
+                         "tokens do not fit in memory") from None
     ctx[:, :T], ok[:, :T] = idx, valid
     lengths = valid.sum(axis=1)  # tokens in each row so far
     end = T

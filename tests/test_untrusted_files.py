@@ -190,3 +190,107 @@ def test_a_training_run_removes_its_stale_temporaries(corpus_file, tmp_path):
     train(corpus_file, out, progress=False, log=lambda s: None, max_iters=1, eval_interval=1, eval_iters=1,
           n_layer=1, n_head=1, n_embd=8, block_size=8, batch_size=2)
     assert sorted(os.listdir(out)) == ["best.npz", "ckpt.npz", "metrics.jsonl"]
+
+
+# ---- Hugging Face directories (GPT-2 and BERT) and the command line ----
+
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+from test_encoder import CONFIG as BERT_CONFIG, model_dir, random_weights, write_bert_dir  # noqa: E402,F401
+from test_pretrained import HF_CONFIG, byte_level_tokenizer, gpt2_like, write_hf_dir  # noqa: E402,F401
+
+
+def one_line_error(capsys, argv):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_head": 0}, "n_head must be an int >= 1, got 0"),
+    ({"n_embd": "16"}, "n_embd must be an int >= 1, got '16'"),
+    ({"n_head": 3}, "not a multiple of n_head"),
+    ({"layer_norm_epsilon": None}, "layer_norm_epsilon must be a number > 0, got None"),
+    ({"vocab_size": 10 ** 9}, r"wrong shapes \['transformer.wte.weight: \(61, 16\) != \(1000000000, 16\)'\]"),
+    ({"n_layer": 3}, r"missing \['transformer.h.2.attn.c_attn.bias'"),
+], ids=str)
+def test_gpt2_configs_checked_before_allocating(gpt2_like, tmp_path, change, message):
+    path = write_hf_dir(tmp_path / "m", gpt2_like, config={**HF_CONFIG, **change})
+    peak, got = peak_mib(lambda: GPT.from_pretrained(str(path)))
+    assert str(path) in got and __import__("re").search(message, got), got
+    assert peak < 5, f"{peak:.1f} MiB allocated"
+
+
+def test_a_config_json_that_is_a_list(gpt2_like, tmp_path):
+    path = write_hf_dir(tmp_path / "m", gpt2_like)
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=f"{path / 'config.json'} must hold a JSON object, got a list"):
+        GPT.from_pretrained(str(path))
+
+
+# a tensor of 4 GB whose bytes would be 4 bytes of the file
+BEYOND = b'{"w": {"dtype": "F32", "shape": [1000000, 1000], "data_offsets": [0, 4]}}'
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is not a safetensors file"),
+    (b"garbage!" * 100, "is not a safetensors file"),
+    ((20).to_bytes(8, "little") + b'{"a": 1}' + b" " * 12, "entry for tensor 'a'"),
+    ((5).to_bytes(8, "little") + b"[1,2]", "not a JSON object"),
+    ((2 ** 40).to_bytes(8, "little") + b"{}", "header length 1099511627776"),
+    (len(BEYOND).to_bytes(8, "little") + BEYOND + b"\0" * 4, "entry for tensor 'w'"),
+], ids=["empty", "garbage", "not-a-tensor", "list", "huge-header", "beyond-the-file"])
+def test_a_bad_safetensors_file(gpt2_like, tmp_path, content, message):
+    path = write_hf_dir(tmp_path / "m", gpt2_like)
+    (path / "model.safetensors").write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        GPT.from_pretrained(str(path))
+    assert str(path / "model.safetensors") in str(info.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_attention_heads": 0}, "num_attention_heads must be an int >= 1, got 0"),
+    ({"hidden_size": None}, "hidden_size must be an int >= 1, got None"),
+    ({"layer_norm_eps": "x"}, "layer_norm_eps must be a number > 0"),
+    ({"vocab_size": 10 ** 9}, r"wrong shapes \['embeddings.word_embeddings.weight"),
+    ({"architectures": [1], "model_type": "x"}, "not a BERT config"),
+], ids=str)
+def test_bert_configs_checked_before_allocating(tmp_path, change, message):
+    from fastattn import Encoder
+    path = write_bert_dir(tmp_path / "b", random_weights(BERT_CONFIG), {**BERT_CONFIG, **change})
+    peak, got = peak_mib(lambda: Encoder.from_pretrained(str(path)))
+    assert str(path) in got and __import__("re").search(message, got), got
+    assert peak < 5, f"{peak:.1f} MiB allocated"
+
+
+def test_generating_too_many_tokens_is_a_value_error():
+    model = GPT(CFG)
+    with pytest.raises(ValueError, match="max_new_tokens=1000000000000 is too many"):
+        model.generate(np.zeros((1, 1), int), 10 ** 12)
+
+
+def test_the_sample_command_prints_one_line_for_every_bad_file(good, gpt2_like, tmp_path, capsys):
+    data = good.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(data[: len(data) // 2])
+    npy = tmp_path / "w.npy"
+    np.save(npy, np.zeros(3))
+    configless = rewrite(good, tmp_path / "configless.npz", {"config": None})
+    huge = rewrite(good, tmp_path / "huge.npz", {"config": dict(vars(CFG), vocab_size=10 ** 9)})
+    for path, message in ((cut, "cut.npz"), (npy, "w.npy is not a readable"), (configless, "needs a config"),
+                          (huge, "1000000000")):
+        assert message in one_line_error(capsys, ["sample", "--checkpoint", path, "--max-new-tokens", 2])
+    hf = write_hf_dir(tmp_path / "hf", gpt2_like)
+    byte_level_tokenizer(hf)
+    (hf / "model.safetensors").write_bytes(b"garbage!" * 10)
+    assert "not a safetensors file" in one_line_error(capsys, ["sample", "--checkpoint", hf])
+    hf = write_hf_dir(tmp_path / "hf2", gpt2_like)
+    byte_level_tokenizer(hf)
+    (hf / "config.json").write_text("[]")
+    assert "must hold a JSON object" in one_line_error(capsys, ["sample", "--checkpoint", hf])
+
+
+def test_the_embed_command_prints_one_line_for_a_bad_config(model_dir, monkeypatch, capsys):
+    (model_dir / "config.json").write_text(json.dumps({**BERT_CONFIG, "vocab_size": 20, "num_attention_heads": 0}))
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
+    assert "num_attention_heads must be an int >= 1" in one_line_error(capsys, ["embed", "--model", model_dir])
