@@ -7,7 +7,8 @@ non-contiguous (transposed, sliced); results are new arrays.
 
 Masks (attn_mask of scaled_dot_product_attention, mask of masked_softmax) follow PyTorch:
   bool   True = may attend / keep, False = excluded (score -> -inf)
-  float  added to the scaled scores (-inf excludes); cast to the dtype of the scores
+  float  added to the scaled scores (-inf excludes, whatever the score: NaN too); cast to the
+         dtype of the scores
 and broadcast (NumPy rules) to the shape of the scores. A row in which every entry is excluded
 returns zeros, never NaN (as PyTorch's SDPA does since 2.5). NaN in the input propagates to every
 output that depends on it. Attention: a NaN or inf in the value row of a key that a query may not

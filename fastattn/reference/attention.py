@@ -9,15 +9,18 @@ def _scores(query, key, attn_mask, is_causal, scale):
     Tk = key.shape[-2]
     scale = 1.0 / np.sqrt(D) if scale is None else scale
     scores = (query @ np.swapaxes(key, -1, -2)) * query.dtype.type(scale)
+    if attn_mask is not None and attn_mask.dtype != np.bool_:
+        # added first, so that the causal limit hides what it adds (a NaN there stays hidden),
+        # and a -inf entry hides its key whatever the score (NaN + -inf is NaN): a row that
+        # sees no key is 0, as on the compiled backend
+        m = attn_mask.astype(scores.dtype)
+        scores = np.where(m == -np.inf, -np.inf, scores + m)
     if is_causal:
         # the queries are the last Tq positions: query i sees keys j <= i + (Tk - Tq)
         visible = np.tril(np.ones((Tq, Tk), dtype=bool), k=Tk - Tq)
         scores = np.where(visible, scores, -np.inf)
-    if attn_mask is not None:
-        if attn_mask.dtype == np.bool_:
-            scores = np.where(attn_mask, scores, -np.inf)
-        else:
-            scores = scores + attn_mask.astype(scores.dtype)
+    if attn_mask is not None and attn_mask.dtype == np.bool_:
+        scores = np.where(attn_mask, scores, -np.inf)
     return scores
 
 
