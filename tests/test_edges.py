@@ -53,6 +53,23 @@ def test_nan_in_a_float_mask_entry_that_causality_hides(backend, rng, dtype):
                         scale=np.abs(v).max())
 
 
+@pytest.mark.parametrize("g0", [1e-30, 1e-20, 3.0])
+def test_float32_adamw_with_eps_0_agrees_across_backends(g0):
+    # in float32 a tiny gradient's square underflows: both backends compute in double, so the
+    # step is about lr (not m / 0 = inf, which the reference gave)
+    import fastattn
+    want = None
+    for name in fastattn.available_backends():
+        with fastattn.use_backend(name):
+            p, g, m, v = np.ones(3, np.float32), np.full(3, g0, np.float32), np.zeros(3, np.float32), np.zeros(3, np.float32)
+            F.adamw_step(p, g, m, v, 1, lr=1e-3, eps=0.0)
+        # step 1: m_hat = g, v_hat = g^2 exactly, so the step is lr * g / |g| = lr
+        np.testing.assert_allclose(p, 1 - 1e-3, rtol=1e-6)
+        if want is not None:
+            np.testing.assert_allclose((p, m, v), want, rtol=1e-6)
+        want = (p, m, v)
+
+
 tokenizers = pytest.importorskip("tokenizers")
 from test_encoder import model_dir  # noqa: E402,F401
 
