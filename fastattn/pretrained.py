@@ -33,13 +33,18 @@ def is_pretrained_dir(path):
     return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "model.safetensors"))
 
 
-def read_json(path):
-    """The JSON file at path, or ValueError naming it when it is not valid JSON."""
+def read_json(path, kind=None):
+    """The JSON file at path, or ValueError naming it when it is not valid JSON (or, with kind
+    dict or list, not a JSON object or array)."""
     with open(path, encoding="utf-8") as f:
         try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
+            data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if kind is not None and not isinstance(data, kind):
+        raise ValueError(f"{path} must hold a JSON {'object' if kind is dict else 'array'}, "
+                         f"got a {type(data).__name__}")
+    return data
 
 
 def read_hf_dir(path, check=None):

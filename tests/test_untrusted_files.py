@@ -294,3 +294,15 @@ def test_the_embed_command_prints_one_line_for_a_bad_config(model_dir, monkeypat
     (model_dir / "config.json").write_text(json.dumps({**BERT_CONFIG, "vocab_size": 20, "num_attention_heads": 0}))
     monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
     assert "num_attention_heads must be an int >= 1" in one_line_error(capsys, ["embed", "--model", model_dir])
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("modules.json", {"a": 1}, "modules.json must hold a JSON array, got a dict"),
+    ("modules.json", [1], "each module must be a JSON object"),
+    ("sentence_bert_config.json", [12], "sentence_bert_config.json must hold a JSON object, got a list"),
+    ("1_Pooling/config.json", "mean", "config.json must hold a JSON object, got a str"),
+], ids=lambda x: str(x)[:30])
+def test_sentence_transformers_files_of_the_wrong_kind(model_dir, monkeypatch, capsys, file, content, message):
+    (model_dir / file).write_text(json.dumps(content))
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
+    assert message in one_line_error(capsys, ["embed", "--model", model_dir])
