@@ -46,6 +46,11 @@ def set_num_threads(n, adaptive=None):
             raise TypeError(f"set_num_threads: adaptive must be a bool or None, got {type(adaptive).__name__}")
         ADAPTIVE = adaptive
     _num_threads = n
+    if _forked and n > 1:
+        warnings.warn("fastattn: this process was forked after its parent ran kernels on several "
+                      "threads, and GNU OpenMP cannot start threads in such a child: the kernels "
+                      "stay on one thread here", RuntimeWarning, stacklevel=2)
+        _num_threads = 1
     from fastattn._backend import _compiled  # (late: the compiled modules import this one)
 
     if n > 1 and _compiled is not None and not _compiled.openmp_enabled():
@@ -109,9 +114,33 @@ _free_cores = _FreeCores()
 def threads_for(work):
     """Threads for a kernel call of about `work` operations: get_num_threads(), fewer for small
     work, and (adaptive) no more than the cores that other processes leave free."""
+    global _pool_used
     n = min(_num_threads, int(work) // MIN_WORK_PER_THREAD)
     if ADAPTIVE and n > 1:
         free = _free_cores()
         if free is not None:
             n = min(n, int(free + 0.3))  # a thread needs most of a core to itself
+    if n > 1:
+        _pool_used = True
     return max(1, n)
+
+
+# Fork safety. GNU OpenMP (libgomp) is not fork-safe: a child forked after its parent ran a
+# parallel region on more than one thread inherits a thread pool whose threads do not exist in
+# the child, and its first region of more than one thread waits for them forever. A region of
+# one thread does not use the pool. So, as PyTorch does (with pthread_atfork), a child forked
+# after that runs every kernel on one thread (threads_for caps at get_num_threads() = 1, and
+# set_num_threads keeps 1). A child forked before any threaded kernel ran keeps its threads.
+_pool_used = False  # a kernel has been given more than one thread in this process
+_forked = False     # this process was forked after that: one thread, from now on
+
+
+def _after_fork_in_child():
+    global _forked, _num_threads
+    if _pool_used:
+        _forked = True
+        _num_threads = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

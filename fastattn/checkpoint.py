@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -62,7 +64,8 @@ def save_checkpoint(path, model, tokenizer=None, optimizer=None, step=0, meta=No
 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    # NAME.<pid>.<random>.tmp: the pid tells remove_stale_temporaries whether its writer still runs
+    fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -77,40 +80,184 @@ def save_checkpoint(path, model, tokenizer=None, optimizer=None, step=0, meta=No
         raise
 
 
-def load_checkpoint(path):
-    """Reads a file written by save_checkpoint; a file that is not one raises ValueError saying why."""
-    path = os.fspath(path)
+def remove_stale_temporaries(folder, names=("ckpt.npz", "best.npz")):
+    """Removes the temporary files that a save of one of these checkpoints left in `folder`
+    when its process was killed before the rename: NAME.<pid>.<random>.tmp whose process no
+    longer runs (or is this one, which is not saving now), and NAME.<random>.tmp, the older
+    form that has no pid. Returns the paths removed."""
+    removed = []
+    for entry in os.listdir(folder):
+        base = next((n for n in names if entry.startswith(n + ".") and entry.endswith(".tmp")), None)
+        if base is None:
+            continue
+        parts = entry[len(base) + 1:-len(".tmp")].split(".")
+        if len(parts) == 2 and parts[0].isdigit() and _running(int(parts[0])):
+            continue  # another process is writing it right now
+        try:
+            os.unlink(os.path.join(folder, entry))
+            removed.append(os.path.join(folder, entry))
+        except FileNotFoundError:  # (its writer renamed or removed it meanwhile)
+            pass
+    return removed
+
+
+def _running(pid):
+    """Whether another process with this pid runs."""
+    if pid == os.getpid() or pid <= 0:
+        return False
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path}") from None
-    except (OSError, ValueError) as e:  # not a zip, truncated, or holding pickled objects
-        raise ValueError(f"{path} is not a readable fastattn checkpoint: {e}") from None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # (someone else's process)
+        return True
+    return True
+
+
+def parameter_shapes(config):
+    """name -> shape of every parameter of GPT(config), in named_parameters' order, without
+    building the model (what a checkpoint's arrays are checked against before they are read)."""
+    C, bias = config.n_embd, config.bias
+    shapes = {"transformer.wte.weight": (config.vocab_size, C), "transformer.wpe.weight": (config.block_size, C)}
+    for i in range(config.n_layer):
+        for name, out, n_in in (("ln_1", C, None), ("attn.c_attn", 3 * C, C), ("attn.c_proj", C, C),
+                                ("ln_2", C, None), ("mlp.c_fc", 4 * C, C), ("mlp.c_proj", C, 4 * C)):
+            shapes[f"transformer.h.{i}.{name}.weight"] = (out,) if n_in is None else (out, n_in)
+            if bias:
+                shapes[f"transformer.h.{i}.{name}.bias"] = (out,)
+    shapes["transformer.ln_f.weight"] = (C,)
+    if bias:
+        shapes["transformer.ln_f.bias"] = (C,)
+    return shapes
+
+
+MAX_HEADER_BYTES = 64 << 20  # meta.json: the config, the tokenizer, the trainer's settings
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+
+
+def _npy_header(path, zf, info):
+    """(shape, dtype) from the .npy header of a member, read alone (no data), or ValueError."""
     try:
-        header = json.loads(arrays.pop("meta.json").tobytes().decode())
-    except (KeyError, ValueError, UnicodeDecodeError):
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+    except _UNREADABLE as e:
+        raise ValueError(f"{path}: the member {info.filename} is not a readable array: {e}") from None
+    return shape, dtype
+
+
+def _read_member(path, zf, info, shape, dtype):
+    """The array of a member whose header says `shape` and `dtype`, or ValueError (truncated,
+    a bad CRC, a size in the zip directory that does not fit the header)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # The decompression limit: the zip directory says how much the member inflates to, and
+    # that must be its header and this array, no more (decided before anything is inflated).
+    if not nbytes <= info.file_size <= nbytes + 65536:
+        raise ValueError(f"{path}: the member {info.filename} inflates to {info.file_size} bytes, "
+                         f"but an array {shape} of {dtype} is {nbytes} bytes")
+    try:
+        with zf.open(info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except _UNREADABLE as e:
+        raise ValueError(f"{path}: the member {info.filename} is unreadable: {e}") from None
+
+
+def _header(path, zf, members):
+    """The checked meta.json of a checkpoint: a dict with format, version, config, dtype, step."""
+    info = members.get("meta.json.npy")
+    if info is None:
+        raise ValueError(f"{path} is not a readable fastattn checkpoint (no readable meta.json)")
+    if info.file_size > MAX_HEADER_BYTES:
+        raise ValueError(f"{path}: meta.json inflates to {info.file_size} bytes (at most {MAX_HEADER_BYTES})")
+    shape, dtype = _npy_header(path, zf, info)
+    if dtype != np.uint8 or len(shape) != 1:
+        raise ValueError(f"{path} is not a fastattn checkpoint (meta.json is {dtype} {shape}, not bytes)")
+    try:
+        header = json.loads(_read_member(path, zf, info, shape, dtype).tobytes().decode())
+    except (ValueError, UnicodeDecodeError):
         raise ValueError(f"{path} is not a fastattn checkpoint (no readable meta.json)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: meta.json must be a JSON object, got {type(header).__name__}")
     if header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a fastattn checkpoint (format {header.get('format')!r})")
     if header.get("version") != VERSION:
         raise ValueError(f"{path} is a version {header.get('version')} checkpoint; this fastattn reads "
                          f"version {VERSION}")
+    for key, kinds in (("config", dict), ("meta", dict), ("optimizer", dict), ("step", int),
+                       ("tokenizer", (dict, type(None)))):
+        if key in header and (not isinstance(header[key], kinds) or isinstance(header[key], bool)):
+            raise ValueError(f"{path}: meta.json's {key} is a {type(header[key]).__name__}")
+    if "config" not in header or "step" not in header or header["step"] < 0:
+        raise ValueError(f"{path}: meta.json needs a config and a step >= 0")
+    if header.get("dtype") not in ("float32", "float64"):
+        raise ValueError(f"{path}: dtype must be 'float32' or 'float64', got {header.get('dtype')!r}")
+    opt = header.get("optimizer")
+    if opt is not None and (isinstance(opt.get("step"), bool) or not isinstance(opt.get("step"), int)
+                            or not isinstance(opt.get("param_groups"), list)):
+        raise ValueError(f"{path}: the optimizer state needs an int step and a list of param_groups")
+    return header
+
+
+def load_checkpoint(path):
+    """Reads a file written by save_checkpoint; a file that is not one raises ValueError naming
+    the file and what is wrong. Nothing large is read before it is known to fit: meta.json (at
+    most MAX_HEADER_BYTES) first, then each array's header, checked against the shapes that the
+    config implies, and the size each member inflates to (from the zip directory)."""
+    path = os.fspath(path)
     try:
-        config = GPTConfig(**header["config"])
-    except TypeError as e:
-        raise ValueError(f"{path}: the checkpoint's config does not fit GPTConfig: {e}") from None
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}") from None
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:  # not a zip (a .npy, text, ...), truncated
+        raise ValueError(f"{path} is not a readable fastattn checkpoint (a .npz file): {e}") from None
+    with zf:
+        members = {info.filename: info for info in zf.infolist()}
+        header = _header(path, zf, members)
+        try:
+            config = GPTConfig(**header["config"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: the checkpoint's config does not fit GPTConfig: {e}") from None
+        dtype = np.dtype(header["dtype"])
+        shapes = parameter_shapes(config)
+        expected = {f"model/{name}.npy": shape for name, shape in shapes.items()}
+        if "optimizer" in header:  # one pair of moments per parameter, in the optimizer's order
+            for i in range(len(shapes)):
+                expected[f"optimizer/exp_avg/{i}.npy"] = expected[f"optimizer/exp_avg_sq/{i}.npy"] = None
+        missing = sorted(set(expected) - set(members))
+        unexpected = sorted(set(members) - set(expected) - {"meta.json.npy"})
+        if missing or unexpected:
+            raise ValueError(f"{path}: the arrays do not fit its config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        declared = {}
+        for name, want in expected.items():
+            shape, dt = _npy_header(path, zf, members[name])
+            if dt != dtype or (want is not None and shape != want):
+                raise ValueError(f"{path}: {name[:-4]} is {dt} {shape}; the config and dtype say "
+                                 f"{dtype} {want if want is not None else 'a parameter shape'}")
+            declared[name] = shape
+        moments = sorted(s for n, s in declared.items() if n.startswith("optimizer/exp_avg/"))
+        squares = sorted(s for n, s in declared.items() if n.startswith("optimizer/exp_avg_sq/"))
+        if "optimizer" in header and not moments == squares == sorted(shapes.values()):
+            raise ValueError(f"{path}: the optimizer moments' shapes do not fit the parameters")
+        arrays = {name[:-4]: _read_member(path, zf, members[name], shape, dtype) for name, shape in declared.items()}
     model_state = {k[len("model/"):]: a for k, a in arrays.items() if k.startswith("model/")}
     optimizer_state = None
     if "optimizer" in header:
-        n = sum(k.startswith("optimizer/exp_avg/") for k in arrays)
-        try:
-            optimizer_state = {**header["optimizer"],
-                               "exp_avg": [arrays[f"optimizer/exp_avg/{i}"] for i in range(n)],
-                               "exp_avg_sq": [arrays[f"optimizer/exp_avg_sq/{i}"] for i in range(n)]}
-        except KeyError as e:
-            raise ValueError(f"{path}: the optimizer state lacks {e}") from None
+        n = len(shapes)
+        optimizer_state = {**header["optimizer"],
+                           "exp_avg": [arrays[f"optimizer/exp_avg/{i}"] for i in range(n)],
+                           "exp_avg_sq": [arrays[f"optimizer/exp_avg_sq/{i}"] for i in range(n)]}
     tok = header.get("tokenizer")
-    return Checkpoint(config=config, dtype=np.dtype(header["dtype"]), model_state=model_state,
-                      step=int(header["step"]), tokenizer=None if tok is None else CharTokenizer.from_json(tok),
-                      optimizer_state=optimizer_state, meta=header.get("meta", {}))
+    try:
+        tokenizer = None if tok is None else CharTokenizer.from_json(tok)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens, the model {config.vocab_size}")
+    return Checkpoint(config=config, dtype=dtype, model_state=model_state, step=header["step"],
+                      tokenizer=tokenizer, optimizer_state=optimizer_state, meta=header.get("meta", {}))

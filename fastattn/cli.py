@@ -260,7 +260,7 @@ def main(argv=None):
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0
-    except (ValueError, OSError, FloatingPointError, ImportError) as e:
+    except (ValueError, TypeError, OSError, FloatingPointError, ImportError, MemoryError) as e:
         print(f"fastattn {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -40,10 +40,12 @@ def _modules(model_dir):
     modes, normalized = ["mean"], False
     if not os.path.isfile(modules_path):
         return modes, normalized
-    for module in read_json(modules_path):
+    for module in read_json(modules_path, list):
+        if not isinstance(module, dict) or not isinstance(module.get("type", ""), str):
+            raise ValueError(f"{modules_path}: each module must be a JSON object with a str type, got {module!r:.100}")
         kind = module.get("type", "").rsplit(".", 1)[-1]  # e.g. sentence_transformers.models.Pooling
         if kind == "Pooling":
-            config = read_json(os.path.join(model_dir, module.get("path", ""), "config.json"))
+            config = read_json(os.path.join(model_dir, module.get("path", ""), "config.json"), dict)
             modes = [mode for key, mode in _POOLING.items() if config.get(key)]
             unknown = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _POOLING]
             if unknown or not modes:
@@ -83,7 +85,7 @@ class SentenceEncoder:
         self.tokenizer = load_tokenizer(model_dir)
         st_config = os.path.join(model_dir, "sentence_bert_config.json")
         limit = self.encoder.config.max_position_embeddings
-        self.max_seq_length = min(limit, int(read_json(st_config).get("max_seq_length") or limit)) \
+        self.max_seq_length = min(limit, int(read_json(st_config, dict).get("max_seq_length") or limit)) \
             if os.path.isfile(st_config) else limit
         self.pooling, self.normalized = _modules(model_dir)
         self.dimension = len(self.pooling) * self.encoder.config.hidden_size

@@ -35,7 +35,7 @@ class BertConfig:
     @classmethod
     def from_hf(cls, hf):
         """From the fields of a Hugging Face BERT config.json (a dict)."""
-        if hf.get("model_type") not in ("bert", None) and "Bert" not in "".join(hf.get("architectures", [])):
+        if hf.get("model_type") not in ("bert", None) and "Bert" not in str(hf.get("architectures", "")):
             raise ValueError(f"not a BERT config: model_type is {hf.get('model_type')!r}")
         names = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "intermediate_size", "max_position_embeddings")
@@ -46,10 +46,14 @@ class BertConfig:
             raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (only 'gelu', the erf form)")
         if hf.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported")
+        from fastattn.pretrained import a_number, positive_ints
+        positive_ints(hf, names)
+        if not isinstance(hf.get("type_vocab_size", 2), int) or hf.get("type_vocab_size", 2) < 1:
+            raise ValueError(f"config.json's type_vocab_size must be an int >= 1, got {hf['type_vocab_size']!r}")
         if hf["hidden_size"] % hf["num_attention_heads"]:
             raise ValueError("hidden_size must be a multiple of num_attention_heads")
         return cls(**{k: hf[k] for k in names}, type_vocab_size=hf.get("type_vocab_size", 2),
-                   layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)))
+                   layer_norm_eps=a_number(hf, "layer_norm_eps", 1e-12))
 
 
 def _parameter_shapes(cfg):
@@ -70,6 +74,17 @@ def _parameter_shapes(cfg):
             shapes[p + name + ".weight"] = (H,)
             shapes[p + name + ".bias"] = (H,)
     return shapes
+
+
+def _check_bert_shapes(hf, shapes):
+    """ValueError unless model.safetensors declares every tensor of the encoder that config.json
+    describes, with its shape: checked before anything is read."""
+    want = _parameter_shapes(BertConfig.from_hf(hf))
+    have = {(n[len("bert."):] if n.startswith("bert.") else n): s for n, s in shapes.items()}
+    missing = sorted(set(want) - set(have))
+    wrong = [f"{n}: {have[n]} != {s}" for n, s in want.items() if n in have and have[n] != s]
+    if missing or wrong:
+        raise ValueError(f"model.safetensors does not fit config.json: missing {missing[:5]}, wrong shapes {wrong[:5]}")
 
 
 # what a checkpoint may hold beyond the encoder: buffers, the pooler, pre-training heads
@@ -105,7 +120,7 @@ class Encoder:
         transformers' save_pretrained writes it, or a sentence-transformers model directory).
         Missing, unexpected or mis-shaped tensors: a ValueError naming them."""
         from fastattn.pretrained import read_hf_dir
-        hf_config, tensors = read_hf_dir(path)
+        hf_config, tensors = read_hf_dir(path, _check_bert_shapes)
         config = BertConfig.from_hf(hf_config)
         weights = {(n[len("bert."):] if n.startswith("bert.") else n): a for n, a in tensors.items()}
         if len(weights) != len(tensors):

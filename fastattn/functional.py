@@ -7,7 +7,8 @@ non-contiguous (transposed, sliced); results are new arrays.
 
 Masks (attn_mask of scaled_dot_product_attention, mask of masked_softmax) follow PyTorch:
   bool   True = may attend / keep, False = excluded (score -> -inf)
-  float  added to the scaled scores (-inf excludes); cast to the dtype of the scores
+  float  added to the scaled scores (-inf excludes, whatever the score: NaN too); cast to the
+         dtype of the scores
 and broadcast (NumPy rules) to the shape of the scores. A row in which every entry is excluded
 returns zeros, never NaN (as PyTorch's SDPA does since 2.5). NaN in the input propagates to every
 output that depends on it. Attention: a NaN or inf in the value row of a key that a query may not
@@ -157,7 +158,10 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
     """
     q, k, _, mask, scale = _attention_args(query, key, key, attn_mask, is_causal, scale)
     Tq, Tk = q.shape[-2], k.shape[-2]
-    scores = np.matmul(q, np.swapaxes(k, -1, -2))
+    if scale == 0:  # scores of 0 whatever q and k hold, as the kernels give
+        scores = np.zeros(q.shape[:-1] + (Tk,), dtype=q.dtype)
+    else:
+        scores = np.matmul(q, np.swapaxes(k, -1, -2))
     if is_causal:  # query i sees keys j <= i + (Tk - Tq), as the kernel
         visible = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
         if mask is None or mask.dtype == np.bool_:
@@ -363,7 +367,15 @@ def _cross_entropy_args(input, target, ignore_index, label_smoothing):
         where = tuple(int(i) for i in np.argwhere(outside)[0])
         raise ValueError(f"target has class {t[where]} at index {where}, outside [0, {V}) "
                          f"(and not ignore_index={ignore_index})")
-    return z.reshape(-1, V), t.reshape(-1).astype(np.int64, copy=False), int(ignore_index), label_smoothing
+    ignore_index = int(ignore_index)
+    if not -2 ** 63 <= ignore_index < 2 ** 63:
+        # The backends take an int64 ignore_index. One beyond int64 is outside [0, V), as -1 is:
+        # the rows whose target holds it (a uint64 target can) become -1 rows, ignored the same.
+        ignored = (t == ignore_index).reshape(-1)
+        t = t.reshape(-1).astype(np.int64)
+        t[ignored] = -1
+        ignore_index = -1
+    return z.reshape(-1, V), t.reshape(-1).astype(np.int64, copy=False), ignore_index, label_smoothing
 
 
 def cross_entropy(input, target, ignore_index=-100, label_smoothing=0.0):
@@ -452,7 +464,18 @@ def linear(input, weight, bias=None):
     if bias is not None:
         _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
         bias = np.asarray(bias)
+    if x.size == 0 or w.size == 0:
+        return _linear_empty(x, w, bias)
     return _backend.current().linear(x, w, bias)
+
+
+def _linear_empty(x, w, bias):
+    """linear when M, K or N is 0 (no product to compute: BLAS takes no empty matrix): the
+    (..., N) output is the bias in every row, 0 without one."""
+    y = np.zeros(x.shape[:-1] + (w.shape[0],), dtype=x.dtype)
+    if bias is not None:
+        y[...] = bias
+    return y
 
 
 def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
@@ -469,6 +492,9 @@ def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
     if bias is not None:
         bias = _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
     _gelu_form(approximate)
+    if x.size == 0 or w.size == 0:
+        pre = _linear_empty(x, w, bias)
+        return (gelu(pre, approximate), pre) if return_pre else gelu(pre, approximate)
     return _backend.current().linear_gelu(x, w, bias, approximate, bool(return_pre))
 
 
@@ -482,4 +508,7 @@ def linear_backward(grad_output, input, weight):
     _same_as("weight", w, "input", x, (w.shape[0], x.shape[-1]))
     g = _same_as("grad_output", _float_array("grad_output", grad_output), "input", x,
                  x.shape[:-1] + (w.shape[0],))
+    if x.size == 0 or w.size == 0:  # M, K or N is 0: sums over nothing are 0
+        M, N = int(np.prod(x.shape[:-1], dtype=np.int64)), w.shape[0]
+        return np.zeros(x.shape, x.dtype), np.zeros(w.shape, x.dtype), g.reshape(M, N).sum(axis=0)
     return _backend.current().linear_backward(g, x, w)

@@ -92,8 +92,12 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
     be in eval mode (no dropout) for the whole run."""
     B, T = idx.shape
     bs = model.config.block_size
-    ctx = np.empty((B, T + max_new_tokens), np.int64)  # every row right-aligned: its tokens last
-    ok = np.empty((B, T + max_new_tokens), bool)
+    try:
+        ctx = np.empty((B, T + max_new_tokens), np.int64)  # every row right-aligned: its tokens last
+        ok = np.empty((B, T + max_new_tokens), bool)
+    except MemoryError:
+        raise ValueError(f"max_new_tokens={max_new_tokens} is too many: {B} rows of {T + max_new_tokens} "
+                         "tokens do not fit in memory") from None
     ctx[:, :T], ok[:, :T] = idx, valid
     lengths = valid.sum(axis=1)  # tokens in each row so far
     end = T
@@ -138,7 +142,12 @@ def sample(logits, temperature, top_k, top_p, rng):
     takes the most likely token (ties: the lowest id)."""
     if temperature == 0:
         return logits.argmax(axis=-1)
-    z = logits.astype(np.float64) / temperature
+    # the max is subtracted before dividing: logits / 1e-310 overflow to inf (and inf - inf is
+    # NaN), but differences from the max are <= 0 and go to -inf at worst, so a temperature near
+    # 0 keeps the most likely tokens alone, as temperature 0 does
+    z = logits.astype(np.float64)
+    with np.errstate(over="ignore"):
+        z = (z - z.max(axis=-1, keepdims=True)) / temperature
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[:, -top_k, None]
         z[z < kth] = -np.inf

@@ -33,25 +33,105 @@ def is_pretrained_dir(path):
     return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "model.safetensors"))
 
 
-def read_json(path):
-    """The JSON file at path, or ValueError naming it when it is not valid JSON."""
+def read_json(path, kind=None):
+    """The JSON file at path, or ValueError naming it when it is not valid JSON (or, with kind
+    dict or list, not a JSON object or array)."""
     with open(path, encoding="utf-8") as f:
         try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
+            data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if kind is not None and not isinstance(data, kind):
+        raise ValueError(f"{path} must hold a JSON {'object' if kind is dict else 'array'}, "
+                         f"got a {type(data).__name__}")
+    return data
 
 
-def read_hf_dir(path):
+def read_hf_dir(path, check=None):
     """(config.json as a dict, model.safetensors as name -> array) of a Hugging Face model
-    directory (GPT-2's, BERT's, ...), or FileNotFoundError when it is not one."""
+    directory (GPT-2's, BERT's, ...), or FileNotFoundError when it is not one.
+
+    Nothing is trusted before it is checked: config.json must be a JSON object, and the header
+    of model.safetensors must describe tensors that lie inside the file (so that loading them
+    allocates no more than the file holds); check(config, shapes), shapes name -> declared
+    shape, may raise ValueError before any tensor is read. Errors name the file."""
     if not is_pretrained_dir(path):
         missing = [f for f in ("config.json", "model.safetensors") if not os.path.isfile(os.path.join(path, f))]
         what = f"lacks {' and '.join(missing)}" if os.path.isdir(path) else "is not a directory"
         raise FileNotFoundError(f"{path} {what}: a Hugging Face model directory holds config.json and "
                                 "model.safetensors (fastattn never downloads)")
-    config = read_json(os.path.join(path, "config.json"))
-    return config, _need("safetensors.numpy").load_file(os.path.join(path, "model.safetensors"))
+    config_path, tensors_path = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
+    config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} must hold a JSON object, got a {type(config).__name__}")
+    shapes = safetensors_shapes(tensors_path)
+    if check is not None:
+        try:
+            check(config, shapes)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    load_file = _need("safetensors.numpy").load_file
+    try:
+        return config, load_file(tensors_path)
+    except Exception as e:  # safetensors raises its own SafetensorError (and others) for a bad file
+        raise ValueError(f"{tensors_path} is not a readable safetensors file: {type(e).__name__}: {e}") from None
+
+
+MAX_SAFETENSORS_HEADER = 100 << 20  # the JSON header of model.safetensors (safetensors' own limit)
+_SAFETENSORS_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+                         "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def safetensors_shapes(path):
+    """name -> shape of the tensors a .safetensors file declares, read from its header alone
+    (8 bytes of little-endian header length, then a JSON object), or ValueError naming the file
+    when the header is not one or a tensor's bytes do not lie inside the file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        start = f.read(8)
+        n = int.from_bytes(start, "little") if len(start) == 8 else -1
+        if not 0 < n <= min(MAX_SAFETENSORS_HEADER, size - 8):
+            raise ValueError(f"{path} is not a safetensors file (header length {n}, file size {size})")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{path} is not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file (its header is not a JSON object)")
+    data = size - 8 - n
+    shapes = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        ok = (isinstance(t, dict) and t.get("dtype") in _SAFETENSORS_ITEMSIZE and isinstance(t.get("shape"), list)
+              and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in t["shape"])
+              and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2
+              and all(isinstance(o, int) and not isinstance(o, bool) for o in t["data_offsets"]))
+        if ok:
+            begin, end = t["data_offsets"]
+            nbytes = _SAFETENSORS_ITEMSIZE[t["dtype"]] * int(np.prod(t["shape"], dtype=object))
+            ok = 0 <= begin <= end <= data and end - begin == nbytes
+        if not ok:
+            raise ValueError(f"{path}: the header's entry for tensor {name!r} is not a tensor inside "
+                             f"the file ({data} bytes of data): {str(t)[:200]}")
+        shapes[name] = tuple(t["shape"])
+    return shapes
+
+
+def positive_ints(hf, names):
+    """ValueError unless each of these config.json fields is an int >= 1."""
+    for k in names:
+        v = hf[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"config.json's {k} must be an int >= 1, got {v!r}")
+
+
+def a_number(hf, name, default):
+    """config.json's field `name` (default if absent) as a float, or ValueError."""
+    v = hf.get(name, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"config.json's {name} must be a number > 0, got {v!r}")
+    return float(v)
 
 
 def gpt_config(hf):
@@ -62,6 +142,9 @@ def gpt_config(hf):
     missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
     if missing:
         raise ValueError(f"config.json lacks {missing}")
+    positive_ints(hf, ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"))
+    if hf["n_embd"] % hf["n_head"]:
+        raise ValueError(f"config.json's n_embd {hf['n_embd']} is not a multiple of n_head {hf['n_head']}")
     act = hf.get("activation_function", "gelu_new")
     if act not in _ACTIVATIONS:
         raise ValueError(f"activation_function {act!r} is not supported (only {sorted(_ACTIVATIONS)})")
@@ -71,13 +154,31 @@ def gpt_config(hf):
         raise ValueError("tie_word_embeddings false is not supported: the LM head is the token embedding")
     return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
                      n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True, gelu_approximate=_ACTIVATIONS[act],
-                     layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)))
+                     layer_norm_eps=a_number(hf, "layer_norm_epsilon", 1e-5))
+
+
+def _check_gpt2_shapes(hf, shapes):
+    """ValueError unless model.safetensors declares every tensor of the GPT-2 that config.json
+    describes, with its shape (Conv1D weights (in, out)): checked before the model is built."""
+    from fastattn.checkpoint import parameter_shapes
+    want = parameter_shapes(gpt_config(hf))
+    have = {}
+    for name, shape in shapes.items():
+        key = name if name.startswith("transformer.") else "transformer." + name
+        have[key] = shape[::-1] if key.endswith(_CONV1D) else shape
+    missing = sorted(set(want) - set(have))
+    wrong = [f"{n}: {have[n]} != {s}" for n, s in want.items() if n in have and have[n] != s]
+    if "lm_head.weight" in shapes and shapes["lm_head.weight"] != want["transformer.wte.weight"]:
+        wrong.append(f"lm_head.weight: {shapes['lm_head.weight']} != {want['transformer.wte.weight']}")
+    if missing or wrong:
+        raise ValueError(f"model.safetensors does not fit config.json: missing {missing[:5]}, "
+                         f"wrong shapes {wrong[:5]} (Conv1D weights as (out, in))")
 
 
 def load_gpt2(path, dtype=np.float32):
     """GPT.from_pretrained: the GPT stored in the directory `path` (see the module's doc)."""
     from fastattn.model import GPT
-    hf_config, tensors = read_hf_dir(path)
+    hf_config, tensors = read_hf_dir(path, _check_gpt2_shapes)
     config = gpt_config(hf_config)
     state = {}
     for name, array in tensors.items():

@@ -116,6 +116,7 @@ class PretrainedTokenizer:
         """str -> int64 array of token ids (no special tokens added)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        _encodable("text", text)
         return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def encode_batch(self, texts, max_length=None):
@@ -125,7 +126,10 @@ class PretrainedTokenizer:
         self._tok.no_padding()
         if max_length is not None:
             self._tok.enable_truncation(max_length)
-        return [np.array(e.ids, dtype=np.int64) for e in self._tok.encode_batch(list(texts))]
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            _encodable(f"texts[{i}]", text)
+        return [np.array(e.ids, dtype=np.int64) for e in self._tok.encode_batch(texts)]
 
     def decode(self, ids):
         """Integer ids (any shape; flattened) -> str."""
@@ -138,6 +142,19 @@ class PretrainedTokenizer:
 
     def __repr__(self):
         return f"PretrainedTokenizer({self.path!r}, vocab_size={self.vocab_size})"
+
+
+def _encodable(name, text):
+    """ValueError unless text is valid Unicode: a lone surrogate ('\\ud800', from a bad decode
+    with errors="surrogateescape", say) cannot be encoded to UTF-8, which tokenizers needs
+    (it raised an unhelpful TypeError)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name} is not valid Unicode: a lone surrogate {text[e.start]!r} at position "
+                         f"{e.start}") from None
 
 
 def load_tokenizer(model_dir):

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from fastattn.checkpoint import load_checkpoint, save_checkpoint
+from fastattn.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from fastattn.model import GPT, GPTConfig
 from fastattn.optim import clip_grad_norm_
 from fastattn.tokenizer import CharTokenizer
@@ -194,6 +194,7 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
         model = GPT(cfg.model_config(tokenizer.vocab_size), seed=cfg.seed)
         step, records = 0, []
     os.makedirs(out_dir, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # what a killed run's saves left behind
 
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, 0])

@@ -76,6 +76,8 @@ cdef Layout _layout(str name, Py_ssize_t[:] shape, Py_ssize_t[:] strides, Py_ssi
         L.rs = max(shape[3], 1)  # one row: any stride, but BLAS wants lda >= the row length
     elif L.rs < max(shape[3], 1):
         raise ValueError("attention: the rows of %s overlap" % name)
+    if L.rs > INT_MAX:  # BLAS takes its leading dimension as a C int (_view4 copies such arrays)
+        raise ValueError("attention: the row stride of %s, %d elements, is above %d" % (name, L.rs, INT_MAX))
     return L
 
 
@@ -382,7 +384,9 @@ def _forward(q, k, v, out, *args, **kwargs):
 def _view4(a, bint writable=False):
     """a (..., T, D) as a (P, Q, T, D) array the kernels can use in place (a view of a when
     possible, else a contiguous copy): contiguous rows, rows that do not overlap, and, to write
-    to, no leading dim repeating the same memory (a broadcast view)."""
+    to, no leading dim repeating the same memory (a broadcast view), and a row stride that BLAS
+    can take as a leading dimension (a C int: a view whose rows are more than INT_MAX elements
+    apart, e.g. of a huge memory map, would otherwise be read wrong)."""
     lead = a.shape[:-2]
     if len(lead) == 0:
         a = a.reshape((1, 1) + a.shape)
@@ -394,6 +398,7 @@ def _view4(a, bint writable=False):
     s = a.strides
     if (any(x % it for x in s) or (a.shape[3] > 1 and s[3] != it)
             or (a.shape[2] > 1 and s[2] < a.shape[3] * it)
+            or (a.shape[2] > 1 and s[2] // it > INT_MAX)
             or (writable and ((a.shape[0] > 1 and s[0] == 0) or (a.shape[1] > 1 and s[1] == 0)))):
         a = np.ascontiguousarray(a)
     return a

@@ -26,6 +26,7 @@ def _forward(const floating[:, ::1] z, const int64_t[::1] target, int64_t ignore
     # z (N, V) logits, target (N,) in [0, V) or ignore_index -> row_loss (N,), 0 for ignored rows
     cdef Py_ssize_t N = z.shape[0], V = z.shape[1], i
     cdef floating lse, sum_z
+    cdef double loss
     _check(z, target, row_loss.shape[0])
     for i in range(N):  # the kernel indexes with the targets: check them first
         if target[i] != ignore_index and not 0 <= target[i] < V:
@@ -36,8 +37,14 @@ def _forward(const floating[:, ::1] z, const int64_t[::1] target, int64_t ignore
             continue
         sum_z = 0  # (assigned here, so that prange makes it private: the call writes it by address)
         lse = logsumexp_row(&z[i, 0], V, &sum_z)
-        row_loss[i] = ((1 - label_smoothing) * (lse - z[i, target[i]])
-                       + label_smoothing * (lse - sum_z / V))
+        # A term of weight 0 is left out, not multiplied by 0: a -inf logit makes the smoothing
+        # term inf, and 0 * inf would be NaN (PyTorch gives 0 for [[-inf, 0]] with target 1).
+        loss = 0
+        if label_smoothing != 1:
+            loss = (1 - label_smoothing) * (lse - z[i, target[i]])
+        if label_smoothing != 0:
+            loss = loss + label_smoothing * (lse - sum_z / V)
+        row_loss[i] = loss
 
 
 def _backward(const floating[:, ::1] z, const int64_t[::1] target, int64_t ignore_index,

@@ -8,7 +8,8 @@
  *   s[0:n]            scores of one query row against n keys
  *   j >= n_visible    causal limit: set to -inf
  *   bool_mask         NULL or n bytes at stride bool_stride (0: one value broadcast): 0 -> -inf
- *   add_mask          NULL or n values at stride add_stride (0: broadcast): added to the score */
+ *   add_mask          NULL or n values at stride add_stride (0: broadcast): added to the score
+ *                     (-inf: the entry is hidden, -inf, even where the score is NaN) */
 FA_MULTIVERSION
 static FA_REAL FA_NAME(fa_mask_row)(FA_REAL *s, ptrdiff_t n, ptrdiff_t n_visible,
                                     const unsigned char *bool_mask, ptrdiff_t bool_stride,
@@ -23,11 +24,17 @@ static FA_REAL FA_NAME(fa_mask_row)(FA_REAL *s, ptrdiff_t n, ptrdiff_t n_visible
     } else if (bool_mask && !bool_mask[0]) {
         for (j = 0; j < n_visible; j++) s[j] = -INFINITY;
     }
+    /* an added -inf hides its entry whatever the score (NaN + -inf would be NaN): a row that
+     * sees nothing is all -inf, whatever q or x held, on both backends */
     if (add_mask && add_stride) {
-        for (j = 0; j < n_visible; j++) s[j] += add_mask[j];
+        for (j = 0; j < n_visible; j++) s[j] = add_mask[j] == -INFINITY ? -INFINITY : s[j] + add_mask[j];
     } else if (add_mask) {
         FA_REAL a = add_mask[0];
-        for (j = 0; j < n_visible; j++) s[j] += a;
+        if (a == -INFINITY) {
+            for (j = 0; j < n_visible; j++) s[j] = -INFINITY;
+        } else {
+            for (j = 0; j < n_visible; j++) s[j] += a;
+        }
     }
     FA_REAL mx = -INFINITY;
     int has_nan = 0;

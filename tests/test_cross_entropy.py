@@ -132,3 +132,58 @@ def test_against_torch(backend, rng):
     np.testing.assert_allclose(F.cross_entropy(z, t, label_smoothing=0.1), want.item(), rtol=1e-12)
     np.testing.assert_allclose(F.cross_entropy_backward(z, t, label_smoothing=0.1).reshape(-1, 40),
                                tz.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("eps", [0.0, 0.3])
+def test_minus_inf_logits(backend, dtype, eps):
+    # -inf logits are classes that cannot occur (a masked vocabulary): their probability is 0.
+    # Without smoothing the loss is finite (PyTorch: 0.0 for [[-inf, 0]], target 1); the
+    # smoothing term puts mass on every class, so with eps > 0 it is inf, never NaN.
+    z = np.array([[-np.inf, 0.0], [-np.inf, 1.0]], dtype)
+    t = np.array([1, 1])
+    loss = F.cross_entropy(z, t, label_smoothing=eps)
+    assert loss == (0.0 if eps == 0 else np.inf)
+    grad = F.cross_entropy_backward(z, t, label_smoothing=eps)
+    # softmax is [0, 1] in each row: grad = (p - (1 - eps) onehot - eps / V) / 2
+    want = (np.array([[0.0, 1.0], [0.0, 1.0]]) - (1 - eps) * np.array([[0, 1], [0, 1]]) - eps / 2) / 2
+    oracle.assert_close(grad, want, dtype)
+    # the target's own logit is -inf: the loss is inf (as PyTorch), not NaN
+    assert F.cross_entropy(z, np.array([0, 1])) == np.inf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_ignored_rows_ignore_their_logits(backend, dtype, bad):
+    # An ignored row's logits do not matter: NaN or inf there gives a 0 gradient row, and leaves
+    # the loss (the mean over the other rows) alone.
+    z = np.array([[0.5, -1.0, 2.0], [bad, bad, bad], [1.0, bad, 0.0]], dtype)
+    t = np.array([2, -100, -100])
+    grad = F.cross_entropy_backward(z, t, label_smoothing=0.1)
+    assert np.all(grad[1:] == 0)
+    want_loss, want_grad = oracle_loss_and_grad(z[:1], t[:1], eps=0.1)
+    oracle.assert_close(F.cross_entropy(z, t, label_smoothing=0.1), want_loss, dtype)
+    oracle.assert_close(grad[:1], want_grad, dtype)
+
+
+@pytest.mark.parametrize("ignore_index", [2 ** 63, 2 ** 64 + 5, -2 ** 63 - 1])
+def test_ignore_index_beyond_int64(backend, ignore_index):
+    # No int64 target can equal it: nothing is ignored (not an OverflowError)
+    z = np.array([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]])
+    t = np.array([1, 0])
+    want_loss, want_grad = oracle_loss_and_grad(z, t)
+    oracle.assert_close(F.cross_entropy(z, t, ignore_index=ignore_index), want_loss, np.float64)
+    oracle.assert_close(F.cross_entropy_backward(z, t, ignore_index=ignore_index), want_grad, np.float64)
+
+
+def test_ignore_index_2_to_63_in_a_uint64_target(backend):
+    # a uint64 target can hold 2**63: those rows are ignored
+    z = np.array([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]])
+    t = np.array([1, 2 ** 63], dtype=np.uint64)
+    want_loss, want_grad = oracle_loss_and_grad(z[:1], np.array([1]))
+    oracle.assert_close(F.cross_entropy(z, t, ignore_index=2 ** 63), want_loss, np.float64)
+    grad = F.cross_entropy_backward(z, t, ignore_index=2 ** 63)
+    oracle.assert_close(grad[:1], want_grad, np.float64)
+    assert np.all(grad[1] == 0)
+    with pytest.raises(ValueError, match=r"target has class 9223372036854775808 at index \(1,\)"):
+        F.cross_entropy(z, t)

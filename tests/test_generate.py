@@ -205,3 +205,15 @@ def test_bad_generation_arguments(model):
         model.generate(one, 1, temperature=float("nan"))
     # padding may hold any id: only the tokens are checked
     assert model.generate(np.array([[99, 3]]), 1, attention_mask=[[0, 1]]).shape == (1, 3)
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324, 1e-300, 1e-30])
+def test_a_temperature_near_0_is_greedy(backend, model, rng, temperature):
+    # logits / 1e-310 overflow: the max must be subtracted first, or every token is 0 (NaN cdf)
+    logits = rng.standard_normal((4, 50)) * 3
+    for top_k, top_p in ((None, None), (5, None), (None, 0.9)):
+        got = sample(logits, temperature, top_k, top_p, np.random.default_rng(0))
+        np.testing.assert_array_equal(got, logits.argmax(axis=-1))
+    prompt = rng.integers(0, 13, (2, 3))
+    np.testing.assert_array_equal(model.generate(prompt, 5, temperature=temperature, seed=1),
+                                  model.generate(prompt, 5, temperature=0))

@@ -96,3 +96,26 @@ def test_linear_gelu_bad_input(backend):
         F.linear_gelu(x, np.ones((5, 3)))
     with pytest.raises(ValueError, match="bias"):
         F.linear_gelu(x, np.ones((5, 3), np.float32), np.ones(4, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lead, K, N", [((0,), 3, 4), ((2, 3), 0, 4), ((5,), 3, 0), ((0,), 0, 0),
+                                        ((2, 0), 3, 4), ((3,), 0, 0)], ids=str)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_zero_size_dimension(backend, rng, dtype, lead, K, N, with_bias):
+    # M, K or N = 0: no product, but defined results (K = 0: the bias in every row)
+    x = rng.standard_normal(lead + (K,)).astype(dtype)
+    w = rng.standard_normal((N, K)).astype(dtype)
+    b = rng.standard_normal(N).astype(dtype) if with_bias else None
+    g = rng.standard_normal(lead + (N,)).astype(dtype)
+    want = np.zeros(lead + (N,)) + (0 if b is None else b)
+    y = F.linear(x, w, b)
+    oracle.assert_close(y, want, dtype)
+    act, pre = F.linear_gelu(x, w, b, return_pre=True)
+    oracle.assert_close(pre, want, dtype)
+    oracle.assert_close(act, oracle.gelu(want), dtype)
+    dx, dw, db = F.linear_backward(g, x, w)
+    oracle.assert_close(dx, np.zeros(x.shape), dtype)
+    oracle.assert_close(dw, np.zeros(w.shape), dtype)
+    oracle.assert_close(db, g.astype(np.float64).reshape(-1, N).sum(axis=0) if N else np.zeros(0), dtype,
+                        scale=10)

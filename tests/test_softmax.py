@@ -130,8 +130,9 @@ def test_nan_under_a_mask(backend, rng, dtype):
     keep[5] = False
     out = check(x, keep)  # a NaN that a bool mask excludes does not leak
     assert np.all(np.isfinite(out))
-    out = F.masked_softmax(x, np.where(keep, 0.0, -np.inf))  # NaN + -inf is NaN: it propagates
-    assert np.all(np.isnan(out))
+    # an added -inf hides its entry as False does, NaN included (not NaN + -inf = NaN): the
+    # compiled attention skips the keys a mask hides, so the result could not depend on them
+    np.testing.assert_array_equal(F.masked_softmax(x, np.where(keep, 0.0, -np.inf)), out)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

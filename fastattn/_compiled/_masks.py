@@ -24,6 +24,10 @@ class MaskPlan:
         for size, want in zip(m.shape, full):
             if size != 1 and size != want:
                 raise ValueError(f"mask of shape {np.shape(mask)} does not broadcast to {full}")
+        # A dimension that the mask repeats in place (stride 0, as np.broadcast_to makes) is
+        # read as size 1, so that the copy below holds its distinct elements only: a mask
+        # broadcast to (8, 8, 2048, 2048) from (2048, 2048) is not expanded to 256 Mi entries.
+        m = m[tuple(slice(0, 1) if st == 0 else slice(None) for st in m.strides)]
         if m.dtype == np.bool_:
             m = np.ascontiguousarray(m).view(np.uint8)
             self.bool_base, self.add_base = m.reshape(-1), None

@@ -12,15 +12,14 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta2
         param      -= lr * m_hat / (sqrt(v_hat) + eps),
                       m_hat = exp_avg / (1 - beta1^step),  v_hat = exp_avg_sq / (1 - beta2^step)
 
-    Computed in the arrays' dtype (the compiled kernel works in double inside).
+    Computed in double and rounded once, at the stores, as the compiled kernel does: in float32
+    a tiny gradient's square underflows to 0, and with eps = 0 the step would be m / 0 = inf
+    where double gives a step of about lr.
     """
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2 = 1 - beta2 ** step
-    param *= 1 - lr * weight_decay
-    exp_avg *= beta1
-    exp_avg += (1 - beta1) * grad
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * np.square(grad)
-    m_hat = exp_avg / bias_correction1
-    v_hat = exp_avg_sq / bias_correction2
-    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    p, g, m, v = (np.asarray(a, dtype=np.float64) for a in (param, grad, exp_avg, exp_avg_sq))
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * np.square(g)
+    p = p * (1 - lr * weight_decay) - lr * (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + eps)
+    param[...] = p
+    exp_avg[...] = m
+    exp_avg_sq[...] = v

@@ -8,16 +8,23 @@ def _scores(query, key, attn_mask, is_causal, scale):
     Tq, D = query.shape[-2:]
     Tk = key.shape[-2]
     scale = 1.0 / np.sqrt(D) if scale is None else scale
-    scores = (query @ np.swapaxes(key, -1, -2)) * query.dtype.type(scale)
+    if scale == 0:  # the scores are 0 whatever q and k hold (inf * 0 would be NaN), as BLAS
+        # gives on the compiled backend: it skips a product scaled by 0
+        scores = np.zeros(query.shape[:-1] + (Tk,), dtype=query.dtype)
+    else:
+        scores = (query @ np.swapaxes(key, -1, -2)) * query.dtype.type(scale)
+    if attn_mask is not None and attn_mask.dtype != np.bool_:
+        # added first, so that the causal limit hides what it adds (a NaN there stays hidden),
+        # and a -inf entry hides its key whatever the score (NaN + -inf is NaN): a row that
+        # sees no key is 0, as on the compiled backend
+        m = attn_mask.astype(scores.dtype)
+        scores = np.where(m == -np.inf, -np.inf, scores + m)
     if is_causal:
         # the queries are the last Tq positions: query i sees keys j <= i + (Tk - Tq)
         visible = np.tril(np.ones((Tq, Tk), dtype=bool), k=Tk - Tq)
         scores = np.where(visible, scores, -np.inf)
-    if attn_mask is not None:
-        if attn_mask.dtype == np.bool_:
-            scores = np.where(attn_mask, scores, -np.inf)
-        else:
-            scores = scores + attn_mask.astype(scores.dtype)
+    if attn_mask is not None and attn_mask.dtype == np.bool_:
+        scores = np.where(attn_mask, scores, -np.inf)
     return scores
 
 
@@ -65,8 +72,11 @@ def scaled_dot_product_attention_backward(grad_output, query, key, value, output
     grad_weights = grad_output @ np.swapaxes(value, -1, -2)
     row_dot = (grad_output * output).sum(axis=-1, keepdims=True)
     grad_scores = weights * (grad_weights - row_dot) * query.dtype.type(scale)
-    grad_query = grad_scores @ key
-    grad_key = np.swapaxes(grad_scores, -1, -2) @ query
+    if scale == 0:  # q and k do not reach the output: their gradients are 0 (as compiled)
+        grad_query, grad_key = np.zeros_like(query), np.zeros_like(key)
+    else:
+        grad_query = grad_scores @ key
+        grad_key = np.swapaxes(grad_scores, -1, -2) @ query
     if out is None:
         return grad_query, grad_key, grad_value
     for a, grad in zip(out, (grad_query, grad_key, grad_value)):

@@ -9,7 +9,11 @@ def masked_softmax(x, mask=None, scale=1.0, axis=-1):
     """
     z = x * x.dtype.type(scale)
     if mask is not None:
-        z = np.where(mask, z, -np.inf) if mask.dtype == np.bool_ else z + mask.astype(z.dtype)
+        if mask.dtype == np.bool_:
+            z = np.where(mask, z, -np.inf)
+        else:  # an added -inf hides its entry whatever x holds (NaN + -inf is NaN), as compiled
+            m = mask.astype(z.dtype)
+            z = np.where(m == -np.inf, -np.inf, z + m)
     z_max = z.max(axis=axis, keepdims=True)
     z_max = np.where(z_max == -np.inf, 0, z_max)  # fully masked row: keep exp(-inf - 0) = 0
     e = np.exp(z - z_max)  # the max is subtracted so that exp never overflows
