@@ -451,9 +451,8 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta2
     return None
 
 
-def linear(input, weight, bias=None):
-    """input @ weight.T + bias (torch.nn.functional.linear): input (..., in), weight (out, in),
-    bias (out,) or None -> (..., out)."""
+def _linear_args(input, weight, bias):
+    """The checks of linear and linear_gelu; returns input, weight and bias as ndarrays."""
     x = _float_array("input", input)
     if x.ndim < 1:
         raise ValueError("input must have at least 1 dimension, got a 0-d array")
@@ -462,8 +461,14 @@ def linear(input, weight, bias=None):
         raise ValueError(f"weight must have shape (out, in), got {w.shape}")
     _same_as("weight", w, "input", x, (w.shape[0], x.shape[-1]))
     if bias is not None:
-        _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
-        bias = np.asarray(bias)
+        bias = _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
+    return x, w, bias
+
+
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias (torch.nn.functional.linear): input (..., in), weight (out, in),
+    bias (out,) or None -> (..., out)."""
+    x, w, bias = _linear_args(input, weight, bias)
     if x.size == 0 or w.size == 0:
         return _linear_empty(x, w, bias)
     return _backend.current().linear(x, w, bias)
@@ -482,15 +487,7 @@ def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
     """gelu(linear(input, weight, bias), approximate) in one pass: on the compiled backend each
     block of the product goes through GELU while it is still in cache. return_pre=True returns
     (output, pre) with pre = linear(input, weight, bias), what gelu_backward needs."""
-    x = _float_array("input", input)
-    if x.ndim < 1:
-        raise ValueError("input must have at least 1 dimension, got a 0-d array")
-    w = _float_array("weight", weight)
-    if w.ndim != 2:
-        raise ValueError(f"weight must have shape (out, in), got {w.shape}")
-    _same_as("weight", w, "input", x, (w.shape[0], x.shape[-1]))
-    if bias is not None:
-        bias = _same_as("bias", _float_array("bias", bias), "weight", w, (w.shape[0],))
+    x, w, bias = _linear_args(input, weight, bias)
     _gelu_form(approximate)
     if x.size == 0 or w.size == 0:
         pre = _linear_empty(x, w, bias)
