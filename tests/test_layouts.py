@@ -101,3 +101,16 @@ def test_a_mask_broadcast_along_inner_dims_is_read_in_place(rng):
         out, peak = peak_bytes(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         assert peak < out.nbytes + 2 * 2 ** 20
         oracle.assert_close(out, oracle.attention(q, k, v, mask), np.float64, scale=np.abs(v).max())
+
+
+@needs_compiled
+def test_linear_refuses_sizes_blas_cannot_take():
+    # linear copies its inputs C-contiguous, so its leading dimensions are its sizes: each must
+    # fit the C int BLAS takes (checked before the GIL is released)
+    import importlib
+
+    linear = importlib.import_module("fastattn._compiled.linear")  # (the package's `linear` is the function)
+    for sizes in ((2 ** 31, 1, 1), (1, 2 ** 31, 1), (1, 1, 2 ** 31)):
+        with pytest.raises(ValueError, match="sizes above 2147483647 are not supported"):
+            linear._check(*sizes, 1)
+    linear._check(2 ** 31 - 1, 1, 1, 1)  # the largest that fits passes
