@@ -6,7 +6,14 @@ import pytest
 import fastattn
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-long", action="store_true",
+                     help="run tests/test_fuzz.py's long form (10,000+ cases; as FASTATTN_FUZZ_LONG=1)")
+
+
 def pytest_configure(config):
+    if config.getoption("--fuzz-long"):  # (read by tests/test_fuzz.py when it is imported, after this)
+        os.environ["FASTATTN_FUZZ_LONG"] = "1"
     # `python -m pytest` from the repository root imports the source tree, which has no compiled
     # extension: the suite would quietly test the reference backend alone. Refuse, unless asked.
     if "compiled" not in fastattn.available_backends() and not os.environ.get("FASTATTN_TEST_REFERENCE_ONLY"):

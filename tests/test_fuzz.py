@@ -6,7 +6,8 @@ float; values are ordinary, tiny, huge or sprinkled with subnormals; inputs come
 (Fortran order, negative strides, read-only, unaligned, strided). NaN and inf are fuzzed where a
 result is defined for them (NaN stays in the rows it is in; -inf logits and masks).
 
-A few hundred cases by default; FASTATTN_FUZZ_LONG=1 runs 1500 per test (over 10,000 in all).
+A few hundred cases by default; `pytest --fuzz-long tests/test_fuzz.py` (or FASTATTN_FUZZ_LONG=1)
+runs 1500 per test, over 10,000 in all.
 Each case draws its shapes and kinds from hypothesis and its values from a seed it draws."""
 import os
 
