@@ -140,6 +140,8 @@ def test_attention(data, dtype, causal, seed, mask_kind, layout, q_kind, v_kind)
         shape = mask_shape(draw, lead + (Tq, Tk))
         mask = rng.random(shape) < 0.7 if mask_kind == "bool" else \
             np.where(rng.random(shape) < 0.2, -np.inf, rng.standard_normal(shape)).astype(dtype)
+        if draw(st.booleans()):  # a stride-0 view of the full shape (read in place)
+            mask = np.broadcast_to(mask, lead + (Tq, Tk))
     scale = draw(st.sampled_from([None, 0.3, 2.0]))
     s = 1 / np.sqrt(D) if scale is None else scale
     qs, ks, vs = (in_layout(a, layout) for a in (q, k, v))
