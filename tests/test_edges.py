@@ -99,3 +99,19 @@ def test_masked_softmax_hides_nan_under_an_added_minus_inf(backend, rng, dtype, 
     want = oracle.softmax(np.where(np.isnan(x), 0, x), mask)
     oracle.assert_close(got, want, dtype)
     assert np.all(got[:, 1] == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("Tq", [1, 5])  # (1: the matrix-vector path)
+def test_scale_0_makes_the_scores_0_whatever_q_and_k_hold(backend, rng, dtype, Tq):
+    q, k, v = (rng.standard_normal((2, T, 4)).astype(dtype) for T in (Tq, 6, 6))
+    q[0, 0, 1], k[1, 2, 3], q[1, -1, 0] = np.inf, -np.inf, np.nan
+    out, lse = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.0, return_lse=True)
+    # uniform weights over the visible keys: query i (of the last Tq positions) sees 6 - Tq + i + 1
+    want = oracle.attention(np.zeros_like(q), np.zeros_like(k), v, causal=True, scale=0.0)
+    oracle.assert_close(out, want, dtype, scale=np.abs(v).max())
+    g = rng.standard_normal(out.shape).astype(dtype)
+    dq, dk, dv = F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=True, scale=0.0)
+    assert np.all(dq == 0) and np.all(dk == 0)
+    weights = oracle.attention_weights(np.zeros_like(q), np.zeros_like(k), causal=True, scale=0.0)
+    oracle.assert_close(dv, np.swapaxes(weights, -1, -2) @ g.astype(np.float64), dtype, scale=np.abs(g).max())

@@ -8,7 +8,11 @@ def _scores(query, key, attn_mask, is_causal, scale):
     Tq, D = query.shape[-2:]
     Tk = key.shape[-2]
     scale = 1.0 / np.sqrt(D) if scale is None else scale
-    scores = (query @ np.swapaxes(key, -1, -2)) * query.dtype.type(scale)
+    if scale == 0:  # the scores are 0 whatever q and k hold (inf * 0 would be NaN), as BLAS
+        # gives on the compiled backend: it skips a product scaled by 0
+        scores = np.zeros(query.shape[:-1] + (Tk,), dtype=query.dtype)
+    else:
+        scores = (query @ np.swapaxes(key, -1, -2)) * query.dtype.type(scale)
     if attn_mask is not None and attn_mask.dtype != np.bool_:
         # added first, so that the causal limit hides what it adds (a NaN there stays hidden),
         # and a -inf entry hides its key whatever the score (NaN + -inf is NaN): a row that
@@ -68,8 +72,11 @@ def scaled_dot_product_attention_backward(grad_output, query, key, value, output
     grad_weights = grad_output @ np.swapaxes(value, -1, -2)
     row_dot = (grad_output * output).sum(axis=-1, keepdims=True)
     grad_scores = weights * (grad_weights - row_dot) * query.dtype.type(scale)
-    grad_query = grad_scores @ key
-    grad_key = np.swapaxes(grad_scores, -1, -2) @ query
+    if scale == 0:  # q and k do not reach the output: their gradients are 0 (as compiled)
+        grad_query, grad_key = np.zeros_like(query), np.zeros_like(key)
+    else:
+        grad_query = grad_scores @ key
+        grad_key = np.swapaxes(grad_scores, -1, -2) @ query
     if out is None:
         return grad_query, grad_key, grad_value
     for a, grad in zip(out, (grad_query, grad_key, grad_value)):
