@@ -158,7 +158,10 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
     """
     q, k, _, mask, scale = _attention_args(query, key, key, attn_mask, is_causal, scale)
     Tq, Tk = q.shape[-2], k.shape[-2]
-    scores = np.matmul(q, np.swapaxes(k, -1, -2))
+    if scale == 0:  # scores of 0 whatever q and k hold, as the kernels give
+        scores = np.zeros(q.shape[:-1] + (Tk,), dtype=q.dtype)
+    else:
+        scores = np.matmul(q, np.swapaxes(k, -1, -2))
     if is_causal:  # query i sees keys j <= i + (Tk - Tq), as the kernel
         visible = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
         if mask is None or mask.dtype == np.bool_:

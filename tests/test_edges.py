@@ -114,4 +114,5 @@ def test_scale_0_makes_the_scores_0_whatever_q_and_k_hold(backend, rng, dtype, T
     dq, dk, dv = F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=True, scale=0.0)
     assert np.all(dq == 0) and np.all(dk == 0)
     weights = oracle.attention_weights(np.zeros_like(q), np.zeros_like(k), causal=True, scale=0.0)
+    oracle.assert_close(F.attention_weights(q, k, is_causal=True, scale=0.0), weights, dtype)
     oracle.assert_close(dv, np.swapaxes(weights, -1, -2) @ g.astype(np.float64), dtype, scale=np.abs(g).max())
