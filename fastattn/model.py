@@ -379,9 +379,10 @@ class GPT:
     def _forward_cached(self, idx, positions, valid, cache, ops=F):
         """Inference on the next Tn tokens of each row, idx (B, Tn), at positions (B, Tn), valid
         (B, Tn) False for left padding; their keys and values are appended to the cache.
-        Returns the logits of the last position (B, V): the last block's query, MLP, the final
-        layer norm and the LM head run on that position only. ops: fastattn.functional, or (to save its checks on every
-        call of a decode loop whose shapes and dtypes are fixed) the backend module itself."""
+        Returns the logits of the last position (B, V): the last block's query and MLP, the
+        final layer norm and the LM head run on that position only. ops: fastattn.functional, or
+        (to save its checks on every call of a decode loop whose shapes and dtypes are fixed)
+        the backend module itself."""
         cache.valid[:, cache.length:cache.length + idx.shape[1]] = valid
         key_mask = cache.key_mask(cache.length + idx.shape[1])
         x = self.wte.data[idx] + self.wpe.data[positions]
