@@ -27,11 +27,11 @@ cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_add
 # thread count: a BLAS call's rounding may depend on where its edges fall, and the results must not
 # depend on the thread count. The blocks (of the forward product, or of dx's and dW's together in
 # the backward) are dealt to the threads in order, in contiguous runs of even cost.
-# Why these sizes (benchmarks/linear_blocks.py; AMD EPYC Zen 3, in-process A/B on every product of
-# the project's models): OpenBLAS packs the operands again for every call, so fewer, larger calls
-# cost less. 768 x 256 took 3% less time than 384 x 128 over all the forward products at 1 thread
-# and 5% less over the backward (MiniLM's products: 5-6% less); 768 x 512 was level with it but
-# leaves fewer blocks to share between threads.
+# Why these sizes (benchmarks/linear_blocks.py --threads 1 [--backward]: every product of the
+# project's models, the block shapes taking turns; AMD EPYC family 25 model 1): OpenBLAS packs the
+# operands again for every call, so fewer, larger calls cost less. Over all the products,
+# 384 x 128 took 2.4% more time than 768 x 256 forward and 4.1% more backward; one call per
+# product (1536 x 4096) took 0.8% and 3.5% less, but leaves no blocks to share between threads.
 cdef Py_ssize_t BLOCK_ROWS = 768
 cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
