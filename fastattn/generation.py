@@ -107,8 +107,9 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
     # The first step runs through fastattn.functional, which checks every argument. Later steps
     # have the same dtypes and shapes that fit by construction, so they call the backend's
     # kernels directly: the checks cost more than a kernel at Tq = 1 on a small model.
-    ops = F
+    kernels = _backend.current()
     for step in range(max_new_tokens):
+        ops = F if step == 0 else kernels
         if use_cache and step > 0 and lengths.max() <= bs:
             # decode: the last token alone, at its position, against the cache
             logits = model._forward_cached(ctx[:, end - 1:end], (lengths - 1)[:, None],
@@ -123,7 +124,6 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
                 run_cache = cache
                 run_cache.length = 0
             logits = model._forward_cached(window, positions, window_ok, run_cache, ops)
-        ops = _backend.current()
         token = sample(logits, temperature, top_k, top_p, rng)
         ctx[:, end], ok[:, end] = token, True
         end += 1

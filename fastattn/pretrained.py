@@ -61,9 +61,7 @@ def read_hf_dir(path, check=None):
         raise FileNotFoundError(f"{path} {what}: a Hugging Face model directory holds config.json and "
                                 "model.safetensors (fastattn never downloads)")
     config_path, tensors_path = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
-    config = read_json(config_path)
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path} must hold a JSON object, got a {type(config).__name__}")
+    config = read_json(config_path, dict)
     shapes = safetensors_shapes(tensors_path)
     if check is not None:
         try:
