@@ -18,11 +18,13 @@ from fastattn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fastattn.train import TrainConfig, train
 from fastattn.encoder import BertConfig, Encoder
 from fastattn.embeddings import SentenceEncoder, embed
+from fastattn import nn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "functional",
+    "nn",
     "available_backends",
     "get_backend",
     "set_backend",
