@@ -59,7 +59,7 @@ class Seq2SeqTransformer(nn.Module):
             raise ValueError(f"pad_idx ({pad_idx}) must be an id of both vocabularies "
                              f"(sizes {src_vocab_size}, {tgt_vocab_size})")
         dtype = _dtype(dtype)
-        rng = _generator(seed)
+        rng = self._rng = _generator(seed)  # after the initialisation, it draws the dropout masks
         self.config = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, d_model=d_model,
                            nhead=int(nhead), num_encoder_layers=int(num_encoder_layers),
                            num_decoder_layers=int(num_decoder_layers), dim_feedforward=int(dim_feedforward),
