@@ -1,6 +1,7 @@
 """Seq2SeqTransformer against a PyTorch twin (torch.nn.Transformer with the same weights, float64)
 or, without torch, float64 finite differences of its loss."""
-import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from fastattn import functional as F
 from fastattn.models.seq2seq import Seq2SeqTransformer
 
 PAD = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
 
 def _batch(rng, n, s, t, vs, vt):
@@ -31,40 +33,8 @@ def _model(dtype=np.float64, **kw):
 
 def _torch_twin(model):
     torch = pytest.importorskip("torch")
-    c = model.config
-
-    class Twin(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.src_tok_emb = torch.nn.Embedding(c["src_vocab_size"], c["d_model"], padding_idx=PAD)
-            self.tgt_tok_emb = torch.nn.Embedding(c["tgt_vocab_size"], c["d_model"], padding_idx=PAD)
-            self.transformer = torch.nn.Transformer(c["d_model"], c["nhead"], c["num_encoder_layers"],
-                                                    c["num_decoder_layers"], c["dim_feedforward"], 0.0,
-                                                    c["activation"], batch_first=True, norm_first=c["norm_first"])
-            self.generator = torch.nn.Linear(c["d_model"], c["tgt_vocab_size"])
-            if c["share_embeddings"]:
-                self.tgt_tok_emb.weight = self.src_tok_emb.weight
-                self.generator.weight = self.src_tok_emb.weight
-            pos = torch.arange(c["max_len"], dtype=torch.float64)[:, None]
-            div = torch.exp(torch.arange(0, c["d_model"], 2, dtype=torch.float64) * (-math.log(1e4) / c["d_model"]))
-            pe = torch.zeros(c["max_len"], c["d_model"], dtype=torch.float64)
-            pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
-            self.register_buffer("pe", pe)
-
-        def forward(self, src, tgt):
-            e = math.sqrt(c["d_model"])
-            s = self.src_tok_emb(src) * e + self.pe[: src.shape[1]]
-            t = self.tgt_tok_emb(tgt) * e + self.pe[: tgt.shape[1]]
-            causal = torch.ones(tgt.shape[1], tgt.shape[1], dtype=torch.bool).triu(1)  # True: not allowed
-            y = self.transformer(s, t, tgt_mask=causal, src_key_padding_mask=src == PAD,
-                                 tgt_key_padding_mask=tgt == PAD, memory_key_padding_mask=src == PAD)
-            return self.generator(y)
-
-    twin = Twin().double()
-    missing, unexpected = twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()},
-                                               strict=False)
-    assert unexpected == [] and set(missing) <= {"pe", "tgt_tok_emb.weight", "generator.weight"}
-    return torch, twin
+    from seq2seq_torch import torch_twin  # (benchmarks/: the date benchmark's twin too)
+    return torch, torch_twin(model, torch.float64)
 
 
 @pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
