@@ -18,7 +18,6 @@ out/metrics.jsonl, the whole state to out/ckpt.npz (for resume) and the best wei
 validation loss to out/best.npz, as `fastattn train` does (fastattn/training/trainer.py).
 """
 import dataclasses
-import json
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from fastattn.models.seq2seq import Seq2SeqTransformer
 from fastattn.optim import AdamW
 from fastattn.training.checkpoint import remove_stale_temporaries
 from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint, save_seq2seq_checkpoint
-from fastattn.training.trainer import _read_metrics
+from fastattn.training.trainer import _read_metrics, _save_evaluation, _start_run
 
 # what a resumed run cannot change: the model's shapes, its vocabularies, and the seed
 FIXED_ON_RESUME = ("d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
@@ -180,14 +179,8 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
 
     optimizer = AdamW(model.parameters(), lr=0.0, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.0)
     batch_rng = np.random.default_rng([cfg.seed, 0])
-    elapsed_before, best_val = 0.0, math.inf
-    if resume:
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        batch_rng.bit_generator.state = ckpt.meta["batch_rng"]
-        model._rng.bit_generator.state = ckpt.meta["model_rng"]
-        elapsed_before, best_val = ckpt.meta["elapsed_s"], ckpt.meta["best_val_loss"]
-    with open(metrics_path, "w") as f:  # the resumed run's log continues the kept records
-        f.writelines(json.dumps(r) + "\n" for r in records)
+    elapsed_before, best_val = _start_run(ckpt if resume else None, optimizer, batch_rng, model._rng,
+                                          metrics_path, records)
     # the training pairs evaluated: a fixed sample, the same at every evaluation
     seen = np.random.default_rng([cfg.seed, 1]).permutation(len(train_pairs))[:cfg.eval_pairs]
     eval_splits = {"train": [train_pairs[i] for i in seen], "val": val_pairs[:cfg.eval_pairs]}
@@ -200,17 +193,10 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
         losses = {name: mean_loss(model, pairs, cfg.batch_size) for name, pairs in eval_splits.items()}
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(step),
                   "elapsed_s": elapsed_before + time.perf_counter() - t0}
-        log(f"step {step}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
-        meta = {"train_config": dataclasses.asdict(cfg), "batch_rng": batch_rng.bit_generator.state,
-                "model_rng": model._rng.bit_generator.state, "elapsed_s": record["elapsed_s"],
-                "best_val_loss": min(best_val, record["val_loss"]), "last": record}
-        if record["val_loss"] < best_val:
-            best_val = record["val_loss"]
-            save_seq2seq_checkpoint(os.path.join(out_dir, "best.npz"), model, src_vocab, tgt_vocab, step=step,
-                                    meta=meta)
-        save_seq2seq_checkpoint(ckpt_path, model, src_vocab, tgt_vocab, optimizer, step=step, meta=meta)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        best_val = _save_evaluation(
+            out_dir, record, best_val, cfg, batch_rng, model._rng, log,
+            lambda path, meta, opt: save_seq2seq_checkpoint(path, model, src_vocab, tgt_vocab, opt, step, meta),
+            optimizer)
         return record
 
     t0 = time.perf_counter()
