@@ -56,6 +56,16 @@ def _add_config_flags(p, config_class, helps):
                            help=helps[field.name] + shown)
 
 
+def _add_training_flags(p, data_help, config_class, helps):
+    """A trainer's flags: --data, --out, --resume, --no-progress, the runtime's, the config's."""
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_runtime_flags(p)
+    _add_config_flags(p, config_class, helps)
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="fastattn", description="fastattn's command line.")
     parser.add_argument("--version", action="version", version=f"fastattn {fastattn.__version__}")
@@ -72,12 +82,7 @@ def _parser():
                        "Writes DIR/ckpt.npz (latest state, for --resume), DIR/best.npz (best val "
                        "loss) and DIR/metrics.jsonl; the last line printed is 'final: step N "
                        "train_loss X val_loss Y'.")
-    p.add_argument("--data", required=True, help="UTF-8 text file; its characters are the tokens")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_runtime_flags(p)
-    _add_config_flags(p, TrainConfig, _TRAIN_HELP)
+    _add_training_flags(p, "UTF-8 text file; its characters are the tokens", TrainConfig, _TRAIN_HELP)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint",
                        description="Generate text from a checkpoint written by `fastattn train`, or "
@@ -152,12 +157,7 @@ def _add_seq2seq_commands(sub):
                        "of source<TAB>target lines; the last 10% validate. Writes DIR/ckpt.npz (latest state, "
                        "for --resume), DIR/best.npz (best val loss) and DIR/metrics.jsonl; the last line printed "
                        "is 'final: step N train_loss X val_loss Y'.")
-    p.add_argument("--data", required=True, help="UTF-8 file, one source<TAB>target pair a line")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_runtime_flags(p)
-    _add_config_flags(p, Seq2SeqTrainConfig, _SEQ2SEQ_HELP)
+    _add_training_flags(p, "UTF-8 file, one source<TAB>target pair a line", Seq2SeqTrainConfig, _SEQ2SEQ_HELP)
 
     p = sub.add_parser("translate", help="decode each line of stdin with a train-seq2seq checkpoint",
                        description="Read one source a line on stdin and write its output, one line each, to "
