@@ -2,6 +2,7 @@
 "03/03/2021", "March 3rd, 2021", ...) -> "2021-03-03", then the same model in PyTorch.
 
     python benchmarks/date_normalisation.py [--threads N] [--iters N] [--skip-torch]
+    python benchmarks/date_normalisation.py --write-tsv dates.tsv   # the corpus alone, for the CLI
 
 1. The corpus: days of 1900-2099, each written in one of FORMATS (picked at random). 1000 days are
    held out; 30000 pairs of the other days go to a TSV file (its last 10% validate).
@@ -126,10 +127,16 @@ def main():
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--out", help="training directory (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write-tsv", metavar="FILE", help="write the training corpus to FILE and stop")
     args = parser.parse_args()
     if args.threads:
         fastattn.set_num_threads(args.threads)
     train_pairs, test_pairs = corpus(args.seed)
+    if args.write_tsv:
+        with open(args.write_tsv, "w", encoding="utf-8") as f:
+            f.writelines(f"{s}\t{t}\n" for s, t in train_pairs)
+        print(f"wrote {len(train_pairs)} pairs to {args.write_tsv}")
+        return
     print(f"corpus: {len(train_pairs)} pairs (the last 10% validate), {len(test_pairs)} held-out days, e.g. "
           + "; ".join(f"{s!r} -> {t!r}" for s, t in train_pairs[:3]), flush=True)
     if not args.skip_torch:
