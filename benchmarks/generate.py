@@ -13,7 +13,7 @@
 
 A model has learned positions up to block_size only: past that the context is a sliding window,
 every position in it changes at each step, and the cache cannot be reused (see
-fastattn.generation). 500 tokens from a 64-token model are mostly past it, so the table also gives
+fastattn/models/generation.py). 500 tokens from a 64-token model are mostly past it, so the table also gives
 the tokens per second of the first block_size - 1 tokens, where the cache works.
 """
 import argparse
@@ -35,7 +35,7 @@ TEMPERATURE, TOP_K = 0.8, 200
 def shakespeare_model(checkpoint):
     if checkpoint:
         from fastattn.cli import _checkpoint_file
-        from fastattn.checkpoint import load_checkpoint
+        from fastattn.training.checkpoint import load_checkpoint
         return load_checkpoint(_checkpoint_file(checkpoint)).build_model()
     return GPT(GPTConfig(vocab_size=65, **CONFIG), seed=0)
 

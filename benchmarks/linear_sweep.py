@@ -12,7 +12,6 @@ Prints medians in microseconds and fastattn's speed as a fraction of torch's (>=
     python benchmarks/linear_sweep.py --threads 2 [--repeat 30] [--only gpt2]
 """
 import argparse
-import os
 import platform
 import statistics
 import subprocess

@@ -29,8 +29,8 @@ import numpy as np
 
 import fastattn
 from fastattn import GPT, GPTConfig
-from fastattn.tokenizer import CharTokenizer
-from fastattn.train import TrainConfig, get_batch, get_lr, train, train_step
+from fastattn.io.tokenizer import CharTokenizer
+from fastattn.training.trainer import TrainConfig, get_batch, get_lr, train, train_step
 
 try:
     import torch

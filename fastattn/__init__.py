@@ -11,13 +11,12 @@ BERT-family sentence embeddings (fastattn.embed, `fastattn embed`).
 from fastattn import functional
 from fastattn._backend import available_backends, get_backend, set_backend, use_backend
 from fastattn._threads import get_num_threads, set_num_threads
-from fastattn.model import GPT, GPTConfig
+from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer, load_tokenizer
 from fastattn.optim import AdamW, clip_grad_norm_
-from fastattn.tokenizer import CharTokenizer, PretrainedTokenizer, load_tokenizer
-from fastattn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from fastattn.train import TrainConfig, train
-from fastattn.encoder import BertConfig, Encoder
-from fastattn.embeddings import SentenceEncoder, embed
+from fastattn.models import GPT, BertConfig, Encoder, GPTConfig
+from fastattn.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fastattn.training.trainer import TrainConfig, train
+from fastattn.inference.embeddings import SentenceEncoder, embed
 from fastattn import nn
 
 __version__ = "0.1.0"

@@ -48,7 +48,7 @@ def _parser():
                        description=f"{bench.DESCRIPTION} The same as `python -m fastattn.bench`.")
     bench.add_arguments(p)
 
-    from fastattn.train import TrainConfig
+    from fastattn.training.trainer import TrainConfig
     p = sub.add_parser("train", help="train a character-level GPT on a text file",
                        description="Train a character-level GPT on a text file (nanoGPT's recipe). "
                        "Writes DIR/ckpt.npz (latest state, for --resume), DIR/best.npz (best val "
@@ -151,7 +151,7 @@ def _bench(args):
 
 
 def _train(args):
-    from fastattn.train import TrainConfig, train
+    from fastattn.training.trainer import TrainConfig, train
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     from tqdm import tqdm
     record = train(args.data, args.out, resume=args.resume, progress=not args.no_progress,
@@ -162,11 +162,11 @@ def _train(args):
 def _load_for_sampling(path):
     """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
     GPT-2 directory (config.json, model.safetensors, tokenizer.json)."""
-    from fastattn.pretrained import is_pretrained_dir
+    from fastattn.io.hf_files import is_pretrained_dir
     if os.path.isdir(path) and is_pretrained_dir(path):
-        from fastattn.tokenizer import load_tokenizer
+        from fastattn.io.tokenizer import load_tokenizer
         return fastattn.GPT.from_pretrained(path), load_tokenizer(path)
-    from fastattn.checkpoint import load_checkpoint
+    from fastattn.training.checkpoint import load_checkpoint
     ckpt = load_checkpoint(_checkpoint_file(path))
     if ckpt.tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer: cannot decode its tokens")
@@ -202,7 +202,7 @@ def _sample(args):
 
 
 def _attention_map(args):
-    from fastattn import attention_map
+    from fastattn.inference import attention_map
     model, tokenizer = _load_for_sampling(args.checkpoint)
     cfg = model.config
     if not 0 <= args.layer < cfg.n_layer:
@@ -220,7 +220,7 @@ def _attention_map(args):
 
 def _embed(args):
     import numpy as np
-    from fastattn.embeddings import SentenceEncoder
+    from fastattn.inference.embeddings import SentenceEncoder
     if not args.out and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
         raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
                          "or pass --out FILE")

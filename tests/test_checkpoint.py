@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fastattn import GPT, GPTConfig
-from fastattn.checkpoint import load_checkpoint, save_checkpoint
-from fastattn.tokenizer import CharTokenizer
+from fastattn.training.checkpoint import load_checkpoint, save_checkpoint
+from fastattn.io.tokenizer import CharTokenizer
 
 CFG = GPTConfig(vocab_size=9, block_size=8, n_layer=2, n_head=2, n_embd=8, bias=False)
 

@@ -3,7 +3,7 @@ import pytest
 
 from fastattn import GPT, GPTConfig
 from fastattn import functional as F
-from fastattn.generation import sample
+from fastattn.models.generation import sample
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def test_greedy_takes_the_most_likely_token_of_a_full_forward(backend, model, rn
 
 
 def test_prefill_logits_are_the_last_position_of_a_full_forward(backend, model, rng):
-    import fastattn.generation as gen
+    import fastattn.models.generation as gen
     from fastattn import _backend
     idx = rng.integers(0, 13, (2, 7))
     model.eval()
@@ -97,7 +97,7 @@ def test_cache_gives_the_tokens_of_full_forwards(backend, model, rng):
 
 
 def test_decode_runs_one_query_against_a_preallocated_cache(model, rng, monkeypatch):
-    import fastattn.generation as gen
+    import fastattn.models.generation as gen
     from fastattn import _backend
     seen, caches = [], []
     kernels = _backend.current()  # the prefill reaches it through F, the decode steps directly

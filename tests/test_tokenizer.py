@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastattn.tokenizer import CharTokenizer
+from fastattn.io.tokenizer import CharTokenizer
 
 
 def test_vocabulary_is_the_sorted_characters():

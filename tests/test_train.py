@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from fastattn.checkpoint import load_checkpoint
-from fastattn.train import TrainConfig, get_batch, get_lr, train
+from fastattn.training.checkpoint import load_checkpoint
+from fastattn.training.trainer import TrainConfig, get_batch, get_lr, train
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, batch_size=8, eval_iters=4,
             learning_rate=1e-2, warmup_iters=5)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from fastattn import GPT, GPTConfig
-from fastattn.checkpoint import (load_checkpoint, parameter_shapes, remove_stale_temporaries,
+from fastattn.training.checkpoint import (load_checkpoint, parameter_shapes, remove_stale_temporaries,
                                  save_checkpoint)
 from fastattn.cli import main
-from fastattn.tokenizer import CharTokenizer
+from fastattn.io.tokenizer import CharTokenizer
 
 CFG = GPTConfig(vocab_size=9, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -182,7 +182,7 @@ def test_stale_temporaries_are_removed(tmp_path):
 
 
 def test_a_training_run_removes_its_stale_temporaries(corpus_file, tmp_path):
-    from fastattn.train import train
+    from fastattn.training.trainer import train
     out = tmp_path / "out"
     out.mkdir()
     stale = out / f"ckpt.npz.{_dead_pid()}.q1w2e3r4.tmp"

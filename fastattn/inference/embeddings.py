@@ -24,8 +24,8 @@ import os
 
 import numpy as np
 
-from fastattn.encoder import Encoder
-from fastattn.pretrained import read_json
+from fastattn.models.bert import Encoder
+from fastattn.io.hf_files import read_json
 
 _POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
             "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
@@ -79,7 +79,7 @@ class SentenceEncoder:
     """A sentence-embedding model kept loaded: SentenceEncoder(model_dir).encode(texts)."""
 
     def __init__(self, model_dir):
-        from fastattn.tokenizer import load_tokenizer
+        from fastattn.io.tokenizer import load_tokenizer
         self.model_dir = model_dir
         self.encoder = Encoder.from_pretrained(model_dir)
         self.tokenizer = load_tokenizer(model_dir)

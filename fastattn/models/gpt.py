@@ -10,40 +10,14 @@ with Linear weights stored (out_features, in_features), ...), so weights move be
 """
 import contextlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
 
 from fastattn import functional as F
-from fastattn import generation as _gen
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int
-    block_size: int
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear and LayerNorm layers, like GPT-2
-    gelu_approximate: str = "none"  # "none" (erf, as nanoGPT) or "tanh" (GPT-2 checkpoints)
-    layer_norm_eps: float = 1e-5
-
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
-        if self.gelu_approximate not in ("none", "tanh"):
-            raise ValueError(f"gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
+from fastattn.models import generation as _gen
+from fastattn.models.gpt2_files import read_gpt2_dir
+from fastattn.models.gpt_config import GPTConfig  # noqa: F401 (fastattn.models.gpt.GPTConfig)
 
 
 class Parameter:
@@ -233,10 +207,13 @@ class GPT:
     @classmethod
     def from_pretrained(cls, path, dtype=np.float32):
         """The GPT-2 in a Hugging Face model directory (config.json + model.safetensors, as
-        transformers' save_pretrained writes it); see fastattn.pretrained. Missing, unexpected or
-        mis-shaped tensors: a ValueError naming them. Its tokenizer: fastattn.load_tokenizer(path)."""
-        from fastattn.pretrained import load_gpt2
-        return load_gpt2(path, dtype)
+        transformers' save_pretrained writes it); see fastattn/models/gpt2_files.py. Missing,
+        unexpected or mis-shaped tensors: a ValueError naming them. Its tokenizer:
+        fastattn.load_tokenizer(path)."""
+        config, state = read_gpt2_dir(path)
+        model = cls(config, dtype=dtype)
+        model.load_state_dict(state)  # names what is missing or mis-shaped
+        return model
 
     def __call__(self, idx, targets=None):
         return self.forward(idx, targets)
@@ -407,7 +384,7 @@ class GPT:
         them; a row stops after producing one. attention_mask (B, T): 1 for a token, 0 for left
         padding, so that prompts of different lengths run as one batch (each row gives what it
         would alone). The context is at most the last block_size tokens, a window as in nanoGPT
-        (see fastattn.generation on what that means for the cache). use_cache=False runs the
+        (see fastattn/models/generation.py on what that means for the cache). use_cache=False runs the
         whole window at every step instead of the KV cache: same tokens, slower. Runs in eval
         mode (no dropout) and restores the previous mode.
         """

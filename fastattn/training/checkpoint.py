@@ -16,8 +16,9 @@ import zlib
 
 import numpy as np
 
-from fastattn.model import GPT, GPTConfig
-from fastattn.tokenizer import CharTokenizer
+from fastattn.io.tokenizer import CharTokenizer
+from fastattn.models.gpt import GPT
+from fastattn.models.gpt_config import GPTConfig, parameter_shapes
 
 FORMAT = "fastattn-checkpoint"
 VERSION = 1
@@ -112,23 +113,6 @@ def _running(pid):
     except PermissionError:  # (someone else's process)
         return True
     return True
-
-
-def parameter_shapes(config):
-    """name -> shape of every parameter of GPT(config), in named_parameters' order, without
-    building the model (what a checkpoint's arrays are checked against before they are read)."""
-    C, bias = config.n_embd, config.bias
-    shapes = {"transformer.wte.weight": (config.vocab_size, C), "transformer.wpe.weight": (config.block_size, C)}
-    for i in range(config.n_layer):
-        for name, out, n_in in (("ln_1", C, None), ("attn.c_attn", 3 * C, C), ("attn.c_proj", C, C),
-                                ("ln_2", C, None), ("mlp.c_fc", 4 * C, C), ("mlp.c_proj", C, 4 * C)):
-            shapes[f"transformer.h.{i}.{name}.weight"] = (out,) if n_in is None else (out, n_in)
-            if bias:
-                shapes[f"transformer.h.{i}.{name}.bias"] = (out,)
-    shapes["transformer.ln_f.weight"] = (C,)
-    if bias:
-        shapes["transformer.ln_f.bias"] = (C,)
-    return shapes
 
 
 MAX_HEADER_BYTES = 64 << 20  # meta.json: the config, the tokenizer, the trainer's settings

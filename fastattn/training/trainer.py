@@ -1,6 +1,6 @@
 """Train a character-level GPT on a text file, as nanoGPT's train.py does (on fastattn's kernels).
 
-    from fastattn.train import train
+    from fastattn.training.trainer import train
     record = train("input.txt", "out", max_iters=2000)   # settings: TrainConfig's fields
 
 The text's first 90% trains, the last 10% validates. Every eval_interval iterations (and after
@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from fastattn.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
-from fastattn.model import GPT, GPTConfig
+from fastattn.training.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from fastattn.models.gpt import GPT, GPTConfig
 from fastattn.optim import clip_grad_norm_
-from fastattn.tokenizer import CharTokenizer
+from fastattn.io.tokenizer import CharTokenizer
 
 # The fields a resumed run cannot change: the model's shapes, and the seed (it picks the
 # evaluation batches).

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastattn import functional as F
+from fastattn.io.hf_files import a_number, positive_ints, read_hf_dir
 
 
 @dataclass
@@ -46,7 +47,6 @@ class BertConfig:
             raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (only 'gelu', the erf form)")
         if hf.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported")
-        from fastattn.pretrained import a_number, positive_ints
         positive_ints(hf, names)
         if not isinstance(hf.get("type_vocab_size", 2), int) or hf.get("type_vocab_size", 2) < 1:
             raise ValueError(f"config.json's type_vocab_size must be an int >= 1, got {hf['type_vocab_size']!r}")
@@ -119,7 +119,6 @@ class Encoder:
         """The encoder in a Hugging Face BERT directory (config.json + model.safetensors, as
         transformers' save_pretrained writes it, or a sentence-transformers model directory).
         Missing, unexpected or mis-shaped tensors: a ValueError naming them."""
-        from fastattn.pretrained import read_hf_dir
         hf_config, tensors = read_hf_dir(path, _check_bert_shapes)
         config = BertConfig.from_hf(hf_config)
         weights = {(n[len("bert."):] if n.startswith("bert.") else n): a for n, a in tensors.items()}

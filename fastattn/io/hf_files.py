@@ -1,24 +1,12 @@
-"""GPT-2 checkpoints in Hugging Face's layout: a directory with config.json and model.safetensors
-(what transformers' GPT2LMHeadModel.save_pretrained writes), read with the safetensors package's
-NumPy API. Nothing is ever downloaded.
-
-    model = fastattn.GPT.from_pretrained("path/to/gpt2")
-    tokenizer = fastattn.load_tokenizer("path/to/gpt2")   # its tokenizer.json (byte-level BPE)
-
-Hugging Face stores GPT-2's linear layers as Conv1D, weight (in, out): they are transposed to
-fastattn's (out, in), nanoGPT's layout. Tensor names may have the "transformer." prefix or not
-(the original OpenAI conversion has none); the causal-mask buffers some files hold
-(attn.bias, attn.masked_bias) are skipped, and lm_head.weight is the tied token embedding.
+"""Hugging Face model directories (config.json + model.safetensors, what save_pretrained writes),
+read with the safetensors package's NumPy API and checked before they are trusted. Nothing is
+ever downloaded. This module knows the files, not the models: fastattn/models/gpt2_files.py and
+fastattn/models/bert.py map their tensors onto a GPT and an Encoder.
 """
 import json
 import os
 
 import numpy as np
-
-# config.json's activation_function -> GPTConfig.gelu_approximate
-_ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
-_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
 
 def _need(module, extra="hf"):
     try:
@@ -130,71 +118,3 @@ def a_number(hf, name, default):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
         raise ValueError(f"config.json's {name} must be a number > 0, got {v!r}")
     return float(v)
-
-
-def gpt_config(hf):
-    """A GPTConfig from the fields of a Hugging Face GPT-2 config.json (a dict)."""
-    from fastattn.model import GPTConfig
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"not a GPT-2 config: model_type is {hf.get('model_type')!r}")
-    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
-    if missing:
-        raise ValueError(f"config.json lacks {missing}")
-    positive_ints(hf, ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"))
-    if hf["n_embd"] % hf["n_head"]:
-        raise ValueError(f"config.json's n_embd {hf['n_embd']} is not a multiple of n_head {hf['n_head']}")
-    act = hf.get("activation_function", "gelu_new")
-    if act not in _ACTIVATIONS:
-        raise ValueError(f"activation_function {act!r} is not supported (only {sorted(_ACTIVATIONS)})")
-    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
-        raise ValueError(f"n_inner {hf['n_inner']} is not supported: the MLP is 4 x n_embd = {4 * hf['n_embd']}")
-    if hf.get("tie_word_embeddings", True) is not True:
-        raise ValueError("tie_word_embeddings false is not supported: the LM head is the token embedding")
-    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                     n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True, gelu_approximate=_ACTIVATIONS[act],
-                     layer_norm_eps=a_number(hf, "layer_norm_epsilon", 1e-5))
-
-
-def _check_gpt2_shapes(hf, shapes):
-    """ValueError unless model.safetensors declares every tensor of the GPT-2 that config.json
-    describes, with its shape (Conv1D weights (in, out)): checked before the model is built."""
-    from fastattn.checkpoint import parameter_shapes
-    want = parameter_shapes(gpt_config(hf))
-    have = {}
-    for name, shape in shapes.items():
-        key = name if name.startswith("transformer.") else "transformer." + name
-        have[key] = shape[::-1] if key.endswith(_CONV1D) else shape
-    missing = sorted(set(want) - set(have))
-    wrong = [f"{n}: {have[n]} != {s}" for n, s in want.items() if n in have and have[n] != s]
-    if "lm_head.weight" in shapes and shapes["lm_head.weight"] != want["transformer.wte.weight"]:
-        wrong.append(f"lm_head.weight: {shapes['lm_head.weight']} != {want['transformer.wte.weight']}")
-    if missing or wrong:
-        raise ValueError(f"model.safetensors does not fit config.json: missing {missing[:5]}, "
-                         f"wrong shapes {wrong[:5]} (Conv1D weights as (out, in))")
-
-
-def load_gpt2(path, dtype=np.float32):
-    """GPT.from_pretrained: the GPT stored in the directory `path` (see the module's doc)."""
-    from fastattn.model import GPT
-    hf_config, tensors = read_hf_dir(path, _check_gpt2_shapes)
-    config = gpt_config(hf_config)
-    state = {}
-    for name, array in tensors.items():
-        key = name if name.startswith("transformer.") else "transformer." + name
-        if key.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
-            continue  # causal-mask buffers; the tied head (checked below)
-        if key.endswith(_CONV1D):
-            array = array.T  # Conv1D (in, out) -> (out, in)
-        if key in state:
-            raise ValueError(f"model.safetensors holds {key} twice (with and without 'transformer.')")
-        state[key] = array
-    model = GPT(config, dtype=dtype)
-    names = {n for n, _ in model.named_parameters()}
-    unexpected = sorted(set(state) - names)
-    if unexpected:
-        raise ValueError(f"model.safetensors has tensors a GPT-2 does not: {unexpected}")
-    head = tensors.get("lm_head.weight")
-    if head is not None and "transformer.wte.weight" in state and not np.array_equal(head, state["transformer.wte.weight"]):
-        raise ValueError("lm_head.weight differs from transformer.wte.weight: untied heads are not supported")
-    model.load_state_dict(state)  # names what is missing or mis-shaped
-    return model

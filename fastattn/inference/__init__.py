@@ -1,0 +1,1 @@
+"""Using trained models: sentence embeddings and attention heat maps."""

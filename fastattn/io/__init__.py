@@ -1,0 +1,1 @@
+"""Files: Hugging Face model directories and tokenizers. Knows file formats, not models."""
