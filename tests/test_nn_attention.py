@@ -273,3 +273,17 @@ def test_bad_input():
         m(x, x, x, attn_mask=np.zeros((L, L + 1), bool))
     with pytest.raises(RuntimeError, match="needs a forward"):
         m.backward(x)
+
+
+@pytest.mark.parametrize("shapes", [((5, 0, E), (4, 0, E)), ((0, 3, E), (4, 3, E)), ((5, 3, E), (0, 3, E))],
+                         ids=["no batch", "no query", "no key"])
+def test_sizes_zero(backend, shapes):
+    m = nn.MultiheadAttention(E, H, dtype=np.float64, seed=0)
+    m.out_proj.bias.data[...] = 1
+    q, k = np.ones(shapes[0]), np.ones(shapes[1])
+    out, w = m(q, k, k)
+    assert out.shape == q.shape and w.shape == (q.shape[1], q.shape[0], k.shape[0])
+    assert np.all(out == 1)  # no key: the attention is 0, the output out_proj.bias
+    grads = m.backward(np.ones_like(out))
+    assert [g.shape for g in grads] == [q.shape, k.shape, k.shape]
+    assert all(np.isfinite(p.grad).all() for p in m.parameters())
