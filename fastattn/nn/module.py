@@ -225,9 +225,7 @@ class Module:
                     memo[id(value)] = value
         clone = copy.deepcopy(self, memo)
         if fresh:
-            for m in clone.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters(rng)
+            _reset_tree(clone, rng)
         return clone
 
     def __repr__(self):
@@ -237,3 +235,13 @@ class Module:
 
     def extra_repr(self):
         return ""
+
+
+def _reset_tree(module, rng):
+    """reset_parameters(rng) on module, or else on each child: a module's own reset_parameters
+    covers its children (MultiheadAttention zeroes out_proj.bias after Linear's init)."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters(rng)
+    else:
+        for child in module.children():
+            _reset_tree(child, rng)

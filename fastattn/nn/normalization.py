@@ -11,7 +11,8 @@ class LayerNorm(Module):
     """LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32).
 
     Normalises over the last len(normalized_shape) dims (biased variance, as torch); weight = 1,
-    bias = 0. input (..., *normalized_shape) -> same shape."""
+    bias = 0 (seed is accepted as every module's, and unused: nothing is random here).
+    input (..., *normalized_shape) -> same shape."""
 
     _optional = ("weight", "bias")
 
