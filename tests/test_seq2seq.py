@@ -123,3 +123,19 @@ def test_module_surface_and_errors():
         model(np.array([1.0, 2.0]), tgt)
     with pytest.raises(ValueError, match="src_key_padding_mask must be a bool array"):
         model(src, tgt, src_key_padding_mask=np.zeros((1, 3), int))
+
+
+def test_sizes_zero_and_one(backend):
+    """An empty batch, a one-token source and target, an empty source: defined, finite results."""
+    from fastattn.models.seq2seq_decoding import greedy
+    model = _model(d_model=8, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=8)
+    assert model(np.array([[3]]), np.array([[1]])).shape == (1, 1, 9)
+    for src_shape, tgt_shape in (((0, 3), (0, 2)), ((2, 0), (2, 1))):
+        logits = model(np.full(src_shape, 3), np.ones(tgt_shape, np.int64))
+        assert logits.shape == tgt_shape + (9,) and np.isfinite(logits).all()
+        model.zero_grad()
+        model.backward(np.ones_like(logits))
+        assert all(np.isfinite(p.grad).all() for p in model.parameters())
+    assert greedy(model, np.zeros((0, 3), np.int64)) == []
+    out = greedy(model, np.array([[PAD, PAD]]), max_len=4)  # (all padding: the memory is hidden)
+    assert len(out) == 1 and len(out[0]) <= 4
