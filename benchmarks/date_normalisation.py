@@ -13,7 +13,8 @@
 3. With torch installed: the same model with dropout 0 in fastattn and in PyTorch
    (torch.nn.Transformer, benchmarks/seq2seq_torch.py), the same initial weights (copied by
    state_dict name), the same 100 batches, the same schedule and AdamW, float32, step by step in
-   turn: the largest difference of the two loss curves and each one's median time per step.
+   turn (with a pause between, so that neither finds the other's threads still spinning): the
+   largest difference of the two loss curves and each one's median time per step.
 """
 import argparse
 import datetime
@@ -93,8 +94,11 @@ def against_torch(train_pairs, steps, seed):
     for step in range(steps):
         batch = make_batch([encoded[i] for i in rng.integers(0, len(encoded), 64)])
         lr = noam_lr(step + 1, MODEL["d_model"], 400)
+        time.sleep(0.2)  # (each engine's threads spin for a while after it returns: let them stop)
         t0 = time.perf_counter()
         ours.append(train_step(model, opt, batch, lr, 0.1))
+        t_ours.append(time.perf_counter() - t0)
+        time.sleep(0.2)
         t1 = time.perf_counter()
         src, tgt_in, tgt_out = (torch.from_numpy(a) for a in batch)
         for group in t_opt.param_groups:
@@ -105,10 +109,8 @@ def against_torch(train_pairs, steps, seed):
                                                  ignore_index=PAD, label_smoothing=0.1)
         loss.backward()
         t_opt.step()
-        t2 = time.perf_counter()
+        t_theirs.append(time.perf_counter() - t1)
         theirs.append(loss.item())
-        t_ours.append(t1 - t0)
-        t_theirs.append(t2 - t1)
     diff = np.abs(np.array(ours) - np.array(theirs))
     print(f"against PyTorch {torch.__version__} ({steps} steps, dropout 0, float32, the same batches and "
           f"weights): largest loss difference {diff.max():.2e} (step {int(diff.argmax())}; "
