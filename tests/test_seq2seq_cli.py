@@ -161,3 +161,28 @@ def test_bad_input_one_line_exit_1(tmp_path, capsys, monkeypatch, setup, argv, m
     assert out == ""  # nothing half written
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert sorted(os.listdir(tmp)) == before  # (no output directory made)
+
+
+def test_checkpoint_round_trip_and_a_config_that_does_not_fit(tmp_path):
+    from fastattn import Seq2SeqTransformer, load_checkpoint
+    from fastattn.training.checkpoint import _write
+    from fastattn.training.seq2seq_checkpoint import save_seq2seq_checkpoint
+    vocab = Seq2SeqVocab.from_texts(["abc"])
+    model = Seq2SeqTransformer(7, 7, d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                               dim_feedforward=8, share_embeddings=True, dtype=np.float64, seed=1)
+    save_seq2seq_checkpoint(tmp_path / "c.npz", model, vocab, vocab, step=3, meta={"x": 1})
+    ckpt = load_seq2seq_checkpoint(tmp_path / "c.npz")
+    assert ckpt.step == 3 and ckpt.meta == {"x": 1} and ckpt.dtype == np.float64
+    again = ckpt.build_model()
+    assert all(np.array_equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="is a seq2seq checkpoint"):
+        load_checkpoint(tmp_path / "c.npz")
+    header = {"format": "fastattn-checkpoint", "version": 1, "kind": "seq2seq", "dtype": "float64", "step": 0,
+              "config": {**model.config, "d_model": 16}, "vocab": {"src": vocab.to_json(), "tgt": vocab.to_json()}}
+    _write(tmp_path / "bad.npz", header, {f"model/{n}": p.data for n, p in model.named_parameters()})
+    with pytest.raises(ValueError, match="bad.npz: model/.* is float64 .*; the config and dtype say"):
+        load_seq2seq_checkpoint(tmp_path / "bad.npz")
+    header["config"] = {**model.config, "src_vocab_size": 9, "share_embeddings": False}
+    _write(tmp_path / "bad.npz", header, {})
+    with pytest.raises(ValueError, match="the arrays do not fit its config"):
+        load_seq2seq_checkpoint(tmp_path / "bad.npz")
