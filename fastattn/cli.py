@@ -11,8 +11,8 @@
 
 Training flags are named after nanoGPT's config (--n-layer is n_layer); their defaults are
 nanoGPT's CPU run of Tiny Shakespeare. train-seq2seq's are named after Seq2SeqTransformer's
-arguments (--d-model is d_model), with the paper's base model and recipe as defaults. Errors print one line on stderr and exit with status 1
-(2 for a bad command line, as argparse does).
+arguments (--d-model is d_model), with the paper's base model and recipe as defaults. Errors
+print one line on stderr and exit with status 1 (2 for a bad command line, as argparse does).
 """
 import argparse
 import dataclasses
