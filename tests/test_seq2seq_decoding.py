@@ -143,3 +143,16 @@ def test_decoding_arguments_are_checked():
     with pytest.raises(ValueError, match="length_penalty"):
         beam_search(model, src, length_penalty=-1.0)
     assert len(greedy(model, src)[0]) <= 2 * 3 + 10  # the default max_len
+
+
+def test_padding_does_not_change_a_row(backend):
+    """A source decoded in a padded batch gives what it gives alone, trimmed (the memory's
+    padding keys are hidden from the cross-attention)."""
+    rng = np.random.default_rng(3)
+    model = _model()
+    src = _src(rng, 3, 7)
+    batch = greedy(model, src, max_len=8)
+    beams = beam_search(model, src, beam_size=2, max_len=8)
+    row = src[1][src[1] != 0][None]
+    assert batch[1].tolist() == greedy(model, row, max_len=8)[0].tolist()
+    assert beams[1].tolist() == beam_search(model, row, beam_size=2, max_len=8)[0].tolist()
