@@ -3,6 +3,7 @@
 A module's forward keeps what its backward needs; backward(grad_output) takes d(loss)/d(output),
 ADDS the parameter gradients into every param.grad and returns d(loss)/d(input) (llm.c style).
 """
+import contextlib
 import copy
 import numbers
 
@@ -32,6 +33,26 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+_initialising = [True]
+
+
+@contextlib.contextmanager
+def _skip_init():
+    """Modules built inside this block leave their weights zero instead of drawing their default
+    initialisation (torch.nn.utils.skip_init's purpose): for a model that sets every weight itself
+    right after, such as the GPT (normal(0, 0.02)) or one about to load a checkpoint."""
+    _initialising.append(False)
+    try:
+        yield
+    finally:
+        _initialising.pop()
+
+
+def _init_default():
+    """Whether a module being built draws its default initialisation (see _skip_init)."""
+    return _initialising[-1]
 
 
 def _dtype(dtype):
@@ -94,9 +115,13 @@ class Module:
         object.__setattr__(self, "_saved", None)
 
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
+        d = self.__dict__
+        if "_parameters" not in d:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
-        params, modules = self._parameters, self._modules
+        params, modules = d["_parameters"], d["_modules"]
+        if type(value) is np.ndarray and name not in params and name not in modules:
+            d[name] = value  # (the fast path for what a forward keeps for its backward)
+            return
         params.pop(name, None)
         modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -135,16 +160,15 @@ class Module:
     def named_modules(self, prefix=""):
         """(name, module) of this module and every submodule, depth first, each module once."""
         seen = set()
-
-        def walk(module, prefix):
+        stack = [(prefix, self)]  # (a loop, not recursive generators: zero_grad walks every step)
+        while stack:
+            name, module = stack.pop()
             if id(module) in seen:
-                return
+                continue
             seen.add(id(module))
-            yield prefix, module
-            for name, child in module._modules.items():
-                yield from walk(child, f"{prefix}.{name}" if prefix else name)
-
-        yield from walk(self, prefix)
+            yield name, module
+            stack.extend((f"{name}.{child_name}" if name else child_name, child)
+                         for child_name, child in reversed(module._modules.items()))
 
     def modules(self):
         return [m for _, m in self.named_modules()]
