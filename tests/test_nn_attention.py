@@ -323,3 +323,18 @@ def test_matches_a_float64_oracle(N, L, S, H, batch_first, causal, padded, seed,
     with fastattn.use_backend(backend):
         out, _ = m(q_in, kv_in, kv_in, key_padding_mask=pad, is_causal=causal, need_weights=False)
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+
+
+def test_non_contiguous_inputs(backend, rng):
+    m = nn.MultiheadAttention(E, H, batch_first=True, dtype=np.float64, seed=0)
+    x = rng.standard_normal((L, N, E)).transpose(1, 0, 2)  # (N, L, E), strided
+    kv = rng.standard_normal((N, 2 * S, E))[:, ::2]  # every other row
+    out, w = m(x, kv, kv, is_causal=False)
+    grads = m.backward(np.ones_like(out))
+    m.zero_grad()
+    out2, w2 = m(x.copy(), kv.copy(), kv.copy())
+    grads2 = m.backward(np.ones_like(out))
+    np.testing.assert_allclose(out, out2, rtol=1e-13)
+    np.testing.assert_allclose(w, w2, rtol=1e-13)
+    for a, b in zip(grads, grads2):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
