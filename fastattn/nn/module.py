@@ -84,7 +84,8 @@ class Module:
     never called costs only the memory of its last call.
 
     Tying weights: assign one Parameter to two modules (decoder.weight = embedding.weight); both
-    add into its .grad, and named_parameters() lists it once, under its first name (as torch).
+    add into its .grad; named_parameters() and parameters() list it once, under its first name,
+    and state_dict() under every name (both as torch).
     """
 
     def __init__(self):
