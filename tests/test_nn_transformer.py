@@ -338,3 +338,19 @@ def test_unbatched_layers_against_torch(backend, rng):
     ty.backward(torch.tensor(g))
     _check_grads(dec, tdec, [(dt, tt)])
     _check_grads(enc, tenc, [(ds, ts)])
+
+
+def test_float32_transformer_is_close_to_float64(backend, rng):
+    m32 = nn.Transformer(D, H, 1, 1, FF, dropout=0.0, batch_first=True, seed=0)
+    m64 = nn.Transformer(D, H, 1, 1, FF, dropout=0.0, batch_first=True, dtype=np.float64, seed=0)
+    src, tgt = rng.standard_normal((N, S, D)), rng.standard_normal((N, T, D))
+    y32 = m32(src.astype(np.float32), tgt.astype(np.float32), tgt_is_causal=True)
+    y64 = m64(src, tgt, tgt_is_causal=True)
+    assert y32.dtype == np.float32 and all(p.data.dtype == np.float32 for p in m32.parameters())
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-4)
+    ds32, dt32 = m32.backward(np.ones_like(y32))
+    ds64, dt64 = m64.backward(np.ones_like(y64))
+    assert ds32.dtype == np.float32
+    np.testing.assert_allclose(ds32, ds64, rtol=1e-3, atol=1e-4)
+    with pytest.raises(TypeError, match="dtype"):
+        m32(src, tgt)  # float64 input into a float32 model

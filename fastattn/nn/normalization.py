@@ -55,7 +55,8 @@ class LayerNorm(Module):
     def backward(self, grad_output):
         x2, mean, rstd, shape = self._take()
         g = np.asarray(grad_output).reshape(x2.shape)
-        dx, dw, db = F.layer_norm_backward(g, x2, mean, rstd, None if self.weight is None else self.weight.data.reshape(-1))
+        w = None if self.weight is None else self.weight.data.reshape(-1)
+        dx, dw, db = F.layer_norm_backward(g, x2, mean, rstd, w)
         if self.weight is not None:
             self.weight.grad += dw.reshape(self.normalized_shape)
         if self.bias is not None:

@@ -50,7 +50,7 @@ def save_checkpoint(path, model, tokenizer=None, optimizer=None, step=0, meta=No
     random states and best loss there)."""
     header = {"format": FORMAT, "version": VERSION, "kind": "gpt",
               "config": dataclasses.asdict(model.config),
-              "dtype": np.dtype(model.wte.data.dtype).name,
+              "dtype": np.dtype(model.transformer.wte.weight.data.dtype).name,
               "step": int(step),
               "tokenizer": None if tokenizer is None else tokenizer.to_json(),
               "meta": meta or {}}

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from fastattn.training.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from fastattn import nn
 from fastattn.models.gpt import GPT, GPTConfig
 from fastattn.optim import clip_grad_norm_
 from fastattn.io.tokenizer import CharTokenizer
@@ -212,8 +213,9 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
             raise ValueError(f"{data_path} does not fit the checkpoint's tokenizer: {e}") from None
         model = ckpt.build_model()
         model.config.dropout = cfg.dropout
-        for d in model._dropouts():
-            d.p = cfg.dropout
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = cfg.dropout
         step = ckpt.step
         records = _read_metrics(metrics_path, step)
     else:
