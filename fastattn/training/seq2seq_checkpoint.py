@@ -29,7 +29,11 @@ class Seq2SeqCheckpoint:
     def build_model(self, **overrides):
         """The model with these weights; overrides: constructor arguments to change (dropout)."""
         model = Seq2SeqTransformer(**{**self.config, **overrides}, dtype=self.dtype, seed=0)
-        model.load_state_dict(self.model_state)
+        # the file holds a tied Parameter once, under its first name; state_dict() names it under each
+        first, state = {}, dict(self.model_state)
+        for name, p in model.named_parameters(remove_duplicate=False):
+            state.setdefault(name, state[first.setdefault(id(p), name)])
+        model.load_state_dict(state)
         return model
 
 
