@@ -97,16 +97,24 @@ class PretrainedTokenizer:
     package, with CharTokenizer's encode / decode / vocab_size. Read from disk only."""
 
     def __init__(self, path):
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise ImportError("reading tokenizer.json needs the tokenizers package: "
-                              "pip install '.[hf]' in fastattn's clone") from None
+        Tokenizer = _tokenizers_class()
         try:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises its own Exception type for a bad file
             raise ValueError(f"cannot read the tokenizer {path}: {e}") from None
         self.path = str(path)
+
+    @classmethod
+    def from_str(cls, json_text, name="<tokenizer.json text>"):
+        """The tokenizer whose tokenizer.json is the string json_text."""
+        self = cls.__new__(cls)
+        Tokenizer = _tokenizers_class()
+        try:
+            self._tok = Tokenizer.from_str(json_text)
+        except Exception as e:  # (tokenizers' own Exception type)
+            raise ValueError(f"cannot read the tokenizer {name}: {e}") from None
+        self.path = name
+        return self
 
     @property
     def vocab_size(self):
@@ -142,6 +150,15 @@ class PretrainedTokenizer:
 
     def __repr__(self):
         return f"PretrainedTokenizer({self.path!r}, vocab_size={self.vocab_size})"
+
+
+def _tokenizers_class():
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ImportError("reading tokenizer.json needs the tokenizers package: "
+                          "pip install '.[hf]' in fastattn's clone") from None
+    return Tokenizer
 
 
 def _encodable(name, text):

@@ -154,6 +154,38 @@ def _read_metrics(path, up_to_step):
     return [r for r in records if r["step"] <= up_to_step]
 
 
+def _start_run(ckpt, optimizer, batch_rng, model_rng, metrics_path, records):
+    """The state of a run resumed from ckpt (None: a new run) restored into optimizer and the
+    two generators, and metrics_path rewritten with the records it continues. Returns
+    (elapsed seconds before, best validation loss so far)."""
+    elapsed_before, best_val = 0.0, math.inf
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        batch_rng.bit_generator.state = ckpt.meta["batch_rng"]
+        model_rng.bit_generator.state = ckpt.meta["model_rng"]
+        elapsed_before, best_val = ckpt.meta["elapsed_s"], ckpt.meta["best_val_loss"]
+    with open(metrics_path, "w") as f:  # the resumed run's log continues the kept records
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return elapsed_before, best_val
+
+
+def _save_evaluation(out_dir, record, best_val, cfg, batch_rng, model_rng, log, save, optimizer):
+    """Logs an evaluation's record, appends it to out_dir/metrics.jsonl and saves the run:
+    save(path, meta, optimizer) to out_dir/ckpt.npz, and without the optimizer to best.npz when
+    the validation loss is the best so far. Returns the best validation loss."""
+    log(f"step {record['step']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
+    meta = {"train_config": dataclasses.asdict(cfg), "batch_rng": batch_rng.bit_generator.state,
+            "model_rng": model_rng.bit_generator.state, "elapsed_s": record["elapsed_s"],
+            "best_val_loss": min(best_val, record["val_loss"]), "last": record}
+    if record["val_loss"] < best_val:
+        best_val = record["val_loss"]
+        save(os.path.join(out_dir, "best.npz"), meta, None)
+    save(os.path.join(out_dir, "ckpt.npz"), meta, optimizer)
+    with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return best_val
+
+
 def train(data_path, out_dir, resume=False, progress=True, log=print, **settings):
     """Trains on the text file data_path, writing to out_dir (see the module's doc); settings
     are TrainConfig fields. With resume=True, continues from out_dir/ckpt.npz with the settings
@@ -200,14 +232,8 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
 
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, 0])
-    elapsed_before, best_val = 0.0, math.inf
-    if resume:
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        batch_rng.bit_generator.state = ckpt.meta["batch_rng"]
-        model.rng.bit_generator.state = ckpt.meta["model_rng"]
-        elapsed_before, best_val = ckpt.meta["elapsed_s"], ckpt.meta["best_val_loss"]
-    with open(metrics_path, "w") as f:  # the resumed run's log continues the kept records
-        f.writelines(json.dumps(r) + "\n" for r in records)
+    elapsed_before, best_val = _start_run(ckpt if resume else None, optimizer, batch_rng, model.rng,
+                                          metrics_path, records)
 
     def evaluate_and_save(step):
         nonlocal best_val
@@ -217,16 +243,9 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
             losses = estimate_loss(model, splits, cfg, on_batch=eval_bar.update)
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                   "lr": get_lr(step, cfg), "elapsed_s": elapsed_before + time.perf_counter() - t0}
-        log(f"step {step}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
-        meta = {"train_config": dataclasses.asdict(cfg), "batch_rng": batch_rng.bit_generator.state,
-                "model_rng": model.rng.bit_generator.state, "elapsed_s": record["elapsed_s"],
-                "best_val_loss": min(best_val, record["val_loss"]), "last": record}
-        if record["val_loss"] < best_val:
-            best_val = record["val_loss"]
-            save_checkpoint(os.path.join(out_dir, "best.npz"), model, tokenizer, step=step, meta=meta)
-        save_checkpoint(ckpt_path, model, tokenizer, optimizer, step=step, meta=meta)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        best_val = _save_evaluation(out_dir, record, best_val, cfg, batch_rng, model.rng, log,
+                                    lambda path, meta, opt: save_checkpoint(path, model, tokenizer, opt, step, meta),
+                                    optimizer)
         return record
 
     t0 = time.perf_counter()
