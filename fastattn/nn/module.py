@@ -21,7 +21,9 @@ class Parameter:
         self.data = np.asarray(data)
         if self.data.dtype not in _FLOATS:
             raise TypeError(f"a Parameter must be float32 or float64, got dtype {self.data.dtype}")
-        self.grad = np.zeros_like(self.data)
+        # (np.zeros: pages the OS zeroes on first touch, so a model that never trains, such as
+        # a pretrained encoder, holds no memory for its gradients)
+        self.grad = np.zeros(self.data.shape, self.data.dtype)
 
     @property
     def shape(self):
