@@ -138,6 +138,23 @@ def test_a_worker_killed_mid_job_loses_nothing(model_dir, client, tmp_path):
     assert set(client.run(os.getpid).values()) != before  # the nanny started a new process
 
 
+def test_a_client_that_is_not_one(model_dir, cluster):
+    with pytest.raises(TypeError, match="client must be a dask.distributed.Client .or None., got str"):
+        embed(["the king"], model_dir, client=cluster[0].scheduler_address)
+
+
+def test_stopping_early_cancels_the_rest(model_dir, client):
+    batches = SentenceEncoder(model_dir).encode_batches(texts(30), 2, client=client)
+    next(batches)
+    batches.close()
+    deadline = time.monotonic() + 10  # the cancelled tasks leave the scheduler
+    while client.run_on_scheduler(lambda dask_scheduler: sum(
+            str(k).startswith("fastattn-embed-") for k in dask_scheduler.tasks)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.run_on_scheduler(lambda dask_scheduler: [
+        k for k in dask_scheduler.tasks if str(k).startswith("fastattn-embed-")]) == []
+
+
 def test_a_batch_that_fails_raises_here(tmp_path, model_dir, client):
     """The driver reads config.json and the tokenizer; a worker that cannot load the weights raises
     its error (after the retries) here."""
@@ -188,6 +205,13 @@ def test_embed_command_with_a_scheduler_and_out_dir(model_dir, cluster, tmp_path
     assert "is not empty" in capsys.readouterr().err
     assert main(["embed", "--model", model_dir, "--out-dir", str(out), "--out", "x.npy"]) == 1
     assert "not both" in capsys.readouterr().err
+
+
+def test_embed_command_without_dask(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed: import fails
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
+    assert main(["embed", "--model", model_dir, "--out", str(tmp_path / "v.npy"), "--scheduler", "tcp://x:1"]) == 1
+    assert capsys.readouterr().err == 'fastattn embed: error: --scheduler needs Dask: pip install "fastattn[dask]"\n'
 
 
 def test_embed_command_with_a_bad_scheduler_address(model_dir, tmp_path, monkeypatch, capsys):

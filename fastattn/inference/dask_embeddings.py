@@ -26,7 +26,7 @@ import threading
 import uuid
 
 import numpy as np
-from distributed import as_completed
+from distributed import Client, as_completed
 
 from fastattn._backend import get_backend, set_backend
 
@@ -56,9 +56,15 @@ def _embed_batch(load, model_dir, backend, batch, lengths, normalize):
 
 def embedded_batches(client, load, model_dir, batches, normalize, retries=RETRIES):
     """Submit each of batches, (rows, batch, lengths) triples of SentenceEncoder.encode_batches, to
-    client's workers as a task, and yield (rows, vectors) as each completes. load(model_dir) -> a
-    SentenceEncoder, called once on each worker. The tasks are submitted when the iteration starts;
-    stopping early (or an error) cancels those still to come."""
+    client's workers as a task, and return an iterator of (rows, vectors) as each completes.
+    load(model_dir) -> a SentenceEncoder, called once on each worker. The tasks are submitted when
+    the iteration starts; stopping early (or an error) cancels those still to come."""
+    if not isinstance(client, Client):
+        raise TypeError(f"client must be a dask.distributed.Client (or None), got {type(client).__name__}")
+    return _completed(client, load, model_dir, batches, normalize, retries)
+
+
+def _completed(client, load, model_dir, batches, normalize, retries):
     job = uuid.uuid4().hex[:12]
     backend = get_backend()
     pending = {}  # key -> (future, rows) of the batches not yet yielded
