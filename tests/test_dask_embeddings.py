@@ -79,6 +79,13 @@ def test_cluster_embedding_equals_the_local_one(backend, model_dir, client, n, b
     np.testing.assert_array_equal(one, model.encode("the fair queen"))
 
 
+def test_a_relative_model_dir_is_ours(model_dir, client, monkeypatch):
+    """The workers get the absolute path: their working directory is not this process's."""
+    monkeypatch.chdir(os.path.dirname(model_dir))
+    data = texts(7)
+    np.testing.assert_array_equal(embed(data, os.path.basename(model_dir), client=client), embed(data, model_dir))
+
+
 def test_each_worker_loads_the_model_once(model_dir, client):
     from fastattn.inference import dask_embeddings
     embed(texts(9), model_dir, batch_size=2, client=client)
@@ -229,3 +236,7 @@ def test_embed_command_with_a_bad_scheduler_address(model_dir, tmp_path, monkeyp
         assert err.startswith(f"fastattn embed: error: cannot reach the Dask scheduler at {address}")
         assert len(err.splitlines()) == 1
         assert not (tmp_path / "v.npy").exists()
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
+    assert main(["embed", "--model", model_dir, "--scheduler", "tcp://127.0.0.1:1", "--scheduler-timeout", "0",
+                 "--out", str(tmp_path / "v.npy")]) == 1
+    assert "--scheduler-timeout must be > 0 seconds, got 0" in capsys.readouterr().err

