@@ -265,6 +265,11 @@ def _embed(args):
             return
         vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=not args.no_normalize,
                                show_progress_bar=progress, client=client)
+    except Exception as e:  # Dask's own (KilledWorker, FutureCancelledError, ...): one line too
+        if client is None or not type(e).__module__.startswith("distributed"):
+            raise  # (a worker's error comes as itself, e.g. FileNotFoundError)
+        reason = (str(e).splitlines() or [""])[0]
+        raise OSError(f"the Dask job failed: {type(e).__name__}: {reason}") from None
     finally:
         if client is not None:
             client.close()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -212,6 +213,20 @@ def test_embed_command_with_a_scheduler_and_out_dir(model_dir, cluster, tmp_path
     assert "is not empty" in capsys.readouterr().err
     assert main(["embed", "--model", model_dir, "--out-dir", str(out), "--out", "x.npy"]) == 1
     assert "not both" in capsys.readouterr().err
+
+
+def test_embed_command_when_the_dask_job_fails(model_dir, cluster, tmp_path, monkeypatch, capsys):
+    from distributed import KilledWorker
+
+    def killed(*args, **kwargs):  # what the scheduler says of a batch whose workers all died
+        raise KilledWorker("fastattn-embed-x-0", types.SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+    monkeypatch.setattr(SentenceEncoder, "encode_batches", killed)
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
+    assert main(["embed", "--model", model_dir, "--out-dir", str(tmp_path / "v"),
+                 "--scheduler", cluster[0].scheduler_address]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastattn embed: error: the Dask job failed: KilledWorker: ") and len(err.splitlines()) == 1
+    assert os.listdir(tmp_path / "v") == []  # no index.json: nothing claims to be complete
 
 
 def test_embed_command_without_dask(model_dir, tmp_path, monkeypatch, capsys):
