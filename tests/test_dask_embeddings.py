@@ -56,7 +56,8 @@ def test_without_a_client_dask_is_never_imported(model_dir, tmp_path):
             f"v = fastattn.embed(['the king', 'so'], {model_dir!r})\n"
             f"w = fastattn.SentenceEncoder({model_dir!r}).encode(['the king'])\n"
             "assert v.shape == (2, 16) and w.shape == (1, 16)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')\n"
+            "             or m == 'fastattn.inference.dask_embeddings'))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -78,6 +79,22 @@ def test_cluster_embedding_equals_the_local_one(backend, model_dir, client, n, b
         assert not np.allclose(np.linalg.norm(raw, axis=1), 1)
     one = model.encode("the fair queen", client=client)
     np.testing.assert_array_equal(one, model.encode("the fair queen"))
+
+
+def test_all_minilm_on_the_cluster_equals_two_threads_here(client):
+    """all-MiniLM-L6-v2 (when its package is installed): the workers on 1 thread, this process on
+    2 threads exactly, on products big enough to be split over them: still bit for bit."""
+    from test_encoder import SENTENCES, minilm_dir
+    path = minilm_dir()
+    from fastattn import _threads
+    threads, adaptive = fastattn.get_num_threads(), _threads.ADAPTIVE
+    fastattn.set_num_threads(2, adaptive=False)
+    try:
+        local = embed(SENTENCES[:20], path, batch_size=8)
+    finally:
+        fastattn.set_num_threads(threads, adaptive=adaptive)
+    assert client.run(fastattn.get_num_threads) == {w: 1 for w in client.scheduler_info()["workers"]}
+    np.testing.assert_array_equal(embed(SENTENCES[:20], path, batch_size=8, client=client), local)
 
 
 def test_a_relative_model_dir_is_ours(model_dir, client, monkeypatch):
