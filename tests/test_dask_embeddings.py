@@ -113,6 +113,21 @@ def test_each_worker_loads_the_model_once(model_dir, client):
     assert all(model_dir in models for models in first.values())
 
 
+def test_a_changed_model_is_loaded_again(tmp_path, client):
+    cfg = {**CONFIG, "vocab_size": 4 + len(WORDS)}
+    path = write_bert_dir(tmp_path / "m", random_weights(cfg, seed=2), cfg)
+    write_wordpiece(path, WORDS)
+    data = texts(6)
+    first = embed(data, str(path), client=client)
+    np.testing.assert_array_equal(first, embed(data, str(path)))
+    write_bert_dir(path, random_weights(cfg, seed=3), cfg)  # other weights, at the same path
+    weights = path / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # (a later mtime, surely)
+    second = embed(data, str(path), client=client)
+    np.testing.assert_array_equal(second, embed(data, str(path)))
+    assert not np.allclose(first, second)
+
+
 def test_encode_batches_yields_every_row_once(model_dir, client):
     data = texts(23)
     model = SentenceEncoder(model_dir)
