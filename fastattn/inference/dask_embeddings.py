@@ -25,7 +25,6 @@ import os
 import threading
 import uuid
 
-import numpy as np
 from distributed import Client, as_completed
 
 from fastattn._backend import get_backend, set_backend
