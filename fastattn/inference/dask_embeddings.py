@@ -7,8 +7,10 @@ dask.distributed.Client, one task per batch (pip install "fastattn[dask]").
 
 This process tokenizes (it must, to sort the texts by token count into the batches that a local
 run makes) and ships each batch as its padded token ids, uint16 for a vocabulary of up to 65,536
-ids (BERT's 30,522), with the lengths: 2 bytes a token, against 4 to 5 bytes a token of English
-as UTF-8 text, and the worker need not tokenize again. Each worker process loads the model from
+ids (BERT's 30,522), with the lengths, rather than its texts: the worker need not tokenize again,
+and the ids are smaller (1000 two-line texts of Tiny Shakespeare, 18,903 tokens with
+all-MiniLM-L6-v2's tokenizer: 39 kB of ids against 64 kB of UTF-8; 54 against 67 kB pickled in
+batches of 32). Either is small beside the vectors that come back (1.5 MB there). Each worker process loads the model from
 model_dir the first time a batch of it comes (so that path must hold the model on every worker)
 and keeps it for the next batches and jobs (_LOADED). A batch's vectors are computed by the same
 SentenceEncoder._forward as a local run, on the backend that is active here.
