@@ -63,7 +63,7 @@ def main():
     shipped = sum(_padded(ids, rows, np.uint16)[0].nbytes + 8 * len(rows) for rows in _length_sorted(ids, args.batch_size))
     text_bytes = sum(len(t.encode()) for t in texts)
     print(f"# {len(texts)} texts of {min(lengths)} to {max(lengths)} tokens (mean {np.mean(lengths):.0f}), "
-          f"batch {args.batch_size}, {os.path.basename(os.path.normpath(path))}, backend {fastattn.get_backend()}, "
+          f"batch {args.batch_size}, {path}, backend {fastattn.get_backend()}, "
           f"{os.cpu_count()} CPUs; one run each")
     print(f"# shipped as uint16 token ids + lengths: {shipped / 1e3:.0f} kB; the texts as UTF-8: {text_bytes / 1e3:.0f} kB")
 
@@ -72,6 +72,11 @@ def main():
     local = model.encode(texts, args.batch_size, normalize_embeddings=True)
     local_rate = len(texts) / (time.perf_counter() - t0)
     print(f"one process, {args.threads} threads: {local_rate:7.1f} sentences/s   (model load {load:.2f} s)")
+    if args.threads > 1:  # for scale: on a machine that others keep busy, more threads may not help
+        fastattn.set_num_threads(1, adaptive=False)
+        t0 = time.perf_counter()
+        model.encode(texts, args.batch_size, normalize_embeddings=True)
+        print(f"one process, 1 thread:  {len(texts) / (time.perf_counter() - t0):7.1f} sentences/s")
 
     t0 = time.perf_counter()
     with LocalCluster(n_workers=args.workers, processes=True, threads_per_worker=1, host="127.0.0.1",
