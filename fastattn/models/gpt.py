@@ -264,6 +264,18 @@ class GPT:
         self.wte.grad += onehot_t @ dx.reshape(flat.size, dx.shape[-1])
         self.wpe.grad[: idx.shape[1]] += dx.sum(axis=0)
 
+    def crop_block_size(self, block_size):
+        """Shortens the context to block_size (<= the current one), as nanoGPT's crop_block_size:
+        the position table keeps its first block_size rows (fine-tuning a GPT-2 on shorter windows)."""
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        if block_size > self.config.block_size:
+            raise ValueError(f"block_size {block_size} is larger than the model's {self.config.block_size}: "
+                             "a position table can be cropped, not grown")
+        self.config.block_size = int(block_size)
+        self.wpe.data = self.wpe.data[:block_size].copy()
+        self.wpe.grad = self.wpe.grad[:block_size].copy()
+
     def named_parameters(self):
         """(name, Parameter) in nanoGPT's names; the tied lm_head.weight is transformer.wte.weight."""
         yield "transformer.wte.weight", self.wte
