@@ -75,6 +75,7 @@ class MPIWorld:
         print(message, file=sys.stderr, flush=True)
         sys.stdout.flush()
         self.comm.Abort(1)
+        os._exit(1)  # (an MPI may return from MPI_Abort before its launcher ends the processes)
 
 
 def launched():
