@@ -81,12 +81,12 @@ class TrainConfig:
 def _kind(field):
     default = field.default
     if isinstance(default, bool):
-        return "bool", lambda v: isinstance(v, bool)
+        return "a bool", lambda v: isinstance(v, bool)
     if isinstance(default, float):
-        return "number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+        return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     if default is None:
-        return "int or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))
-    return "int", lambda v: isinstance(v, int) and not isinstance(v, bool)
+        return "an int or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))
+    return "an int", lambda v: isinstance(v, int) and not isinstance(v, bool)
 
 
 def check_settings(settings, where):
@@ -100,7 +100,7 @@ def check_settings(settings, where):
     for name, value in settings.items():
         kind, fits = _kind(fields[name])
         if not fits(value):
-            raise ValueError(f"{where}: {name} must be a {kind}, got {value!r}")
+            raise ValueError(f"{where}: {name} must be {kind}, got {value!r}")
     return dict(settings)
 
 
