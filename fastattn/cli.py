@@ -264,8 +264,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":  # under mpiexec: the cores of each rank, unless --threads says
-            from fastattn.training import distributed
-            distributed.default_threads(distributed.get_world())
+            from fastattn.training.distributed import get_world
+            get_world()
         if getattr(args, "threads", None) is not None:  # (prepare has no --threads)
             fastattn.set_num_threads(args.threads)
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)

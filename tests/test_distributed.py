@@ -27,23 +27,33 @@ TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16
 
 
 def _mpiexec():
-    """The mpiexec beside this Python (the MPICH wheel's, which mpi4py's wheel uses), else PATH's."""
+    """The launcher beside this Python (the MPICH wheel's, which mpi4py's wheel uses), else PATH's
+    mpiexec. MPICH's gforker starts the ranks by fork, without Hydra's TCP control port."""
     if distributed.launched():
         pytest.skip("the suite itself runs under an MPI launcher")
     try:
         import mpi4py  # noqa: F401
     except ImportError:
         pytest.skip("needs mpi4py: pip install '.[mpi]'")
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = here if os.path.exists(here) else shutil.which("mpiexec")
-    if found is None:
+    here = os.path.dirname(sys.executable)
+    for name in ("mpiexec.gforker", "mpiexec"):
+        if os.path.exists(os.path.join(here, name)):
+            return os.path.join(here, name)
+    if shutil.which("mpiexec") is None:
         pytest.skip("needs an mpiexec: pip install '.[mpi]' (the mpich wheel brings one)")
-    return found
+    return shutil.which("mpiexec")
+
+
+# Everything stays on this machine: shared memory between the ranks (UCX, MPICH's transport), no
+# network device; and Open MPI's consent to run as root, should PATH's mpiexec be Open MPI's.
+LOCAL_ONLY = {"UCX_TLS": "self,sm", "UCX_NET_DEVICES": "lo", "HYDRA_IFACE": "lo",
+              "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
 def launch(n, argv, cwd, timeout=90):
     """Runs argv under `mpiexec -n n` in its own process group (killed whole on a timeout)."""
     env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARS}
+    env.update(LOCAL_ONLY)
     proc = subprocess.Popen([_mpiexec(), "-n", str(n), *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -193,3 +203,17 @@ def test_a_launcher_without_mpi4py_is_a_clear_error(monkeypatch):
         distributed.get_world()
     monkeypatch.setenv("PMI_SIZE", "1")  # mpiexec -n 1: runs alone
     assert isinstance(distributed.get_world(), distributed.SingleProcess)
+
+
+def test_threads_default_to_the_cores_of_each_rank(tmp_path):
+    code = ("import fastattn\nfrom fastattn.training.distributed import get_world\n"
+            "w = get_world()\nprint(w.rank, w.size, w.local_size, fastattn.get_num_threads())\n")
+    env_threads = os.environ.pop("OMP_NUM_THREADS", None)
+    try:
+        status, out, err = launch(2, [sys.executable, "-c", code], tmp_path)
+    finally:
+        if env_threads is not None:
+            os.environ["OMP_NUM_THREADS"] = env_threads
+    assert status == 0, err
+    want = distributed.cores_per_rank(2)  # (the ranks run where this test runs, unbound)
+    assert sorted(out.splitlines()) == [f"0 2 2 {want}", f"1 2 2 {want}"]

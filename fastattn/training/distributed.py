@@ -20,7 +20,6 @@ import numpy as np
 # Hydra mpiexec (PMI), MVAPICH2, and PMIx (Open MPI 5, Slurm's srun --mpi=pmix).
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "MV2_COMM_WORLD_SIZE", "PMIX_RANK")
 _SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
-_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_LOCAL_SIZE")
 
 
 class SingleProcess:
@@ -95,18 +94,24 @@ _world = None
 
 def get_world():
     """This process's world, made once: MPIWorld under a launcher, else SingleProcess. A launcher
-    that starts one process (mpiexec -n 1) runs without MPI when mpi4py is not installed."""
+    that starts one process (mpiexec -n 1) runs without MPI when mpi4py is not installed. Made
+    while the kernels' thread count is still fastattn's default, it becomes cores_per_rank
+    (default_threads)."""
     global _world
     if _world is None:
         if not launched():
             _world = SingleProcess()
         else:
+            from fastattn import _threads
+            untouched = _threads.get_num_threads() == _threads._default_threads()
             try:
                 _world = MPIWorld()
             except ImportError:
                 if _launcher_size() != 1:
                     raise
                 _world = SingleProcess()
+            if untouched:
+                default_threads(_world)
     return _world
 
 
