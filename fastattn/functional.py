@@ -347,6 +347,24 @@ def gelu(x, approximate="none"):
     return _backend.current().gelu(a, approximate)
 
 
+def relu(x):
+    """max(x, 0), elementwise (NaN stays NaN, as torch)."""
+    a = _float_array("x", x)
+    if a.size == 0:
+        return np.empty(a.shape, dtype=a.dtype)
+    return _backend.current().relu(a)
+
+
+def relu_backward(grad_output, x):
+    """grad_output where x > 0, else 0: the gradient of relu at x. x may be relu's input or its
+    output (both are > 0 at the same places)."""
+    a = _float_array("x", x)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "x", a)
+    if a.size == 0:
+        return np.empty(a.shape, dtype=a.dtype)
+    return _backend.current().relu_backward(g, a)
+
+
 def _cross_entropy_args(input, target, ignore_index, label_smoothing):
     z = _float_array("input", input)
     if z.ndim < 1 or z.shape[-1] == 0:

@@ -10,8 +10,9 @@ from fastattn.reference.gelu import gelu, gelu_backward
 from fastattn.reference.linear import linear, linear_backward, linear_gelu
 from fastattn.reference.layer_norm import layer_norm, layer_norm_backward
 from fastattn.reference.softmax import masked_softmax, masked_softmax_backward
+from fastattn.reference.relu import relu, relu_backward
 
 __all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu",
            "masked_softmax_backward", "layer_norm_backward", "gelu_backward",
            "scaled_dot_product_attention_backward", "cross_entropy", "cross_entropy_backward", "linear", "linear_backward", "linear_gelu",
-           "adamw_step"]
+           "adamw_step", "relu", "relu_backward"]

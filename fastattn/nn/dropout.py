@@ -1,0 +1,37 @@
+"""Dropout: in train mode zeroes each value with probability p and scales the rest by 1/(1-p)."""
+import numpy as np
+
+from fastattn.nn.module import Module, _generator, _probability
+
+
+def _keep_mask(rng, shape, p, dtype):
+    """The factor dropout multiplies by: 0 with probability p, else 1 / (1 - p)."""
+    if p == 1:
+        return np.zeros(shape, dtype)
+    return (rng.random(shape) >= p).astype(dtype) * dtype.type(1 / (1 - p))
+
+
+class Dropout(Module):
+    """Dropout(p=0.5, seed=None): torch.nn.Dropout. In eval mode (or p = 0) the identity. The
+    masks are drawn from the module's Generator (seed: an int, None or a Generator)."""
+
+    def __init__(self, p=0.5, inplace=False, seed=None):
+        super().__init__()
+        self.p = _probability("p", p)
+        self._rng = _generator(seed)
+
+    def forward(self, input):
+        x = np.asarray(input)
+        if not self.training or self.p == 0:
+            self._save(None)
+            return x
+        keep = _keep_mask(self._rng, x.shape, self.p, x.dtype)
+        self._save(keep)
+        return x * keep
+
+    def backward(self, grad_output):
+        (keep,) = self._take()
+        return grad_output if keep is None else grad_output * keep
+
+    def extra_repr(self):
+        return f"p={self.p}"

@@ -1,0 +1,239 @@
+"""Parameter and Module: the base of fastattn.nn, after torch.nn.Module, without autograd.
+
+A module's forward keeps what its backward needs; backward(grad_output) takes d(loss)/d(output),
+ADDS the parameter gradients into every param.grad and returns d(loss)/d(input) (llm.c style).
+"""
+import copy
+import numbers
+
+import numpy as np
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Parameter:
+    """A weight (.data) and its gradient (.grad): NumPy arrays of one shape and dtype."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+        if self.data.dtype not in _FLOATS:
+            raise TypeError(f"a Parameter must be float32 or float64, got dtype {self.data.dtype}")
+        self.grad = np.zeros_like(self.data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _dtype(dtype):
+    """np.float32 or np.float64 as a np.dtype, or TypeError."""
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d not in _FLOATS:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    return d
+
+
+def _generator(seed):
+    """A NumPy Generator from seed: None (fresh entropy), an int, or a Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+    return np.random.default_rng(seed)
+
+
+def _positive_int(name, value, zero=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < (0 if zero else 1):
+        raise ValueError(f"{name} must be {'>= 0' if zero else '>= 1'}, got {value}")
+    return int(value)
+
+
+def _probability(name, p):
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(p).__name__}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {p}")
+    return float(p)
+
+
+class Module:
+    """The base class: modules and Parameters assigned as attributes are registered, in order,
+    and named as torch names them (submodule.param, ModuleList indices: layers.0.linear1.weight).
+
+    Calling and backward: module(x, ...) runs forward(x, ...), which keeps what backward needs.
+    backward(grad_output) returns the gradient with respect to the forward's array inputs (one
+    array, or a tuple in input order; None for integer inputs such as token ids) and adds into
+    every param.grad (call zero_grad() between steps). Each forward REPLACES the state kept by
+    the previous one, and backward consumes it: after two calls, backward applies to the last
+    call, and a second backward raises RuntimeError (a module used twice in one graph cannot be
+    differentiated: use two modules that share Parameters instead). A forward whose backward is
+    never called costs only the memory of its last call.
+
+    Tying weights: assign one Parameter to two modules (decoder.weight = embedding.weight); both
+    add into its .grad, and named_parameters() lists it once, under its first name (as torch).
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_saved", None)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        params, modules = self._parameters, self._modules
+        params.pop(name, None)
+        modules.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        elif isinstance(value, Module):
+            modules[name] = value
+        elif value is None and name in ("weight", "bias") + tuple(getattr(self, "_optional", ())):
+            params[name] = None  # (a parameter switched off: listed by no one, as torch)
+        object.__setattr__(self, name, value)
+
+    # -- calling --------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward")
+
+    def backward(self, grad_output):
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    def _save(self, *state):
+        object.__setattr__(self, "_saved", state)
+
+    def _take(self):
+        """The state the last forward kept, once; RuntimeError if there is none."""
+        state = self._saved
+        if state is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() needs a forward() first (each backward uses the "
+                "state of the last forward once; a module called twice before backward keeps only "
+                "the last call)")
+        object.__setattr__(self, "_saved", None)
+        return state
+
+    # -- parameters -----------------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        """(name, module) of this module and every submodule, depth first, each module once."""
+        seen = set()
+
+        def walk(module, prefix):
+            if id(module) in seen:
+                return
+            seen.add(id(module))
+            yield prefix, module
+            for name, child in module._modules.items():
+                yield from walk(child, f"{prefix}.{name}" if prefix else name)
+
+        yield from walk(self, prefix)
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def children(self):
+        return list(self._modules.values())
+
+    def named_parameters(self):
+        """(dotted name, Parameter): a module's own Parameters, then its submodules', in the
+        order they were assigned; a Parameter shared by several modules is listed once."""
+        seen = set()
+        for prefix, module in self.named_modules():
+            for name, p in module._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{prefix}.{name}" if prefix else name), p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self):
+        """The number of weights (shared Parameters counted once)."""
+        return sum(p.data.size for p in self.parameters())
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def state_dict(self):
+        """{name: a copy of the array}, in named_parameters() order (torch's names)."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copies the arrays of state_dict (name -> array: NumPy, or anything np.asarray takes,
+        e.g. a CPU torch tensor) into the Parameters, cast to their dtype. A mis-shaped entry
+        is always an error; with strict=True so are missing and unexpected names. The error
+        (ValueError) names every entry that does not fit; nothing is copied then. Returns
+        (missing, unexpected) lists of names, as torch."""
+        own = dict(self.named_parameters())
+        arrays = {name: np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+                  for name, value in state_dict.items()}
+        missing = [n for n in own if n not in arrays]
+        unexpected = [n for n in arrays if n not in own]
+        misshaped = [f"{n}: {arrays[n].shape} != {own[n].data.shape}" for n in own
+                     if n in arrays and arrays[n].shape != own[n].data.shape]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected {unexpected}")
+        if misshaped:
+            problems.append(f"mis-shaped {misshaped}")
+        if problems:
+            raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        for name, p in own.items():
+            if name in arrays:
+                p.data[...] = arrays[name]
+        return missing, unexpected
+
+    # -- modes ----------------------------------------------------------------------------------
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _clone(self, fresh, rng=None):
+        """A deep copy of this module. Generators are shared with the original, not copied (so
+        that the dropout of two copies draws different masks); fresh=True re-initialises every
+        parameter of the copy from rng (default: the copy's own generators)."""
+        memo = {}
+        for m in self.modules():
+            for value in vars(m).values():
+                if isinstance(value, np.random.Generator):
+                    memo[id(value)] = value
+        clone = copy.deepcopy(self, memo)
+        if fresh:
+            for m in clone.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters(rng)
+        return clone
+
+    def __repr__(self):
+        lines = [f"  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + (")" if not lines else "\n" + "\n".join(lines) + "\n)")
+
+    def extra_repr(self):
+        return ""
