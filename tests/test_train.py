@@ -173,3 +173,12 @@ def test_bad_config_files_are_one_line_errors(corpus_file, tmp_path, capsys, tex
     assert main(["train", "--data", str(corpus_file), "--out", str(tmp_path / "o"), "--config",
                  str(tmp_path / "none.toml")]) == 1
     assert "cannot read the config" in capsys.readouterr().err
+
+
+def test_a_text_outside_the_checkpoints_vocabulary_is_named(corpus_file, tmp_path):
+    train(corpus_file, tmp_path / "o", progress=False, log=lambda s: None, **dict(TINY, max_iters=1))
+    other = tmp_path / "other.txt"
+    other.write_text("XYZ" * 200)
+    with pytest.raises(ValueError, match=f"{other} does not fit the tokenizer of the checkpoint in .*'X' at "
+                                         "position 0 is not in the vocabulary"):
+        train(other, tmp_path / "o", resume=True, progress=False, max_iters=2)

@@ -81,7 +81,12 @@ def load_splits(data_path, block_size, tokenizer=None, source=None):
     text = read_text(data_path)
     if tokenizer is None:
         tokenizer = CharTokenizer.from_text(text)
-    data = tokenizer.encode(text)
+        data = tokenizer.encode(text)
+    else:
+        try:
+            data = tokenizer.encode(text)
+        except ValueError as e:
+            raise ValueError(f"{data_path} does not fit the tokenizer of {source}: {e}") from None
     n = int(TRAIN_FRACTION * len(data))
     splits = {"train": data[:n], "val": data[n:]}
     unit = "characters" if isinstance(tokenizer, CharTokenizer) else "tokens"

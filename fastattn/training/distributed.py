@@ -33,9 +33,6 @@ class SingleProcess:
     def broadcast_(self, buffer):
         return buffer
 
-    def abort(self, message):  # (never called: an exception in one process just propagates)
-        raise RuntimeError(message)
-
 
 class MPIWorld:
     """COMM_WORLD through mpi4py: rank, size, local_size (ranks on this machine), and the
