@@ -182,3 +182,15 @@ def test_a_text_outside_the_checkpoints_vocabulary_is_named(corpus_file, tmp_pat
     with pytest.raises(ValueError, match=f"{other} does not fit the tokenizer of the checkpoint in .*'X' at "
                                          "position 0 is not in the vocabulary"):
         train(other, tmp_path / "o", resume=True, progress=False, max_iters=2)
+
+
+def test_toml_without_tomllib_or_tomli_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+    from fastattn.training.trainer import read_config_file
+    config = tmp_path / "c.toml"
+    config.write_text("n_layer = 2\n")
+    assert read_config_file(config) == {"n_layer": 2}
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.9 and 3.10 without tomli
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    with pytest.raises(ImportError, match="needs Python 3.11\\+ or the tomli package"):
+        read_config_file(config)
