@@ -130,7 +130,8 @@ def read_token_dir(path):
         if size == 0:
             raise ValueError(f"{file} is empty")
         split = TokenSplit(file, dtype, vocab)
-        split[:_CHECK_TOKENS], split[-_CHECK_TOKENS:]  # (ValueError on an id out of range)
+        for part in (slice(None, _CHECK_TOKENS), slice(-_CHECK_TOKENS, None)):
+            split[part]  # reading checks the ids: a ValueError names the first one out of range
         splits[name] = split
     return splits, tokenizer
 
