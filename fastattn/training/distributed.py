@@ -52,7 +52,7 @@ class MPIWorld:
         wanted = _launcher_size()
         if wanted is not None and wanted != self.size:
             # e.g. Open MPI's mpirun starting processes whose mpi4py loads MPICH: each is alone
-            raise RuntimeError(f"the launcher started {wanted} processes, but mpi4py's MPI "
+            raise ValueError(f"the launcher started {wanted} processes, but mpi4py's MPI "
                                f"({MPI.Get_library_version().splitlines()[0].strip()}) sees a world of "
                                f"{self.size}: launch with the mpiexec of the MPI that mpi4py uses")
 
