@@ -108,11 +108,14 @@ def test_two_ranks_take_the_steps_of_accumulation_in_one_process(corpus_file, tm
 
 
 def test_resume_under_mpi_continues_the_run(corpus_file, tmp_path):
+    """On a prepared directory (np.memmap), stopped at step 4 and resumed to 6, under mpiexec -n 2;
+    against one process on the text file itself (the same tokens), straight to 6."""
+    assert main(["prepare", "--data", str(corpus_file), "--out", str(tmp_path / "d")]) == 0
     schedule = ["--lr-decay-iters", "6", *TINY]
-    code, _, err = launch(2, fastattn_train("--data", corpus_file, "--out", tmp_path / "r", "--max-iters", 4,
+    code, _, err = launch(2, fastattn_train("--data", tmp_path / "d", "--out", tmp_path / "r", "--max-iters", 4,
                                             *schedule), tmp_path)
     assert code == 0, err
-    code, out, err = launch(2, fastattn_train("--data", corpus_file, "--out", tmp_path / "r", "--max-iters", 6,
+    code, out, err = launch(2, fastattn_train("--data", tmp_path / "d", "--out", tmp_path / "r", "--max-iters", 6,
                                               "--resume", "--no-progress"), tmp_path)
     assert code == 0, err
     assert out.splitlines()[-1].startswith("final: step 6 ")
