@@ -184,6 +184,9 @@ def test_flat_gradients_stay_views_through_a_step(backend):
         train_step(model, optimizer, [(x, (x + 1) % 11)], 1e-2, 0.5, distributed.SingleProcess(), grads)
         assert grads.owns(model.parameters()) and grads.owns(optimizer.params)
     assert np.any(grads.buffer[:-1] != 0)
+    model.zero_grad()
+    assert grads.owns(model.parameters()) and not np.any(grads.buffer[:-1])
+    train_step(model, optimizer, [(x, (x + 1) % 11)], 1e-2, 0.5, distributed.SingleProcess(), grads)
     sizes = sum(p.data.size for p in model.parameters())
     assert grads.buffer.shape == (sizes + 1,) and grads.buffer.dtype == np.float32
     np.testing.assert_array_equal(grads.buffer[:model.wte.data.size], model.wte.grad.reshape(-1))
