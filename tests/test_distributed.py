@@ -124,6 +124,32 @@ def test_resume_under_mpi_continues_the_run(corpus_file, tmp_path):
     assert_same_run(tmp_path / "r", tmp_path / "straight")
 
 
+OTHER_INIT_ON_RANK_1 = """
+import sys
+import numpy as np
+from fastattn.cli import main
+from fastattn.training import distributed, trainer
+
+if distributed.get_world().rank == 1:  # rank 1 builds other weights: the broadcast must replace them
+    class Other(trainer.GPT):
+        def __init__(self, config, seed=0, dtype=np.float32):
+            super().__init__(config, seed=seed + 99, dtype=dtype)
+    trainer.GPT = Other
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_rank_0s_weights_are_broadcast(corpus_file, tmp_path):
+    script = tmp_path / "other_init.py"
+    script.write_text(textwrap.dedent(OTHER_INIT_ON_RANK_1))
+    args = ["train", "--data", corpus_file, "--out", tmp_path / "mpi", "--max-iters", 2, *TINY]
+    code, _, err = launch(2, [sys.executable, str(script), *map(str, args)], tmp_path)
+    assert code == 0, err
+    assert main(["train", "--data", str(corpus_file), "--out", str(tmp_path / "one"), "--max-iters", "2",
+                 "--gradient-accumulation-steps", "2", *TINY]) == 0
+    assert_same_run(tmp_path / "mpi", tmp_path / "one")
+
+
 FAILING_RANK = """
 import sys
 import fastattn
