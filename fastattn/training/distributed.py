@@ -3,7 +3,7 @@
     world = get_world()          # MPIWorld under mpiexec / mpirun / srun, else SingleProcess
     grads = FlatGradients(model.parameters())
     ...backward of this rank's micro-batches...
-    loss_sum = grads.allreduce(loss_sum)   # one in-place Allreduce: every rank holds the sum
+    loss_sum = grads.allreduce(world, loss_sum)   # one in-place Allreduce: every rank holds the sum
 
 Whether a launcher started this process is read from its environment variables (LAUNCHER_VARS):
 without one, mpi4py is never imported, so a user on one machine needs neither it nor an MPI.
@@ -51,10 +51,10 @@ class MPIWorld:
         self.local_size = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
         wanted = _launcher_size()
         if wanted is not None and wanted != self.size:
-            # e.g. Open MPI's mpirun starting processes whose mpi4py loads MPICH: each is alone
+            # the launcher of another MPI than mpi4py's: each process may start alone (a singleton)
             raise ValueError(f"the launcher started {wanted} processes, but mpi4py's MPI "
-                               f"({MPI.Get_library_version().splitlines()[0].strip()}) sees a world of "
-                               f"{self.size}: launch with the mpiexec of the MPI that mpi4py uses")
+                             f"({MPI.Get_library_version().splitlines()[0].strip()}) sees a world of "
+                             f"{self.size}: launch with the mpiexec of the MPI that mpi4py uses")
 
     def allreduce_sum_(self, buffer):
         """buffer (a contiguous array) becomes the sum of every rank's buffer, in place."""
