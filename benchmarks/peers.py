@@ -26,7 +26,9 @@ turns within each repeat, so that whatever else runs on the machine weighs on al
    generate_batch(include_prompt_in_result=False), which runs the prompt through the decoder at
    once and then steps, a callback stamping each token. The floor: a decode step reads every
    weight once, so it takes at least weight bytes / memory bandwidth, the bandwidth being that of
-   a float32 matrix-vector product in NumPy measured in the same run.
+   a float32 matrix-vector product in NumPy measured in the same run. "model's sgemvs" is NumPy's
+   own sgemv over matrices of the model's shapes (K = 768 or 3072: shorter rows than the floor's
+   4096), one call each: the products of a decode step in the BLAS alone.
 3. shakespeare: the Tiny Shakespeare model's shape (train_shakespeare_char.py's CONFIG, random
    weights), batch 1, a 1-token prompt, temperature 0.8 and top-k 200: tokens/s of fastattn with
    its KV cache against nanoGPT's generate() in PyTorch (generate.py's torch_generate, no cache),
@@ -353,6 +355,26 @@ def sgemv_seconds(W, x, threads, n):
     return times
 
 
+def model_sgemv_seconds(hf_dir, threads, n):
+    """The times of n passes of NumPy's sgemv over matrices of the model's own shapes (every
+    block's four weights, then the LM head), one call each, at `threads` threads: what a decode
+    step's products cost in the BLAS alone, whatever an engine does around them."""
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        c = json.load(f)
+    C, L, V = c["n_embd"], c["n_layer"], c["vocab_size"]
+    mats = [np.full(shape, 0.5, np.float32) for _ in range(L)
+            for shape in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C))] + [np.full((V, C), 0.5, np.float32)]
+    xs = {C: np.ones(C, np.float32), 4 * C: np.ones(4 * C, np.float32)}
+    times = []
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for _ in range(n):
+            t0 = time.perf_counter()
+            for w in mats:
+                w @ xs[w.shape[1]]
+            times.append(time.perf_counter() - t0)
+    return times
+
+
 def fastattn_gpt2(hf_dir):
     model = fastattn.GPT.from_pretrained(hf_dir)
 
@@ -431,7 +453,7 @@ def gpt2(args, built):
         run(prompt, 3)  # warm up
     sgemv_seconds(W, x, args.threads, 1)
     prefill, decode, tokens = ({name: [] for name in engines} for _ in range(3))
-    sgemv = []
+    sgemv, shaped = [], []
     for _ in range(args.repeats):
         for name, run in engines.items():
             settle()
@@ -440,7 +462,10 @@ def gpt2(args, built):
             decode[name].extend(np.diff(stamps))  # the steps after the first token
         settle()
         sgemv.extend(sgemv_seconds(W, x, args.threads, 10))
+        settle()
+        shaped.extend(model_sgemv_seconds(hf_dir, args.threads, 3))
     bandwidth = W.nbytes / np.median(sgemv)
+    shaped_ms = np.median(shaped) * 1e3
     weight_bytes = gpt2_weight_bytes(hf_dir)
     floor_ms = weight_bytes / bandwidth * 1e3
     decode_ms = {n: np.median(d) * 1e3 for n, d in decode.items()}
@@ -451,10 +476,13 @@ def gpt2(args, built):
     rows = [(f"prefill ms ({GPT2_PROMPT} tokens)", {n: np.median(p) * 1e3 for n, p in prefill.items()}, ".1f", "lower"),
             ("decode ms/token", decode_ms, ".2f", "lower"),
             ("decode / floor", {n: d / floor_ms for n, d in decode_ms.items()}, ".2f", None),
+            ("decode / model's sgemvs", {n: d / shaped_ms for n, d in decode_ms.items()}, ".2f", None),
             ("tokens = transformers'", agree, "s", None)]
     kernel = ", ".join(sorted({i.get("architecture", "?") for i in threadpool_info() if i["user_api"] == "blas"}))
     notes = [f"floor: {weight_bytes / 1e6:.0f} MB of float32 weights / {bandwidth / 1e9:.1f} GB/s "
              f"(NumPy sgemv, 16384 x 4096, median of {len(sgemv)}, BLAS kernel {kernel}) = {floor_ms:.2f} ms/token",
+             f"model's sgemvs: NumPy's sgemv on matrices of the model's own shapes, one call each "
+             f"(median of {len(shaped)}) = {shaped_ms:.2f} ms/token, {shaped_ms / floor_ms:.2f}x the floor",
              "decode: median step over every repeat's steps after the first token; tokens = "
              "transformers': how many leading greedy tokens agree"]
     table(f"gpt2: GPT-2 small shapes, random weights, {GPT2_PROMPT}-token prompt, {n_new} greedy tokens, "

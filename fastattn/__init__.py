@@ -13,7 +13,7 @@ from fastattn._backend import available_backends, get_backend, set_backend, use_
 from fastattn._threads import get_num_threads, set_num_threads
 from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer, load_tokenizer
 from fastattn.optim import AdamW, clip_grad_norm_
-from fastattn.models import GPT, BertConfig, Encoder, GPTConfig
+from fastattn.models import GPT, BertConfig, Encoder, GPTConfig, Seq2SeqTransformer
 from fastattn.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fastattn.training.trainer import TrainConfig, train
 from fastattn.inference.embeddings import SentenceEncoder, embed
@@ -44,6 +44,7 @@ __all__ = [
     "train",
     "BertConfig",
     "Encoder",
+    "Seq2SeqTransformer",
     "SentenceEncoder",
     "embed",
 ]

@@ -1,5 +1,6 @@
 """The command line: `fastattn bench`, `fastattn prepare`, `fastattn train`, `fastattn sample`,
-`fastattn attention-map` and `fastattn embed` (also `python -m fastattn ...`).
+`fastattn attention-map`, `fastattn embed`, `fastattn train-seq2seq` and `fastattn translate`
+(also `python -m fastattn ...`).
 
     fastattn bench --quick
     fastattn train --data input.txt --out out-shakespeare-char
@@ -8,10 +9,13 @@
     fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
     fastattn attention-map --checkpoint out-shakespeare-char --prompt "ROMEO:" --layer 3 --all-heads --out map.png
     fastattn embed --model all-MiniLM-L6-v2 < lines.txt > vectors.npy
+    fastattn train-seq2seq --data pairs.tsv --out out-dates --d-model 128 --nhead 4
+    fastattn translate --checkpoint out-dates < sources.txt > outputs.txt
 
 Training flags are named after nanoGPT's config (--n-layer is n_layer); their defaults are
-nanoGPT's CPU run of Tiny Shakespeare. Errors print one line on stderr and exit with status 1
-(2 for a bad command line, as argparse does).
+nanoGPT's CPU run of Tiny Shakespeare. train-seq2seq's are named after Seq2SeqTransformer's
+arguments (--d-model is d_model), with the paper's base model and recipe as defaults. Errors
+print one line on stderr and exit with status 1 (2 for a bad command line, as argparse does).
 """
 import argparse
 import dataclasses
@@ -41,6 +45,41 @@ def _add_runtime_flags(p, under_mpi=False):
                    help="OpenMP threads (default: fastattn's, usually the cores" +
                         ("; under mpiexec the cores of each rank)" if under_mpi else ")"))
     p.add_argument("--backend", choices=("compiled", "reference"), help="kernel backend (default: the active one)")
+
+
+def _add_config_flags(p, config_class, helps):
+    """One flag per field of the dataclass (--n-layer for n_layer), unset unless given: a bool
+    field is --x / --no-x, a str field (a directory) takes DIR, the others an int or a float."""
+    for field in dataclasses.fields(config_class):
+        flag, default = "--" + field.name.replace("_", "-"), field.default
+        shown = "" if default is None else f" (default: {default})"
+        if field.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=helps[field.name] + shown)
+        else:
+            typ = str if field.type in (str, "str") else float if isinstance(default, float) else int
+            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, metavar="DIR" if typ is str else None,
+                           help=helps[field.name] + shown)
+
+
+def _add_training_flags(p, data_help, config_class, helps, extra=None, under_mpi=False):
+    """A trainer's flags: --data, --out, --resume, extra(p)'s, --no-progress, the runtime's, the config's."""
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
+    if extra is not None:
+        extra(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_runtime_flags(p, under_mpi)
+    _add_config_flags(p, config_class, helps)
+
+
+def _init_and_config_flags(p):
+    p.add_argument("--init-from",
+                   help="start from this model, with its tokenizer: a Hugging Face GPT-2 directory or a "
+                        "fastattn checkpoint (training directory or .npz); a smaller --block-size crops it")
+    p.add_argument("--config", help="JSON or TOML (.toml) file of settings named as TrainConfig's fields "
+                                    "(n_layer, ...); flags given here override it")
 
 
 def _parser():
@@ -73,27 +112,9 @@ def _parser():
                        "DIR/ckpt.npz (latest state, for --resume), DIR/best.npz (best val loss), "
                        "DIR/metrics.jsonl and DIR/config.json (the settings); the last line printed "
                        "is 'final: step N train_loss X val_loss Y'.")
-    p.add_argument("--data", required=True,
-                   help="UTF-8 text file (its characters are the tokens, unless --init-from brings a "
-                        "tokenizer) or a directory from `fastattn prepare`")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
-    p.add_argument("--init-from",
-                   help="start from this model, with its tokenizer: a Hugging Face GPT-2 directory or a "
-                        "fastattn checkpoint (training directory or .npz); a smaller --block-size crops it")
-    p.add_argument("--config", help="JSON or TOML (.toml) file of settings named as TrainConfig's fields "
-                                    "(n_layer, ...); flags given here override it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_runtime_flags(p, under_mpi=True)
-    for field in dataclasses.fields(TrainConfig):
-        flag, default = "--" + field.name.replace("_", "-"), field.default
-        kind = {"bias": argparse.BooleanOptionalAction}.get(field.name)
-        shown = "" if default is None else f" (default: {default})"
-        if kind:
-            p.add_argument(flag, action=kind, default=argparse.SUPPRESS, help=_TRAIN_HELP[field.name] + shown)
-        else:
-            typ = float if isinstance(default, float) else int
-            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=_TRAIN_HELP[field.name] + shown)
+    _add_training_flags(p, "UTF-8 text file (its characters are the tokens, unless --init-from brings a "
+                           "tokenizer) or a directory from `fastattn prepare`", TrainConfig, _TRAIN_HELP,
+                        extra=_init_and_config_flags, under_mpi=True)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint",
                        description="Generate text from a checkpoint written by `fastattn train`, or "
@@ -144,7 +165,43 @@ def _parser():
                         "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows from 1000 lines)")
     _add_runtime_flags(p)
+    _add_seq2seq_commands(sub)
     return parser
+
+
+_SEQ2SEQ_HELP = {
+    "d_model": "model width", "nhead": "attention heads", "num_encoder_layers": "encoder layers",
+    "num_decoder_layers": "decoder layers", "dim_feedforward": "feed-forward width",
+    "dropout": "dropout in train mode", "share_embeddings": "one vocabulary, one embedding for source, "
+    "target and the output layer", "label_smoothing": "label smoothing of the loss",
+    "warmup": "warmup steps of the paper's schedule", "lr_factor": "multiplies the paper's learning rate",
+    "batch_size": "pairs per iteration", "max_iters": "training iterations",
+    "eval_interval": "evaluate (and checkpoint) every this many iterations",
+    "eval_pairs": "pairs of each split evaluated", "seed": "random seed (init, batches, dropout)",
+    "tokenizer": "directory holding a tokenizer.json: its tokens for both sides (default: characters)",
+}
+
+
+def _add_seq2seq_commands(sub):
+    from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig
+    p = sub.add_parser("train-seq2seq", help="train an encoder-decoder Transformer on source<TAB>target pairs",
+                       description="Train a Seq2SeqTransformer (\"Attention Is All You Need\") on a UTF-8 file "
+                       "of source<TAB>target lines; the last 10% validate. Writes DIR/ckpt.npz (latest state, "
+                       "for --resume), DIR/best.npz (best val loss) and DIR/metrics.jsonl; the last line printed "
+                       "is 'final: step N train_loss X val_loss Y'.")
+    _add_training_flags(p, "UTF-8 file, one source<TAB>target pair a line", Seq2SeqTrainConfig, _SEQ2SEQ_HELP)
+
+    p = sub.add_parser("translate", help="decode each line of stdin with a train-seq2seq checkpoint",
+                       description="Read one source a line on stdin and write its output, one line each, to "
+                                   "stdout (a blank line gives a blank line), with beam search (--beam-size 1: "
+                                   "greedy). The outputs are written once every line is decoded.")
+    p.add_argument("--checkpoint", required=True, help="a train-seq2seq output directory (its best.npz, else "
+                                                       "ckpt.npz) or a .npz file")
+    p.add_argument("--beam-size", type=int, default=4, help="hypotheses kept; 1: greedy (default: %(default)s)")
+    p.add_argument("--length-penalty", type=float, default=0.6,
+                   help="alpha of GNMT's length penalty ((5 + length) / 6)^alpha (default: %(default)s)")
+    p.add_argument("--max-len", type=int, help="most output tokens (default: 2 x the source's + 10)")
+    _add_runtime_flags(p)
 
 
 def _bench(args):
@@ -169,6 +226,57 @@ def _train(args):
     from fastattn.training.distributed import get_world
     if get_world().rank == 0:
         print(f"final: step {record['step']} train_loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f}")
+
+
+def _train_seq2seq(args):
+    from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig, train_seq2seq
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Seq2SeqTrainConfig) if hasattr(args, f.name)}
+    from tqdm import tqdm
+    record = train_seq2seq(args.data, args.out, resume=args.resume, progress=not args.no_progress,
+                           log=tqdm.write, **settings)
+    print(f"final: step {record['step']} train_loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f}")
+
+
+def _translate(args):
+    from fastattn.models.seq2seq_decoding import beam_search, greedy
+    from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint
+    path = args.checkpoint
+    if os.path.isdir(path):
+        found = [os.path.join(path, n) for n in ("best.npz", "ckpt.npz") if os.path.isfile(os.path.join(path, n))]
+        if not found:
+            raise FileNotFoundError(f"{path} holds no best.npz or ckpt.npz (written by fastattn train-seq2seq)")
+        path = found[0]
+    elif not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint (a train-seq2seq directory or .npz file)")
+    if args.beam_size < 1:
+        raise ValueError(f"--beam-size must be >= 1, got {args.beam_size}")
+    ckpt = load_seq2seq_checkpoint(path)
+    model = ckpt.build_model().eval()
+    text = sys.stdin.read()
+    if not text:
+        raise ValueError("no input: give one source a line on stdin")
+    lines = text.split("\n")  # (as embed: "\n" alone ends a line)
+    if lines[-1] == "":
+        lines.pop()
+    sources = [ckpt.src_vocab.encode(line.rstrip("\r")) for line in lines]
+    limit = model.config["max_len"]
+    for i, ids in enumerate(sources):
+        if len(ids) > limit:
+            raise ValueError(f"line {i + 1} is {len(ids)} tokens: the model takes at most {limit}")
+    outputs = [""] * len(sources)
+    todo = [i for i, ids in enumerate(sources) if len(ids)]
+    from fastattn.training.seq2seq_trainer import pad_batch
+    for start in range(0, len(todo), 32):  # (greedy runs 32 lines as one batch; beam search one by one)
+        rows = todo[start:start + 32]
+        src = pad_batch([sources[i] for i in rows])
+        if args.beam_size == 1:
+            found = greedy(model, src, max_len=args.max_len)
+        else:
+            found = beam_search(model, src, args.beam_size, args.length_penalty, max_len=args.max_len)
+        for i, ids in zip(rows, found):
+            outputs[i] = ckpt.tgt_vocab.decode(ids)
+    sys.stdout.write("".join(o + "\n" for o in outputs))  # all at once: an error leaves nothing half written
+    sys.stdout.flush()
 
 
 def _load_for_sampling(path):
@@ -271,7 +379,7 @@ def main(argv=None):
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
-         "embed": _embed}[args.command](args)
+         "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0

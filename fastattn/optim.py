@@ -5,7 +5,7 @@
     clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
 
-A parameter is anything with .data and .grad arrays of one shape and dtype (fastattn.models.gpt.Parameter).
+A parameter is anything with .data and .grad arrays of one shape and dtype (fastattn.nn.Parameter).
 The update itself is F.adamw_step, so it runs on the active backend.
 """
 import math

@@ -60,8 +60,8 @@ def test_model_attention_maps(backend, rng):
         np.testing.assert_allclose(w.sum(axis=-1), 1, rtol=1e-5)
         assert (np.triu(w, 1) == 0).all()  # causal: nothing from the future
     # layer 0 recomputed from the embeddings by hand, in float64
-    block = model.h[0]
-    x = (model.wte.data[idx] + model.wpe.data[:5]).astype(np.float64)
+    block = model.transformer.h[0]
+    x = (model.transformer.wte.weight.data[idx] + model.transformer.wpe.weight.data[:5]).astype(np.float64)
     h = oracle.layer_norm(x, block.ln_1.weight.data, block.ln_1.bias.data)
     qkv = h @ block.attn.c_attn.weight.data.T.astype(np.float64) + block.attn.c_attn.bias.data
     q, k, _ = qkv.reshape(2, 5, 3, 3, 4).transpose(2, 0, 3, 1, 4)

@@ -215,7 +215,7 @@ def test_flat_gradients_stay_views_through_a_step(backend):
     train_step(model, optimizer, [(x, (x + 1) % 11)], 1e-2, 0.5, distributed.SingleProcess(), grads)
     sizes = sum(p.data.size for p in model.parameters())
     assert grads.buffer.shape == (sizes + 1,) and grads.buffer.dtype == np.float32
-    np.testing.assert_array_equal(grads.buffer[:model.wte.data.size], model.wte.grad.reshape(-1))
+    np.testing.assert_array_equal(grads.buffer[:model.transformer.wte.weight.data.size], model.transformer.wte.weight.grad.reshape(-1))
 
 
 def test_cores_per_rank(monkeypatch):

@@ -30,10 +30,10 @@ def gpt2_dir(gpt2_like, tmp_path):
 def test_crop_block_size(gpt2_like):
     idx = np.random.default_rng(0).integers(0, 61, (2, 8))
     want = gpt2_like(idx)[0]
-    wpe = gpt2_like.wpe.data.copy()
+    wpe = gpt2_like.transformer.wpe.weight.data.copy()
     gpt2_like.crop_block_size(8)
-    assert gpt2_like.config.block_size == 8 and gpt2_like.wpe.data.shape == gpt2_like.wpe.grad.shape == (8, 16)
-    np.testing.assert_array_equal(gpt2_like.wpe.data, wpe[:8])
+    assert gpt2_like.config.block_size == 8 and gpt2_like.transformer.wpe.weight.data.shape == gpt2_like.transformer.wpe.weight.grad.shape == (8, 16)
+    np.testing.assert_array_equal(gpt2_like.transformer.wpe.weight.data, wpe[:8])
     np.testing.assert_array_equal(gpt2_like(idx)[0], want)  # the first 8 positions are unchanged
     with pytest.raises(ValueError, match="sequence of length 9 is longer than block_size 8"):
         gpt2_like(np.zeros((1, 9), np.int64))

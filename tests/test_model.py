@@ -68,7 +68,7 @@ def test_names_shapes_and_counts():
     # nanoGPT's count for this config (without position embeddings): 4 * 12 C^2 + 9 * 128 + V C
     assert model.num_params() == 4 * (12 * 128 * 128 + 2 * 128) + 128 + 65 * 128
     assert model.num_params(non_embedding=False) == model.num_params() + 64 * 128
-    std = model.h[0].attn.c_proj.weight.data.std()
+    std = model.transformer.h[0].attn.c_proj.weight.data.std()
     assert 0.8 < std / (0.02 / np.sqrt(2 * 4)) < 1.2  # GPT-2's scaled residual init
 
 

@@ -2,8 +2,11 @@
 differences: every mask kind, both layouts, bias on and off, self / cross / separate inputs."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastattn
+import oracle
 from fastattn import nn
 from nn_check import assert_param_grads_match, copy_to_torch, gradcheck
 
@@ -273,3 +276,65 @@ def test_bad_input():
         m(x, x, x, attn_mask=np.zeros((L, L + 1), bool))
     with pytest.raises(RuntimeError, match="needs a forward"):
         m.backward(x)
+
+
+@pytest.mark.parametrize("shapes", [((5, 0, E), (4, 0, E)), ((0, 3, E), (4, 3, E)), ((5, 3, E), (0, 3, E))],
+                         ids=["no batch", "no query", "no key"])
+def test_sizes_zero(backend, shapes):
+    m = nn.MultiheadAttention(E, H, dtype=np.float64, seed=0)
+    m.out_proj.bias.data[...] = 1
+    q, k = np.ones(shapes[0]), np.ones(shapes[1])
+    out, w = m(q, k, k)
+    assert out.shape == q.shape and w.shape == (q.shape[1], q.shape[0], k.shape[0])
+    assert np.all(out == 1)  # no key: the attention is 0, the output out_proj.bias
+    grads = m.backward(np.ones_like(out))
+    assert [g.shape for g in grads] == [q.shape, k.shape, k.shape]
+    assert all(np.isfinite(p.grad).all() for p in m.parameters())
+
+
+# -- a property test against an independent float64 oracle (no torch) ---------------------------
+@settings(max_examples=40, deadline=None)
+@given(N=st.integers(1, 3), L=st.integers(1, 7), S=st.integers(1, 7), H=st.sampled_from([1, 2, 4]),
+       batch_first=st.booleans(), causal=st.booleans(), padded=st.booleans(), seed=st.integers(0, 2**31),
+       backend=st.sampled_from(fastattn.available_backends()))
+def test_matches_a_float64_oracle(N, L, S, H, batch_first, causal, padded, seed, backend):
+    rng = np.random.default_rng(seed)
+    E = 4 * H
+    m = nn.MultiheadAttention(E, H, batch_first=batch_first, dtype=np.float64, seed=seed)
+    m.in_proj_bias.data[...] = rng.standard_normal(3 * E)
+    q_in = rng.standard_normal((N, L, E))  # batch-first here; transposed for the module if not
+    kv_in = rng.standard_normal((N, S, E))
+    pad = (rng.random((N, S)) < 0.3) if padded else np.zeros((N, S), bool)
+    W, b = m.in_proj_weight.data, m.in_proj_bias.data
+
+    def heads(x, rows):  # (N, T, E) -> (N, H, T, hs)
+        p = x @ W[rows].T + b[rows]
+        return p.reshape(x.shape[0], x.shape[1], H, 4).transpose(0, 2, 1, 3)
+
+    q, k, v = heads(q_in, slice(0, E)), heads(kv_in, slice(E, 2 * E)), heads(kv_in, slice(2 * E, 3 * E))
+    allowed = ~pad[:, None, None, :]
+    if causal:  # top-left: query i sees keys j <= i
+        allowed = allowed & np.tri(L, S, dtype=bool)
+    att = oracle.attention(q, k, v, np.broadcast_to(allowed, (N, H, L, S)))
+    att = np.where(np.broadcast_to(allowed, (N, H, L, S)).any(-1, keepdims=True), att, 0)  # rows that see nothing
+    want = att.transpose(0, 2, 1, 3).reshape(N, L, E) @ m.out_proj.weight.data.T + m.out_proj.bias.data
+    if not batch_first:
+        q_in, kv_in, want = (a.transpose(1, 0, 2) for a in (q_in, kv_in, want))
+    with fastattn.use_backend(backend):
+        out, _ = m(q_in, kv_in, kv_in, key_padding_mask=pad, is_causal=causal, need_weights=False)
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+
+
+def test_non_contiguous_inputs(backend, rng):
+    m = nn.MultiheadAttention(E, H, batch_first=True, dtype=np.float64, seed=0)
+    x = rng.standard_normal((L, N, E)).transpose(1, 0, 2)  # (N, L, E), strided
+    kv = rng.standard_normal((N, 2 * S, E))[:, ::2]  # every other row
+    out, w = m(x, kv, kv, is_causal=False)
+    grads = m.backward(np.ones_like(out))
+    m.zero_grad()
+    out2, w2 = m(x.copy(), kv.copy(), kv.copy())
+    grads2 = m.backward(np.ones_like(out))
+    np.testing.assert_allclose(out, out2, rtol=1e-13)
+    np.testing.assert_allclose(w, w2, rtol=1e-13)
+    for a, b in zip(grads, grads2):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

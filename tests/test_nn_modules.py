@@ -46,7 +46,8 @@ def test_names_sharing_and_counts():
     names = [n for n, _ in m.named_parameters()]
     assert names == ["emb.weight", "blocks.0.weight", "blocks.0.bias", "blocks.1.weight", "blocks.1.bias"]
     assert m.num_parameters() == 5 * 4 + 2 * (16 + 4)
-    assert list(m.state_dict()) == names
+    assert list(m.state_dict()) == names + ["head.weight"]  # as torch: a tied weight under each name
+    assert [n for n, _ in m.named_parameters(remove_duplicate=False)][-1] == "head.weight"
     # the tied weight gets both gradients
     ids = np.array([[1, 2, 1]])
     h = m.emb(ids)
@@ -60,6 +61,27 @@ def test_names_sharing_and_counts():
     np.testing.assert_allclose(m.emb.weight.grad, want)
     m.zero_grad()
     assert not m.emb.weight.grad.any() and not m.blocks[1].bias.grad.any()
+
+
+def test_a_tied_state_dict_moves_to_torch_and_back():
+    torch = pytest.importorskip("torch")
+    m = Tied()
+
+    class TorchTied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(5, 4)
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(2)])
+            self.head = torch.nn.Linear(4, 5, bias=False)
+            self.head.weight = self.emb.weight
+
+    t = TorchTied().double()
+    assert list(t.state_dict()) == list(m.state_dict())
+    copy_to_torch(m, t)
+    back = Tied()
+    back.load_state_dict(t.state_dict())
+    assert back.head.weight is back.emb.weight
+    np.testing.assert_array_equal(back.emb.weight.data, m.emb.weight.data)
 
 
 def test_parameter_names_match_torch_modules():

@@ -214,7 +214,9 @@ def test_transformer_init_is_xavier_and_layers_differ():
     assert np.all(params["decoder.norm.weight"].data == 1)
     b = params["encoder.layers.0.linear1.bias"].data  # biases keep their module's init
     assert 0 < np.abs(b).max() <= 1 / math.sqrt(32)
-    assert not params["encoder.layers.0.self_attn.in_proj_bias"].data.any()
+    for name, p in params.items():  # in every copy, as torch
+        if name.endswith(("in_proj_bias", "out_proj.bias")):
+            assert not p.data.any(), name
     a, b = nn.Transformer(16, 2, 1, 1, 16, seed=3), nn.Transformer(16, 2, 1, 1, 16, seed=3)
     assert all(np.array_equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
@@ -314,3 +316,41 @@ def test_bad_input():
         m(src, tgt, src_key_padding_mask=np.zeros((N, S), np.int64))
     with pytest.raises(ValueError, match=r"attn_mask must have shape \(4, 4\)"):
         m(src, tgt, tgt_mask=np.zeros((S, S)))
+
+
+def test_unbatched_layers_against_torch(backend, rng):
+    torch = pytest.importorskip("torch")
+    enc, tenc = _config(torch, "TransformerEncoderLayer", D, H, FF, dropout=0.0)
+    dec, tdec = _config(torch, "TransformerDecoderLayer", D, H, FF, dropout=0.0, norm_first=True)
+    src, tgt = rng.standard_normal((S, D)), rng.standard_normal((T, D))
+    pad = np.zeros(S, bool)
+    pad[-1] = True
+    ts, tt = torch.tensor(src, requires_grad=True), torch.tensor(tgt, requires_grad=True)
+    mem = enc(src, src_key_padding_mask=pad)
+    tmem = tenc(ts, src_key_padding_mask=torch.tensor(pad))
+    causal = ~np.tri(T, dtype=bool)
+    y = dec(tgt, mem, tgt_is_causal=True, memory_key_padding_mask=pad)
+    ty = tdec(tt, tmem, tgt_mask=torch.tensor(causal), tgt_is_causal=True, memory_key_padding_mask=torch.tensor(pad))
+    np.testing.assert_allclose(y, ty.detach().numpy(), **TOL)
+    g = rng.standard_normal(y.shape)
+    dt, dm = dec.backward(g)
+    ds = enc.backward(dm)
+    ty.backward(torch.tensor(g))
+    _check_grads(dec, tdec, [(dt, tt)])
+    _check_grads(enc, tenc, [(ds, ts)])
+
+
+def test_float32_transformer_is_close_to_float64(backend, rng):
+    m32 = nn.Transformer(D, H, 1, 1, FF, dropout=0.0, batch_first=True, seed=0)
+    m64 = nn.Transformer(D, H, 1, 1, FF, dropout=0.0, batch_first=True, dtype=np.float64, seed=0)
+    src, tgt = rng.standard_normal((N, S, D)), rng.standard_normal((N, T, D))
+    y32 = m32(src.astype(np.float32), tgt.astype(np.float32), tgt_is_causal=True)
+    y64 = m64(src, tgt, tgt_is_causal=True)
+    assert y32.dtype == np.float32 and all(p.data.dtype == np.float32 for p in m32.parameters())
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-4)
+    ds32, dt32 = m32.backward(np.ones_like(y32))
+    ds64, dt64 = m64.backward(np.ones_like(y64))
+    assert ds32.dtype == np.float32
+    np.testing.assert_allclose(ds32, ds64, rtol=1e-3, atol=1e-4)
+    with pytest.raises(TypeError, match="dtype"):
+        m32(src, tgt)  # float64 input into a float32 model

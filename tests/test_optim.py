@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fastattn import GPT, GPTConfig
-from fastattn.models.gpt import Parameter
+from fastattn.nn import Parameter
 from fastattn.optim import AdamW, clip_grad_norm_
 
 

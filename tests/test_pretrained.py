@@ -51,7 +51,7 @@ def gpt2_like():
 @pytest.mark.parametrize("prefix", ["transformer.", ""])
 def test_loads_the_weights_and_config(backend, gpt2_like, tmp_path, prefix):
     path = write_hf_dir(tmp_path / "m", gpt2_like, prefix,
-                       extra={"lm_head.weight": gpt2_like.wte.data.copy()} if prefix else None)
+                       extra={"lm_head.weight": gpt2_like.transformer.wte.weight.data.copy()} if prefix else None)
     model = GPT.from_pretrained(str(path))
     assert model.config == gpt2_like.config
     idx = np.random.default_rng(1).integers(0, 61, (2, 12))

@@ -113,10 +113,11 @@ class PretrainedTokenizer:
         self.path, self.json = path, text  # json: the tokenizer.json text, as read
 
     @classmethod
-    def from_str(cls, text, path="<tokenizer.json text>"):
-        """The tokenizer whose tokenizer.json is `text` (path: what error messages call it)."""
+    def from_str(cls, json_text, name="<tokenizer.json text>"):
+        """The tokenizer whose tokenizer.json is the string json_text (name: what error messages
+        call it)."""
         tok = cls.__new__(cls)
-        tok._load(text, path)
+        tok._load(json_text, name)
         return tok
 
     def to_json(self):

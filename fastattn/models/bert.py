@@ -8,17 +8,21 @@ Embeddings (word + position + token type) and a layer norm, then post-LN blocks,
     a = attention(x), key-padding mask     x = layer_norm(x + a W_o + b_o)
     h = gelu(x W_i + b_i) (erf)            x = layer_norm(x + h W_2 + b_2)
 
-Attention is scaled_dot_product_attention with a boolean (B, 1, 1, T) key mask, not causal; the
-query, key and value projections are concatenated into one (3 * hidden, hidden) product at load.
-Everything but attention runs on the real tokens only, packed (no work on padding).
-Tensor names are BERT's (embeddings.word_embeddings.weight, encoder.layer.N.attention.self.query.weight,
-...), with or without the "bert." prefix; weights are (out, in), as Hugging Face stores them.
+The layers are fastattn.nn modules named as Hugging Face names them (embeddings.word_embeddings,
+encoder.layer.N.attention.self.query, ...), so state_dict() and load_state_dict() use BERT's tensor
+names; checkpoints may have the "bert." prefix or not; weights are (out, in), as Hugging Face
+stores them. The encoder runs inference only (no backward). Attention is
+scaled_dot_product_attention with a boolean (B, 1, 1, T) key mask, not causal; the query, key and
+value weights of a layer are views into one (3 * hidden, hidden) array, so that they run as one
+product. Everything but attention runs on the real tokens only, packed (no work on padding).
 """
 from dataclasses import dataclass
 
 import numpy as np
 
 from fastattn import functional as F
+from fastattn import nn
+from fastattn.nn.module import _skip_init
 from fastattn.io.hf_files import a_number, positive_ints, read_hf_dir
 
 
@@ -91,11 +95,81 @@ def _check_bert_shapes(hf, shapes):
 _IGNORED = ("embeddings.position_ids", "pooler.", "cls.")
 
 
-class Encoder:
+def _linear(layer, x):
+    return F.linear(x, layer.weight.data, layer.bias.data)
+
+
+def _layer_norm(layer, x, eps):
+    return F.layer_norm(x, layer.weight.data, layer.bias.data, eps)
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, cfg, dtype):
+        super().__init__()
+        H = cfg.hidden_size
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, H, dtype=dtype)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, H, dtype=dtype)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, H, dtype=dtype)
+        self.LayerNorm = nn.LayerNorm(H, cfg.layer_norm_eps, dtype=dtype)
+
+
+class _SelfAttention(nn.Module):
+    """query, key and value: three nn.Linear whose weights and biases are row blocks of one
+    (3H, H) weight and one (3H,) bias, qkv_weight and qkv_bias (load_state_dict copies into them
+    in place, so the views stay views)."""
+
+    def __init__(self, cfg, dtype):
+        super().__init__()
+        H = cfg.hidden_size
+        self.query, self.key, self.value = (nn.Linear(H, H, dtype=dtype) for _ in range(3))
+        self._qkv_weight = np.zeros((3 * H, H), dtype)
+        self._qkv_bias = np.zeros(3 * H, dtype)
+        for i, layer in enumerate((self.query, self.key, self.value)):
+            layer.weight.data = self._qkv_weight[i * H:(i + 1) * H]
+            layer.bias.data = self._qkv_bias[i * H:(i + 1) * H]
+
+
+class _DenseLayerNorm(nn.Module):  # BERT's SelfOutput and Output: dense, then LayerNorm
+    def __init__(self, n_in, H, eps, dtype):
+        super().__init__()
+        self.dense = nn.Linear(n_in, H, dtype=dtype)
+        self.LayerNorm = nn.LayerNorm(H, eps, dtype=dtype)
+
+
+class _Attention(nn.Module):
+    def __init__(self, cfg, dtype):
+        super().__init__()
+        self.self = _SelfAttention(cfg, dtype)
+        self.output = _DenseLayerNorm(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps, dtype)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, cfg, dtype):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size, dtype=dtype)
+
+
+class _Layer(nn.Module):
+    def __init__(self, cfg, dtype):
+        super().__init__()
+        self.attention = _Attention(cfg, dtype)
+        self.intermediate = _Intermediate(cfg, dtype)
+        self.output = _DenseLayerNorm(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps, dtype)
+
+
+class _Layers(nn.Module):
+    def __init__(self, cfg, dtype):
+        super().__init__()
+        self.layer = nn.ModuleList(_Layer(cfg, dtype) for _ in range(cfg.num_hidden_layers))
+
+
+class Encoder(nn.Module):
     """A BERT encoder: Encoder(config, weights) with weights name -> array in Hugging Face's
-    names (see from_pretrained); enc(input_ids, attention_mask=None, token_type_ids=None)."""
+    names (see from_pretrained); enc(input_ids, attention_mask=None, token_type_ids=None).
+    An nn.Module: embeddings and encoder.layer[i] hold the parameters."""
 
     def __init__(self, config, weights, dtype=np.float32):
+        super().__init__()
         self.config = config
         shapes = _parameter_shapes(config)
         missing = sorted(set(shapes) - set(weights))
@@ -105,14 +179,11 @@ class Encoder:
         if missing or unexpected or wrong:
             raise ValueError(f"the weights do not fit this BERT config: missing {missing}, "
                              f"unexpected {unexpected}, wrong shapes {wrong}")
-        w = {n: np.ascontiguousarray(weights[n], dtype=dtype) for n in shapes}
-        self.weights = w
-        # per layer: the fused (3H, H) query/key/value weight and (3H,) bias
-        self.qkv = []
-        for i in range(config.num_hidden_layers):
-            p = f"encoder.layer.{i}.attention.self."
-            self.qkv.append((np.concatenate([w[p + s + ".weight"] for s in ("query", "key", "value")]),
-                             np.concatenate([w[p + s + ".bias"] for s in ("query", "key", "value")])))
+        with _skip_init():  # every weight comes from `weights`
+            self.embeddings = _Embeddings(config, dtype)
+            self.encoder = _Layers(config, dtype)
+        self.load_state_dict({n: weights[n] for n in shapes})
+        self.eval()
 
     @classmethod
     def from_pretrained(cls, path, dtype=np.float32):
@@ -133,7 +204,7 @@ class Encoder:
         """input_ids (B, T) -> the last hidden state (B, T, hidden_size). attention_mask (B, T):
         1 for a token, 0 for padding (None: all tokens); padding is never attended to and never
         computed: its rows of the result are 0. token_type_ids (B, T): None means all 0."""
-        cfg, w = self.config, self.weights
+        cfg = self.config
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"input_ids must be a (B, T) integer array, got {ids.dtype} {ids.shape}")
@@ -166,13 +237,15 @@ class Encoder:
             at = np.flatnonzero(real)  # where each packed row sits in the (B * T) layout
             tok, pos, typ = ids.reshape(-1)[at], at % T, types.reshape(-1)[at]
             key_mask = real[:, None, None, :]  # (B, 1, 1, T): which keys exist
-        x = (w["embeddings.word_embeddings.weight"][tok] + w["embeddings.position_embeddings.weight"][pos]
-             + w["embeddings.token_type_embeddings.weight"][typ])  # (n, H)
-        x = F.layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
+        emb = self.embeddings
+        x = (emb.word_embeddings.weight.data[tok] + emb.position_embeddings.weight.data[pos]
+             + emb.token_type_embeddings.weight.data[typ])  # (n, H)
+        x = _layer_norm(emb.LayerNorm, x, eps)
         qkv = np.zeros((B * T, 3 * H), x.dtype) if at is not None else None  # padded q, k, v
         y = np.empty((B, T, nh, H // nh), dtype=x.dtype)  # the heads' outputs, side by side
-        for i, (w_qkv, b_qkv) in enumerate(self.qkv):
-            p = f"encoder.layer.{i}."
+        for layer in self.encoder.layer:
+            attention = layer.attention
+            w_qkv, b_qkv = attention.self._qkv_weight, attention.self._qkv_bias
             if at is None:
                 qkv = F.linear(x, w_qkv, b_qkv)
             else:
@@ -180,14 +253,13 @@ class Encoder:
             q, k, v = qkv.reshape(B, T, 3, nh, H // nh).transpose(2, 0, 3, 1, 4)  # (B, nh, T, hs) views
             F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, out=y.transpose(0, 2, 1, 3))
             heads = y.reshape(B * T, H) if at is None else y.reshape(B * T, H)[at]
-            a = F.linear(heads, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
+            a = _linear(attention.output.dense, heads)
             a += x
-            x = F.layer_norm(a, w[p + "attention.output.LayerNorm.weight"],
-                             w[p + "attention.output.LayerNorm.bias"], eps)
-            h = F.linear_gelu(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"])
-            h = F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
+            x = _layer_norm(attention.output.LayerNorm, a, eps)
+            fc = layer.intermediate.dense
+            h = _linear(layer.output.dense, F.linear_gelu(x, fc.weight.data, fc.bias.data))
             h += x
-            x = F.layer_norm(h, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
+            x = _layer_norm(layer.output.LayerNorm, h, eps)
         if at is None:
             return x.reshape(B, T, H)
         out = np.zeros((B * T, H), x.dtype)

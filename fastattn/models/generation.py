@@ -101,8 +101,8 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
     ctx[:, :T], ok[:, :T] = idx, valid
     lengths = valid.sum(axis=1)  # tokens in each row so far
     end = T
-    cache = KVCache(model.config, B, min(bs, int(lengths.max()) + max_new_tokens), model.wte.data.dtype) \
-        if use_cache else None
+    dtype = model.transformer.wte.weight.data.dtype
+    cache = KVCache(model.config, B, min(bs, int(lengths.max()) + max_new_tokens), dtype) if use_cache else None
     finished = np.zeros(B, bool)
     # The first step runs through fastattn.functional, which checks every argument. Later steps
     # have the same dtypes and shapes that fit by construction, so they call the backend's
@@ -119,7 +119,7 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
             window, window_ok = ctx[:, end - W:end], ok[:, end - W:end]
             positions = np.maximum(np.cumsum(window_ok, axis=1) - 1, 0)
             if cache is None:
-                run_cache = KVCache(model.config, B, W, model.wte.data.dtype)
+                run_cache = KVCache(model.config, B, W, dtype)
             else:
                 run_cache = cache
                 run_cache.length = 0

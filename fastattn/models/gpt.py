@@ -12,108 +12,47 @@ import contextlib
 import math
 
 import numpy as np
-import scipy.sparse
 
 from fastattn import functional as F
+from fastattn import nn
+from fastattn.nn.module import _skip_init
 from fastattn.models import generation as _gen
 from fastattn.models.gpt2_files import read_gpt2_dir
 from fastattn.models.gpt_config import GPTConfig  # noqa: F401 (fastattn.models.gpt.GPTConfig)
-
-
-class Parameter:
-    """A weight and its gradient (same shape and dtype)."""
-
-    __slots__ = ("data", "grad")
-
-    def __init__(self, data):
-        self.data = data
-        self.grad = np.zeros_like(data)
 
 
 def _data(param):
     return None if param is None else param.data
 
 
-class Linear:
-    def __init__(self, n_in, n_out, bias, rng, dtype, std=0.02):
-        self.weight = Parameter((rng.standard_normal((n_out, n_in)) * std).astype(dtype))
-        self.bias = Parameter(np.zeros(n_out, dtype)) if bias else None
-
-    def forward(self, x):  # x (..., n_in) -> (..., n_out)
-        self.x = x
-        return F.linear(x, self.weight.data, _data(self.bias))
-
-    def infer(self, x, ops):  # forward without keeping x for a backward
-        return ops.linear(x, self.weight.data, _data(self.bias))
-
-    def backward(self, dy):  # dy (..., n_out) -> dx (..., n_in)
-        dx, dw, db = F.linear_backward(dy, self.x, self.weight.data)
-        self.weight.grad += dw
-        if self.bias is not None:
-            self.bias.grad += db
-        return dx
+def _linear_infer(layer, x, ops):  # an nn.Linear's forward without keeping x for a backward
+    return ops.linear(x, layer.weight.data, _data(layer.bias))
 
 
-class LayerNorm:
-    def __init__(self, n, bias, dtype, eps):
-        self.weight = Parameter(np.ones(n, dtype))
-        self.bias = Parameter(np.zeros(n, dtype)) if bias else None
-        self.eps = eps
-
-    def forward(self, x):  # (..., C) -> (..., C)
-        self.x = x
-        y, self.mean, self.rstd = F.layer_norm(
-            x, self.weight.data, _data(self.bias), self.eps, return_stats=True)
-        return y
-
-    def infer(self, x, ops):
-        return ops.layer_norm(x, self.weight.data, _data(self.bias), self.eps)
-
-    def backward(self, dy):
-        dx, dw, db = F.layer_norm_backward(dy, self.x, self.mean, self.rstd, self.weight.data)
-        self.weight.grad += dw
-        if self.bias is not None:
-            self.bias.grad += db
-        return dx
+def _layer_norm_infer(layer, x, ops):  # an nn.LayerNorm's forward, without its statistics
+    return ops.layer_norm(x, layer.weight.data, _data(layer.bias), layer.eps)
 
 
-class Dropout:
-    """Zeroes a fraction p of the values in train mode and scales the rest by 1 / (1 - p)."""
-
-    def __init__(self, p, rng):
-        self.p, self.rng, self.training = p, rng, True
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            self.keep = None
-            return x
-        self.keep = (self.rng.random(x.shape) >= self.p) / x.dtype.type(1 - self.p)
-        return x * self.keep
-
-    def backward(self, dy):
-        return dy if self.keep is None else dy * self.keep
-
-
-class CausalSelfAttention:
+class CausalSelfAttention(nn.Module):
     def __init__(self, cfg, rng, dtype):
+        super().__init__()
         C = cfg.n_embd
         self.n_head = cfg.n_head
-        self.c_attn = Linear(C, 3 * C, cfg.bias, rng, dtype)  # fused q, k, v projection
-        # residual projections scaled by 1/sqrt(2 n_layer), as GPT-2 (two per block)
-        self.c_proj = Linear(C, C, cfg.bias, rng, dtype, std=0.02 / math.sqrt(2 * cfg.n_layer))
-        self.resid_dropout = Dropout(cfg.dropout, rng)
+        self.c_attn = nn.Linear(C, 3 * C, cfg.bias, dtype)  # fused q, k, v projection
+        self.c_proj = nn.Linear(C, C, cfg.bias, dtype)
+        self.resid_dropout = nn.Dropout(cfg.dropout, seed=rng)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         B, T, C = x.shape
         H = self.n_head
-        qkv = self.c_attn.forward(x).reshape(B, T, 3, H, C // H)
+        qkv = self.c_attn(x).reshape(B, T, 3, H, C // H)
         self.q, self.k, self.v = qkv.transpose(2, 0, 3, 1, 4)  # each (B, H, T, hs): views
         # the kernel reads q, k, v in place and writes each head's output straight into its
         # columns of y (B, T, H, hs), which is then c_proj's (B, T, C) input: no copies
         y = np.empty((B, T, H, C // H), dtype=x.dtype)
         self.y, self.lse = F.scaled_dot_product_attention(
             self.q, self.k, self.v, is_causal=True, return_lse=True, out=y.transpose(0, 2, 1, 3))
-        return self.resid_dropout.forward(self.c_proj.forward(y.reshape(B, T, C)))
+        return self.resid_dropout(self.c_proj(y.reshape(B, T, C)))
 
     def forward_cached(self, x, cache, layer, key_mask, ops, last_only=False):
         """x (B, Tn, C): the next Tn positions. Their keys and values go into the cache after
@@ -121,7 +60,7 @@ class CausalSelfAttention:
         last_only: the output of the last position only, (B, 1, C)."""
         B, T, C = x.shape
         H = self.n_head
-        q, k, v = self.c_attn.infer(x, ops).reshape(B, T, 3, H, C // H).transpose(2, 0, 3, 1, 4)
+        q, k, v = _linear_infer(self.c_attn, x, ops).reshape(B, T, 3, H, C // H).transpose(2, 0, 3, 1, 4)
         end = cache.length + T
         cache.k[layer, :, :, cache.length:end] = k
         cache.v[layer, :, :, cache.length:end] = v
@@ -130,7 +69,7 @@ class CausalSelfAttention:
         y = np.empty((B, T, H, C // H), dtype=x.dtype)
         ops.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end],
                                          attn_mask=key_mask, is_causal=True, out=y.transpose(0, 2, 1, 3))
-        return self.c_proj.infer(y.reshape(B, T, C), ops)
+        return _linear_infer(self.c_proj, y.reshape(B, T, C), ops)
 
     def backward(self, dout):
         B, T, C = dout.shape
@@ -144,44 +83,47 @@ class CausalSelfAttention:
         return self.c_attn.backward(dqkv.reshape(B, T, 3 * C))
 
 
-class MLP:
+class MLP(nn.Module):
     def __init__(self, cfg, rng, dtype):
+        super().__init__()
         C = cfg.n_embd
-        self.c_fc = Linear(C, 4 * C, cfg.bias, rng, dtype)
-        self.c_proj = Linear(4 * C, C, cfg.bias, rng, dtype, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        self.c_fc = nn.Linear(C, 4 * C, cfg.bias, dtype)
+        self.c_proj = nn.Linear(4 * C, C, cfg.bias, dtype)
         self.approximate = cfg.gelu_approximate
-        self.dropout = Dropout(cfg.dropout, rng)
+        self.dropout = nn.Dropout(cfg.dropout, seed=rng)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
-        self.c_fc.x = x  # (what c_fc.backward needs: its forward is fused with the GELU here)
+        # c_fc and the GELU in one kernel; c_fc keeps x for its backward, as its own forward would
+        self.c_fc._save(x)
         a, self.h = F.linear_gelu(x, self.c_fc.weight.data, _data(self.c_fc.bias), self.approximate,
                                   return_pre=True)  # h (B, T, 4C) before the GELU, a after it
-        return self.dropout.forward(self.c_proj.forward(a))
+        return self.dropout(self.c_proj(a))
 
     def infer(self, x, ops):  # inference: no dropout, nothing kept
         a = ops.linear_gelu(x, self.c_fc.weight.data, _data(self.c_fc.bias), self.approximate)
-        return self.c_proj.infer(a, ops)
+        return _linear_infer(self.c_proj, a, ops)
 
     def backward(self, dout):
         da = self.c_proj.backward(self.dropout.backward(dout))
         return self.c_fc.backward(F.gelu_backward(da, self.h, self.approximate))
 
 
-class Block:
+class Block(nn.Module):
     def __init__(self, cfg, rng, dtype):
-        self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias, dtype, cfg.layer_norm_eps)
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, cfg.layer_norm_eps, bias=cfg.bias, dtype=dtype)
         self.attn = CausalSelfAttention(cfg, rng, dtype)
-        self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias, dtype, cfg.layer_norm_eps)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, cfg.layer_norm_eps, bias=cfg.bias, dtype=dtype)
         self.mlp = MLP(cfg, rng, dtype)
 
     def forward(self, x):  # pre-LN residual block
-        x = x + self.attn.forward(self.ln_1.forward(x))
-        return x + self.mlp.forward(self.ln_2.forward(x))
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
 
     def forward_cached(self, x, cache, layer, key_mask, ops, last_only=False):  # inference: no dropout
-        a = self.attn.forward_cached(self.ln_1.infer(x, ops), cache, layer, key_mask, ops, last_only)
+        a = self.attn.forward_cached(_layer_norm_infer(self.ln_1, x, ops), cache, layer, key_mask, ops, last_only)
         x = (x[:, -1:] if last_only else x) + a
-        x += self.mlp.infer(self.ln_2.infer(x, ops), ops)
+        x += self.mlp.infer(_layer_norm_infer(self.ln_2, x, ops), ops)
         return x
 
     def backward(self, dx):  # the residual stream passes dx through; each branch adds to it
@@ -189,19 +131,41 @@ class Block:
         return dx + self.ln_1.backward(self.attn.backward(dx))
 
 
-class GPT:
-    """GPT(GPTConfig(...), seed=0, dtype=np.float32). logits, loss = model(idx, targets)."""
+class _Transformer(nn.Module):
+    """nanoGPT's model.transformer: what its parameter names start with."""
+
+    def __init__(self, cfg, rng, dtype):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd, dtype=dtype)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd, dtype=dtype)
+        self.drop = nn.Dropout(cfg.dropout, seed=rng)
+        self.h = nn.ModuleList(Block(cfg, rng, dtype) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, cfg.layer_norm_eps, bias=cfg.bias, dtype=dtype)
+
+
+class GPT(nn.Module):
+    """GPT(GPTConfig(...), seed=0, dtype=np.float32). logits, loss = model(idx, targets).
+
+    An nn.Module: model.transformer holds wte, wpe, drop, h (the blocks) and ln_f as in nanoGPT,
+    and the LM head is tied to transformer.wte (no lm_head.weight of its own)."""
 
     def __init__(self, config, seed=0, dtype=np.float32):
+        super().__init__()
         self.config = config
         rng = np.random.default_rng(seed)
-        self.rng = rng  # after the init draws, it drives dropout (a trainer saves its state)
+        with _skip_init():  # the weights are drawn below, as GPT-2 initialises them
+            self.transformer = _Transformer(config, rng, dtype)
+        t = self.transformer
         C = config.n_embd
-        self.wte = Parameter((rng.standard_normal((config.vocab_size, C)) * 0.02).astype(dtype))
-        self.wpe = Parameter((rng.standard_normal((config.block_size, C)) * 0.02).astype(dtype))
-        self.drop = Dropout(config.dropout, rng)
-        self.h = [Block(config, rng, dtype) for _ in range(config.n_layer)]
-        self.ln_f = LayerNorm(C, config.bias, dtype, config.layer_norm_eps)
+        t.wte.weight.data[...] = rng.standard_normal((config.vocab_size, C)) * 0.02
+        t.wpe.weight.data[...] = rng.standard_normal((config.block_size, C)) * 0.02
+        # residual projections scaled by 1/sqrt(2 n_layer), as GPT-2 (two per block)
+        resid_std = 0.02 / math.sqrt(2 * config.n_layer)
+        for block in t.h:
+            for layer, std in ((block.attn.c_attn, 0.02), (block.attn.c_proj, resid_std),
+                               (block.mlp.c_fc, 0.02), (block.mlp.c_proj, resid_std)):
+                layer.weight.data[...] = rng.standard_normal(layer.weight.data.shape) * std
+        self.rng = rng  # after the init draws, it drives dropout (a trainer saves its state)
         self._last = None  # what backward() needs from the last forward with targets
 
     @classmethod
@@ -229,40 +193,36 @@ class GPT:
             raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
-        x = self.drop.forward(self.wte.data[idx] + self.wpe.data[:T])  # (B, T, C)
-        for block in self.h:
-            x = block.forward(x)
-        x = self.ln_f.forward(x)
-        logits = F.linear(x, self.wte.data)  # the LM head is tied to the token embedding: (B, T, V)
+        t = self.transformer
+        x = t.drop(t.wte(idx) + t.wpe.weight.data[:T])  # (B, T, C)
+        for block in t.h:
+            x = block(x)
+        x = t.ln_f(x)
+        logits = F.linear(x, t.wte.weight.data)  # the LM head is tied to the token embedding: (B, T, V)
         if targets is None:
             self._last = None
             return logits, None
         targets = np.asarray(targets)
         loss = F.cross_entropy(logits, targets, ignore_index=-1)
-        self._last = (idx, x, logits, targets)
+        self._last = (T, x, logits, targets)
         return logits, float(loss)
 
     def backward(self):
         """Adds the gradients of the last forward's loss to every param.grad."""
         if self._last is None:
             raise RuntimeError("backward() needs a forward() with targets first")
-        idx, x, logits, targets = self._last
+        T, x, logits, targets = self._last
+        self._last = None
+        t = self.transformer
         dlogits = F.cross_entropy_backward(logits, targets, ignore_index=-1)  # (B, T, V)
-        dx, dwte, _ = F.linear_backward(dlogits, x, self.wte.data)  # through the tied head
-        self.wte.grad += dwte
-        dx = self.ln_f.backward(dx)
-        for block in reversed(self.h):
+        dx, dwte, _ = F.linear_backward(dlogits, x, t.wte.weight.data)  # through the tied head
+        t.wte.weight.grad += dwte
+        dx = t.ln_f.backward(dx)
+        for block in reversed(t.h):
             dx = block.backward(dx)
-        dx = self.drop.backward(dx)
-        # token rows used several times add up: wte.grad += onehot(idx)^T dx, with the one-hot
-        # (V, B*T) matrix sparse. scipy's product adds the rows of dx in order, exactly as
-        # np.add.at(self.wte.grad, idx, dx) would, but in compiled code (np.add.at: ~1 ms here).
-        flat = idx.reshape(-1)
-        onehot_t = scipy.sparse.csc_matrix(
-            (np.ones(flat.size, dx.dtype), flat, np.arange(flat.size + 1)),
-            shape=(self.wte.data.shape[0], flat.size))
-        self.wte.grad += onehot_t @ dx.reshape(flat.size, dx.shape[-1])
-        self.wpe.grad[: idx.shape[1]] += dx.sum(axis=0)
+        dx = t.drop.backward(dx)
+        t.wte.backward(dx)  # token rows used several times add up
+        t.wpe.weight.grad[:T] += dx.sum(axis=0)
 
     def crop_block_size(self, block_size):
         """Shortens the context to block_size (<= the current one), as nanoGPT's crop_block_size:
@@ -272,72 +232,21 @@ class GPT:
         if block_size > self.config.block_size:
             raise ValueError(f"block_size {block_size} is larger than the model's {self.config.block_size}: "
                              "a position table can be cropped, not grown")
-        self.config.block_size = int(block_size)
-        self.wpe.data = self.wpe.data[:block_size].copy()
-        self.wpe.grad = self.wpe.grad[:block_size].copy()
-
-    def named_parameters(self):
-        """(name, Parameter) in nanoGPT's names; the tied lm_head.weight is transformer.wte.weight."""
-        yield "transformer.wte.weight", self.wte
-        yield "transformer.wpe.weight", self.wpe
-        for i, block in enumerate(self.h):
-            for name, layer in (("ln_1", block.ln_1), ("attn.c_attn", block.attn.c_attn),
-                                ("attn.c_proj", block.attn.c_proj), ("ln_2", block.ln_2),
-                                ("mlp.c_fc", block.mlp.c_fc), ("mlp.c_proj", block.mlp.c_proj)):
-                yield f"transformer.h.{i}.{name}.weight", layer.weight
-                if layer.bias is not None:
-                    yield f"transformer.h.{i}.{name}.bias", layer.bias
-        yield "transformer.ln_f.weight", self.ln_f.weight
-        if self.ln_f.bias is not None:
-            yield "transformer.ln_f.bias", self.ln_f.bias
-
-    def parameters(self):
-        return [p for _, p in self.named_parameters()]
-
-    def zero_grad(self):
-        for p in self.parameters():
-            p.grad[...] = 0
+        wpe = self.transformer.wpe
+        wpe.weight.data = wpe.weight.data[:block_size].copy()
+        wpe.weight.grad = wpe.weight.grad[:block_size].copy()
+        wpe.num_embeddings = self.config.block_size = int(block_size)
 
     def num_params(self, non_embedding=True):
         """Number of parameters; by default without the position embeddings, as nanoGPT counts."""
-        n = sum(p.data.size for p in self.parameters())
-        return n - self.wpe.data.size if non_embedding else n
+        n = self.num_parameters()
+        return n - self.transformer.wpe.weight.data.size if non_embedding else n
 
-    def state_dict(self):
-        return {name: p.data.copy() for name, p in self.named_parameters()}
-
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, strict=True):
         """Copies the arrays of `state` (name -> array) in; every name must be present with its
         shape, or a ValueError names what does not fit. nanoGPT's state dicts also hold the tied
         lm_head.weight (the same array as transformer.wte.weight): it is accepted and ignored."""
-        params = dict(self.named_parameters())
-        missing = [n for n in params if n not in state]
-        unexpected = [n for n in state if n not in params and n != "lm_head.weight"]
-        wrong = [f"{n}: {np.shape(state[n])} != {p.data.shape}" for n, p in params.items()
-                 if n in state and np.shape(state[n]) != p.data.shape]
-        if missing or unexpected or wrong:
-            raise ValueError(f"state does not fit this GPT: missing {missing}, unexpected {unexpected}, "
-                             f"wrong shapes {wrong}")
-        for n, p in params.items():
-            p.data[...] = state[n]
-
-    def train(self, mode=True):
-        for d in self._dropouts():
-            d.training = mode
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-    def _dropouts(self):
-        yield self.drop
-        for block in self.h:
-            yield block.attn.resid_dropout
-            yield block.mlp.dropout
-
-    @property
-    def training(self):
-        return self.drop.training
+        return super().load_state_dict({n: a for n, a in state.items() if n != "lm_head.weight"}, strict)
 
     @contextlib.contextmanager
     def _eval_mode(self):
@@ -363,7 +272,7 @@ class GPT:
         (row i: how much position i attends to each position; rows sum to 1). Runs in eval mode."""
         with self._eval_mode():
             self(idx)
-        return [F.attention_weights(b.attn.q, b.attn.k, is_causal=True) for b in self.h]
+        return [F.attention_weights(b.attn.q, b.attn.k, is_causal=True) for b in self.transformer.h]
 
     def _forward_cached(self, idx, positions, valid, cache, ops=F):
         """Inference on the next Tn tokens of each row, idx (B, Tn), at positions (B, Tn), valid
@@ -374,14 +283,15 @@ class GPT:
         the backend module itself."""
         cache.valid[:, cache.length:cache.length + idx.shape[1]] = valid
         key_mask = cache.key_mask(cache.length + idx.shape[1])
-        x = self.wte.data[idx] + self.wpe.data[positions]
-        last = len(self.h) - 1
-        for layer, block in enumerate(self.h):
+        t = self.transformer
+        x = t.wte.weight.data[idx] + t.wpe.weight.data[positions]
+        last = len(t.h) - 1
+        for layer, block in enumerate(t.h):
             # the last block needs every position's keys and values, but only the last position's
             # query, MLP and output: the logits are those of the last position
             x = block.forward_cached(x, cache, layer, key_mask, ops, last_only=layer == last)
         cache.length += idx.shape[1]
-        return ops.linear(self.ln_f.infer(x[:, -1], ops), self.wte.data)
+        return ops.linear(_layer_norm_infer(t.ln_f, x[:, -1], ops), t.wte.weight.data)
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
                  stop=None, attention_mask=None, use_cache=True):

@@ -10,6 +10,10 @@ between a fastattn.nn model and its torch.nn twin.
     y = layer(x)                      # x (N, T, 64) float32
     dx = layer.backward(dy)           # param.grad += ...
 
+Modules with parameters take dtype= (float32 by default, or float64) and seed= (an int, None for
+fresh entropy, or a NumPy Generator, which composite modules share with their parts); modules
+without parameters follow their input's dtype.
+
 Masks are torch.nn's (True = NOT allowed / padding), the opposite polarity of the bool mask of
 F.scaled_dot_product_attention (True = may attend), exactly as in PyTorch.
 """

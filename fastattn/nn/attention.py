@@ -279,8 +279,7 @@ class MultiheadAttention(Module):
 
     def backward(self, grad_output):
         """-> (grad_query, grad_key, grad_value), shaped as the forward's inputs."""
-        grads = self._backward(grad_output, merge=False)
-        return grads
+        return self._backward(grad_output, merge=False)
 
     def _backward(self, grad_output, merge):
         """merge=True: one gradient per distinct input (self-attention: (grad_x,); key is value:
@@ -320,13 +319,14 @@ class MultiheadAttention(Module):
         results = [None, None, None]
         merged = []
         for buf, (x, W, rows, parts) in zip(buffers, groups):
-            flat = buf.reshape(buf.shape[:2] + (len(parts) * E,))
-            pieces = [(flat, W.data[rows], rows, parts)] if merge or len(parts) == 1 else [
-                (flat[..., i * E:(i + 1) * E], W.data[rows][i * E:(i + 1) * E],
-                 slice(rows.start + i * E, rows.start + (i + 1) * E) if rows.start is not None else rows, (part,))
-                for i, part in enumerate(parts)]
-            for gp, w, r, ps in pieces:
-                dx, dw, db = F.linear_backward(gp, x, w)
+            flat = buf.reshape(buf.shape[:2] + (len(parts) * E,))  # (A0, A1, n E)
+            if merge or len(parts) == 1:
+                pieces = [(flat, rows, parts)]
+            else:  # one product per part: the gradients of query, key and value apart
+                pieces = [(flat[..., i * E:(i + 1) * E], slice(rows.start + i * E, rows.start + (i + 1) * E), (part,))
+                          for i, part in enumerate(parts)]
+            for gp, r, ps in pieces:
+                dx, dw, db = F.linear_backward(gp, x, W.data[r])
                 W.grad[r] += dw
                 if self.in_proj_bias is not None:
                     self.in_proj_bias.grad[self._bias_rows(ps)] += db

@@ -8,7 +8,8 @@ def _keep_mask(rng, shape, p, dtype):
     """The factor dropout multiplies by: 0 with probability p, else 1 / (1 - p)."""
     if p == 1:
         return np.zeros(shape, dtype)
-    return (rng.random(shape) >= p).astype(dtype) * dtype.type(1 / (1 - p))
+    # (uniforms drawn in the dtype of the values: float32 draws are twice as fast)
+    return (rng.random(shape, dtype=dtype) >= p).astype(dtype) * dtype.type(1 / (1 - p))
 
 
 class Dropout(Module):

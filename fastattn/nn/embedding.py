@@ -2,7 +2,7 @@
 import numpy as np
 import scipy.sparse
 
-from fastattn.nn.module import Module, Parameter, _dtype, _generator, _positive_int
+from fastattn.nn.module import Module, Parameter, _dtype, _generator, _init_default, _positive_int
 
 
 class Embedding(Module):
@@ -25,8 +25,9 @@ class Embedding(Module):
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
         self._rng = _generator(seed)
-        self.weight = Parameter(np.empty((self.num_embeddings, self.embedding_dim), _dtype(dtype)))
-        self.reset_parameters()
+        self.weight = Parameter(np.zeros((self.num_embeddings, self.embedding_dim), _dtype(dtype)))
+        if _init_default():
+            self.reset_parameters()
 
     def reset_parameters(self, rng=None):
         rng = self._rng if rng is None else rng

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from fastattn import functional as F
-from fastattn.nn.module import Module, Parameter, _dtype, _generator, _positive_int
+from fastattn.nn.module import Module, Parameter, _dtype, _generator, _init_default, _positive_int
 
 
 def _uniform(rng, bound, shape, dtype):
@@ -23,9 +23,10 @@ class Linear(Module):
         self.out_features = _positive_int("out_features", out_features, zero=True)
         dtype = _dtype(dtype)
         self._rng = _generator(seed)
-        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype))
-        self.bias = Parameter(np.empty(self.out_features, dtype)) if bias else None
-        self.reset_parameters()
+        self.weight = Parameter(np.zeros((self.out_features, self.in_features), dtype))
+        self.bias = Parameter(np.zeros(self.out_features, dtype)) if bias else None
+        if _init_default():
+            self.reset_parameters()
 
     def reset_parameters(self, rng=None):
         rng = self._rng if rng is None else rng

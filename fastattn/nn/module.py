@@ -3,6 +3,7 @@
 A module's forward keeps what its backward needs; backward(grad_output) takes d(loss)/d(output),
 ADDS the parameter gradients into every param.grad and returns d(loss)/d(input) (llm.c style).
 """
+import contextlib
 import copy
 import numbers
 
@@ -20,7 +21,9 @@ class Parameter:
         self.data = np.asarray(data)
         if self.data.dtype not in _FLOATS:
             raise TypeError(f"a Parameter must be float32 or float64, got dtype {self.data.dtype}")
-        self.grad = np.zeros_like(self.data)
+        # (np.zeros: pages the OS zeroes on first touch, so a model that never trains, such as
+        # a pretrained encoder, holds no memory for its gradients)
+        self.grad = np.zeros(self.data.shape, self.data.dtype)
 
     @property
     def shape(self):
@@ -32,6 +35,26 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+_initialising = [True]
+
+
+@contextlib.contextmanager
+def _skip_init():
+    """Modules built inside this block leave their weights zero instead of drawing their default
+    initialisation (torch.nn.utils.skip_init's purpose): for a model that sets every weight itself
+    right after, such as the GPT (normal(0, 0.02)) or one about to load a checkpoint."""
+    _initialising.append(False)
+    try:
+        yield
+    finally:
+        _initialising.pop()
+
+
+def _init_default():
+    """Whether a module being built draws its default initialisation (see _skip_init)."""
+    return _initialising[-1]
 
 
 def _dtype(dtype):
@@ -84,7 +107,8 @@ class Module:
     never called costs only the memory of its last call.
 
     Tying weights: assign one Parameter to two modules (decoder.weight = embedding.weight); both
-    add into its .grad, and named_parameters() lists it once, under its first name (as torch).
+    add into its .grad; named_parameters() and parameters() list it once, under its first name,
+    and state_dict() under every name (both as torch).
     """
 
     def __init__(self):
@@ -94,9 +118,13 @@ class Module:
         object.__setattr__(self, "_saved", None)
 
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
+        d = self.__dict__
+        if "_parameters" not in d:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
-        params, modules = self._parameters, self._modules
+        params, modules = d["_parameters"], d["_modules"]
+        if type(value) is np.ndarray and name not in params and name not in modules:
+            d[name] = value  # (the fast path for what a forward keeps for its backward)
+            return
         params.pop(name, None)
         modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -132,19 +160,20 @@ class Module:
         return state
 
     # -- parameters -----------------------------------------------------------------------------
-    def named_modules(self, prefix=""):
-        """(name, module) of this module and every submodule, depth first, each module once."""
+    def named_modules(self, prefix="", remove_duplicate=True):
+        """(name, module) of this module and every submodule, depth first; a module reachable
+        by several names is listed once (remove_duplicate=False: under every name)."""
         seen = set()
-
-        def walk(module, prefix):
-            if id(module) in seen:
-                return
-            seen.add(id(module))
-            yield prefix, module
-            for name, child in module._modules.items():
-                yield from walk(child, f"{prefix}.{name}" if prefix else name)
-
-        yield from walk(self, prefix)
+        stack = [(prefix, self)]  # (a loop, not recursive generators: zero_grad walks every step)
+        while stack:
+            name, module = stack.pop()
+            if remove_duplicate:
+                if id(module) in seen:
+                    continue
+                seen.add(id(module))
+            yield name, module
+            stack.extend((f"{name}.{child_name}" if name else child_name, child)
+                         for child_name, child in reversed(module._modules.items()))
 
     def modules(self):
         return [m for _, m in self.named_modules()]
@@ -152,13 +181,14 @@ class Module:
     def children(self):
         return list(self._modules.values())
 
-    def named_parameters(self):
+    def named_parameters(self, remove_duplicate=True):
         """(dotted name, Parameter): a module's own Parameters, then its submodules', in the
-        order they were assigned; a Parameter shared by several modules is listed once."""
+        order they were assigned; a Parameter shared by several modules is listed once, under
+        its first name (remove_duplicate=False: under every name), as torch."""
         seen = set()
-        for prefix, module in self.named_modules():
+        for prefix, module in self.named_modules(remove_duplicate=remove_duplicate):
             for name, p in module._parameters.items():
-                if p is None or id(p) in seen:
+                if p is None or (remove_duplicate and id(p) in seen):
                     continue
                 seen.add(id(p))
                 yield (f"{prefix}.{name}" if prefix else name), p
@@ -175,8 +205,9 @@ class Module:
             p.grad[...] = 0
 
     def state_dict(self):
-        """{name: a copy of the array}, in named_parameters() order (torch's names)."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """{name: a copy of the array} under torch's names, in named_parameters() order. As in
+        torch, a shared (tied) Parameter appears under each of its names."""
+        return {name: p.data.copy() for name, p in self.named_parameters(remove_duplicate=False)}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copies the arrays of state_dict (name -> array: NumPy, or anything np.asarray takes,
@@ -184,7 +215,7 @@ class Module:
         is always an error; with strict=True so are missing and unexpected names. The error
         (ValueError) names every entry that does not fit; nothing is copied then. Returns
         (missing, unexpected) lists of names, as torch."""
-        own = dict(self.named_parameters())
+        own = dict(self.named_parameters(remove_duplicate=False))  # (a tied weight: each name)
         arrays = {name: np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
                   for name, value in state_dict.items()}
         missing = [n for n in own if n not in arrays]
@@ -225,9 +256,7 @@ class Module:
                     memo[id(value)] = value
         clone = copy.deepcopy(self, memo)
         if fresh:
-            for m in clone.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters(rng)
+            _reset_tree(clone, rng)
         return clone
 
     def __repr__(self):
@@ -237,3 +266,13 @@ class Module:
 
     def extra_repr(self):
         return ""
+
+
+def _reset_tree(module, rng):
+    """reset_parameters(rng) on module, or else on each child: a module's own reset_parameters
+    covers its children (MultiheadAttention zeroes out_proj.bias after Linear's init)."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters(rng)
+    else:
+        for child in module.children():
+            _reset_tree(child, rng)

@@ -11,7 +11,8 @@ class LayerNorm(Module):
     """LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32).
 
     Normalises over the last len(normalized_shape) dims (biased variance, as torch); weight = 1,
-    bias = 0. input (..., *normalized_shape) -> same shape."""
+    bias = 0 (seed is accepted as every module's, and unused: nothing is random here).
+    input (..., *normalized_shape) -> same shape."""
 
     _optional = ("weight", "bias")
 
@@ -54,7 +55,8 @@ class LayerNorm(Module):
     def backward(self, grad_output):
         x2, mean, rstd, shape = self._take()
         g = np.asarray(grad_output).reshape(x2.shape)
-        dx, dw, db = F.layer_norm_backward(g, x2, mean, rstd, None if self.weight is None else self.weight.data.reshape(-1))
+        w = None if self.weight is None else self.weight.data.reshape(-1)
+        dx, dw, db = F.layer_norm_backward(g, x2, mean, rstd, w)
         if self.weight is not None:
             self.weight.grad += dw.reshape(self.normalized_shape)
         if self.bias is not None:

@@ -48,12 +48,19 @@ def save_checkpoint(path, model, tokenizer=None, optimizer=None, step=0, meta=No
     """Writes `model` (a GPT), its tokenizer, the optimizer's state (AdamW) and step to `path`
     atomically; meta is any JSON-able dict stored alongside (the trainer keeps its settings,
     random states and best loss there)."""
-    header = {"format": FORMAT, "version": VERSION,
+    header = {"format": FORMAT, "version": VERSION, "kind": "gpt",
               "config": dataclasses.asdict(model.config),
-              "dtype": np.dtype(model.wte.data.dtype).name,
+              "dtype": np.dtype(model.transformer.wte.weight.data.dtype).name,
               "step": int(step),
               "tokenizer": None if tokenizer is None else tokenizer.to_json(),
               "meta": meta or {}}
+    arrays = _state_arrays(model, optimizer, header)
+    _write(path, header, arrays)
+
+
+def _state_arrays(model, optimizer, header):
+    """The arrays of the model's parameters and the optimizer's moments; the optimizer's step and
+    hyperparameters go into header."""
     arrays = {f"model/{name}": p.data for name, p in model.named_parameters()}
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -61,8 +68,13 @@ def save_checkpoint(path, model, tokenizer=None, optimizer=None, step=0, meta=No
         for i, (m, v) in enumerate(zip(state["exp_avg"], state["exp_avg_sq"])):
             arrays[f"optimizer/exp_avg/{i}"] = m
             arrays[f"optimizer/exp_avg_sq/{i}"] = v
-    arrays["meta.json"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    return arrays
 
+
+def _write(path, header, arrays):
+    """Writes arrays and the JSON header (as the bytes of "meta.json") to the .npz at path,
+    atomically."""
+    arrays = {**arrays, "meta.json": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     # NAME.<pid>.<random>.tmp: the pid tells remove_stale_temporaries whether its writer still runs
@@ -175,7 +187,11 @@ def _read_member(path, zf, info, shape, dtype):
         raise ValueError(f"{path}: the member {info.filename} is unreadable: {e}") from None
 
 
-def _header(path, zf, members):
+_KINDS = {"gpt": "a GPT checkpoint (fastattn train; read by fastattn sample)",
+          "seq2seq": "a seq2seq checkpoint (fastattn train-seq2seq; read by fastattn translate)"}
+
+
+def _header(path, zf, members, kind="gpt"):
     """The checked meta.json of a checkpoint: a dict with format, version, config, dtype, step."""
     info = members.get("meta.json.npy")
     if info is None:
@@ -196,6 +212,9 @@ def _header(path, zf, members):
     if header.get("version") != VERSION:
         raise ValueError(f"{path} is a version {header.get('version')} checkpoint; this fastattn reads "
                          f"version {VERSION}")
+    found = header.get("kind", "gpt")  # (checkpoints from before seq2seq models are GPTs)
+    if found != kind:
+        raise ValueError(f"{path} is {_KINDS.get(found, f'a {found!r} checkpoint')}, not {_KINDS[kind]}")
     for key, kinds in (("config", dict), ("meta", dict), ("optimizer", dict), ("step", int),
                        ("tokenizer", (dict, type(None)))):
         if key in header and (not isinstance(header[key], kinds) or isinstance(header[key], bool)):
@@ -211,48 +230,42 @@ def _header(path, zf, members):
     return header
 
 
-def load_checkpoint(path):
-    """Reads a file written by save_checkpoint; a file that is not one raises ValueError naming
-    the file and what is wrong. Nothing large is read before it is known to fit: meta.json (at
-    most MAX_HEADER_BYTES) first, then each array's header, checked against the shapes that the
-    config implies, and the size each member inflates to (from the zip directory)."""
+def _open(path):
+    """The zip file of a checkpoint, or FileNotFoundError / ValueError naming it."""
     path = os.fspath(path)
     try:
-        zf = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {path}") from None
     except (zipfile.BadZipFile, EOFError, ValueError) as e:  # not a zip (a .npy, text, ...), truncated
         raise ValueError(f"{path} is not a readable fastattn checkpoint (a .npz file): {e}") from None
-    with zf:
-        members = {info.filename: info for info in zf.infolist()}
-        header = _header(path, zf, members)
-        try:
-            config = GPTConfig(**header["config"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: the checkpoint's config does not fit GPTConfig: {e}") from None
-        dtype = np.dtype(header["dtype"])
-        shapes = parameter_shapes(config)
-        expected = {f"model/{name}.npy": shape for name, shape in shapes.items()}
-        if "optimizer" in header:  # one pair of moments per parameter, in the optimizer's order
-            for i in range(len(shapes)):
-                expected[f"optimizer/exp_avg/{i}.npy"] = expected[f"optimizer/exp_avg_sq/{i}.npy"] = None
-        missing = sorted(set(expected) - set(members))
-        unexpected = sorted(set(members) - set(expected) - {"meta.json.npy"})
-        if missing or unexpected:
-            raise ValueError(f"{path}: the arrays do not fit its config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        declared = {}
-        for name, want in expected.items():
-            shape, dt = _npy_header(path, zf, members[name])
-            if dt != dtype or (want is not None and shape != want):
-                raise ValueError(f"{path}: {name[:-4]} is {dt} {shape}; the config and dtype say "
-                                 f"{dtype} {want if want is not None else 'a parameter shape'}")
-            declared[name] = shape
-        moments = sorted(s for n, s in declared.items() if n.startswith("optimizer/exp_avg/"))
-        squares = sorted(s for n, s in declared.items() if n.startswith("optimizer/exp_avg_sq/"))
-        if "optimizer" in header and not moments == squares == sorted(shapes.values()):
-            raise ValueError(f"{path}: the optimizer moments' shapes do not fit the parameters")
-        arrays = {name[:-4]: _read_member(path, zf, members[name], shape, dtype) for name, shape in declared.items()}
+
+
+def _read_state(path, zf, members, header, shapes):
+    """(model_state, optimizer_state or None) of a checkpoint whose parameters have `shapes`
+    (name -> shape, in the optimizer's order), each array's header checked before it is read."""
+    dtype = np.dtype(header["dtype"])
+    expected = {f"model/{name}.npy": shape for name, shape in shapes.items()}
+    if "optimizer" in header:  # one pair of moments per parameter, in the optimizer's order
+        for i in range(len(shapes)):
+            expected[f"optimizer/exp_avg/{i}.npy"] = expected[f"optimizer/exp_avg_sq/{i}.npy"] = None
+    missing = sorted(set(expected) - set(members))
+    unexpected = sorted(set(members) - set(expected) - {"meta.json.npy"})
+    if missing or unexpected:
+        raise ValueError(f"{path}: the arrays do not fit its config: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    declared = {}
+    for name, want in expected.items():
+        shape, dt = _npy_header(path, zf, members[name])
+        if dt != dtype or (want is not None and shape != want):
+            raise ValueError(f"{path}: {name[:-4]} is {dt} {shape}; the config and dtype say "
+                             f"{dtype} {want if want is not None else 'a parameter shape'}")
+        declared[name] = shape
+    moments = sorted(s for n, s in declared.items() if n.startswith("optimizer/exp_avg/"))
+    squares = sorted(s for n, s in declared.items() if n.startswith("optimizer/exp_avg_sq/"))
+    if "optimizer" in header and not moments == squares == sorted(shapes.values()):
+        raise ValueError(f"{path}: the optimizer moments' shapes do not fit the parameters")
+    arrays = {name[:-4]: _read_member(path, zf, members[name], shape, dtype) for name, shape in declared.items()}
     model_state = {k[len("model/"):]: a for k, a in arrays.items() if k.startswith("model/")}
     optimizer_state = None
     if "optimizer" in header:
@@ -260,6 +273,23 @@ def load_checkpoint(path):
         optimizer_state = {**header["optimizer"],
                            "exp_avg": [arrays[f"optimizer/exp_avg/{i}"] for i in range(n)],
                            "exp_avg_sq": [arrays[f"optimizer/exp_avg_sq/{i}"] for i in range(n)]}
+    return model_state, optimizer_state
+
+
+def load_checkpoint(path):
+    """Reads a file written by save_checkpoint; a file that is not one raises ValueError naming
+    the file and what is wrong. Nothing large is read before it is known to fit: meta.json (at
+    most MAX_HEADER_BYTES) first, then each array's header, checked against the shapes that the
+    config implies, and the size each member inflates to (from the zip directory)."""
+    path = os.fspath(path)
+    with _open(path) as zf:
+        members = {info.filename: info for info in zf.infolist()}
+        header = _header(path, zf, members)
+        try:
+            config = GPTConfig(**header["config"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: the checkpoint's config does not fit GPTConfig: {e}") from None
+        model_state, optimizer_state = _read_state(path, zf, members, header, parameter_shapes(config))
     tok = header.get("tokenizer")
     try:
         tokenizer = None if tok is None else tokenizer_from_json(tok)
@@ -267,5 +297,5 @@ def load_checkpoint(path):
         raise ValueError(f"{path}: {e}") from None
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens, the model {config.vocab_size}")
-    return Checkpoint(config=config, dtype=dtype, model_state=model_state, step=header["step"],
+    return Checkpoint(config=config, dtype=np.dtype(header["dtype"]), model_state=model_state, step=header["step"],
                       tokenizer=tokenizer, optimizer_state=optimizer_state, meta=header.get("meta", {}))

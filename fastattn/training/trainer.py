@@ -23,6 +23,7 @@ import traceback
 
 import numpy as np
 
+from fastattn import nn
 from fastattn.training import distributed
 from fastattn.training.checkpoint import checkpoint_file, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from fastattn.training.datasets import eval_batch_rng, load_splits, micro_batch_rng, read_text  # noqa: F401
@@ -236,8 +237,47 @@ def _initial_model(path):
 
 def _set_dropout(model, p):
     model.config.dropout = p
-    for d in model._dropouts():
-        d.p = p
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+
+
+def _start_run(ckpt, optimizer, batch_rng, model_rng, metrics_path, records):
+    """The state of a run resumed from ckpt (None: a new run) restored into optimizer and the
+    two generators (None: nothing to restore; the GPT trainer seeds each micro-batch instead),
+    and metrics_path rewritten with the records it continues (None: not written, on ranks other
+    than 0). Returns (elapsed seconds before, best validation loss so far)."""
+    elapsed_before, best_val = 0.0, math.inf
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        for rng, key in ((batch_rng, "batch_rng"), (model_rng, "model_rng")):
+            if rng is not None:
+                rng.bit_generator.state = ckpt.meta[key]
+        elapsed_before, best_val = ckpt.meta["elapsed_s"], ckpt.meta["best_val_loss"]
+    if metrics_path is not None:
+        with open(metrics_path, "w") as f:  # the resumed run's log continues the kept records
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    return elapsed_before, best_val
+
+
+def _save_evaluation(out_dir, record, best_val, cfg, batch_rng, model_rng, log, save, optimizer):
+    """Logs an evaluation's record, appends it to out_dir/metrics.jsonl and saves the run:
+    save(path, meta, optimizer) to out_dir/ckpt.npz, and without the optimizer to best.npz when
+    the validation loss is the best so far (the generators' states, unless None, go into meta).
+    Returns the best validation loss."""
+    log(f"step {record['step']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
+    meta = {"train_config": dataclasses.asdict(cfg), "elapsed_s": record["elapsed_s"],
+            "best_val_loss": min(best_val, record["val_loss"]), "last": record}
+    for rng, key in ((batch_rng, "batch_rng"), (model_rng, "model_rng")):
+        if rng is not None:
+            meta[key] = rng.bit_generator.state
+    if record["val_loss"] < best_val:
+        best_val = record["val_loss"]
+        save(os.path.join(out_dir, "best.npz"), meta, None)
+    save(os.path.join(out_dir, "ckpt.npz"), meta, optimizer)
+    with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return best_val
 
 
 _ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError, MemoryError)
@@ -332,13 +372,9 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
     distributed.broadcast_parameters(world, model.parameters())
     grads = distributed.FlatGradients(model.parameters())  # every param.grad: a view into one buffer
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
-    elapsed_before, best_val = 0.0, math.inf
-    if resume:
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        elapsed_before, best_val = ckpt.meta["elapsed_s"], ckpt.meta["best_val_loss"]
+    elapsed_before, best_val = _start_run(ckpt if resume else None, optimizer, None, None,
+                                          metrics_path if writer else None, records)
     if writer:
-        with open(metrics_path, "w") as f:  # the resumed run's log continues the kept records
-            f.writelines(json.dumps(r) + "\n" for r in records)
         with open(os.path.join(out_dir, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(cfg), f, indent=1)
 
@@ -351,17 +387,12 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
             losses = estimate_loss(model, splits, cfg, world, on_batch=eval_bar.update)
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                   "lr": get_lr(step, cfg), "elapsed_s": elapsed_before + time.perf_counter() - t0}
-        meta = {"train_config": dataclasses.asdict(cfg), "elapsed_s": record["elapsed_s"],
-                "best_val_loss": min(best_val, record["val_loss"]), "last": record}
-        improved = record["val_loss"] < best_val
-        best_val = min(best_val, record["val_loss"])
         if writer:
-            log(f"step {step}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
-            if improved:
-                save_checkpoint(os.path.join(out_dir, "best.npz"), model, tokenizer, step=step, meta=meta)
-            save_checkpoint(ckpt_path, model, tokenizer, optimizer, step=step, meta=meta)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            best_val = _save_evaluation(out_dir, record, best_val, cfg, None, None, log,
+                                        lambda path, meta, opt: save_checkpoint(path, model, tokenizer, opt, step, meta),
+                                        optimizer)
+        else:  # (the same losses on every rank: the same best)
+            best_val = min(best_val, record["val_loss"])
         return record
 
     t0 = time.perf_counter()
