@@ -44,7 +44,7 @@ BATCH, LR, BETAS, WEIGHT_DECAY, GRAD_CLIP = 12, 1e-3, (0.9, 0.99), 0.1, 1.0
 def fastattn_runner(model):
     """One fastattn training iteration as a callable (x, y, lr) -> loss: the trainer's own step."""
     optimizer = model.configure_optimizers(WEIGHT_DECAY, LR, BETAS)
-    return lambda x, y, lr=LR: train_step(model, optimizer, x, y, lr, GRAD_CLIP)
+    return lambda x, y, lr=LR: train_step(model, optimizer, [(x, y)], lr, GRAD_CLIP)
 
 
 def torch_model(weights):

@@ -1,8 +1,11 @@
-"""The command line: `fastattn bench`, `fastattn train`, `fastattn sample`, `fastattn attention-map`,
-`fastattn embed`, `fastattn train-seq2seq` and `fastattn translate` (also `python -m fastattn ...`).
+"""The command line: `fastattn bench`, `fastattn prepare`, `fastattn train`, `fastattn sample`,
+`fastattn attention-map`, `fastattn embed`, `fastattn train-seq2seq` and `fastattn translate`
+(also `python -m fastattn ...`).
 
     fastattn bench --quick
     fastattn train --data input.txt --out out-shakespeare-char
+    fastattn prepare --data input.txt --out data-bpe --tokenizer bpe --vocab-size 512
+    mpiexec -n 2 fastattn train --data data-bpe --out out-bpe --config train.toml
     fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
     fastattn attention-map --checkpoint out-shakespeare-char --prompt "ROMEO:" --layer 3 --all-heads --out map.png
     fastattn embed --model all-MiniLM-L6-v2 < lines.txt > vectors.npy
@@ -20,13 +23,14 @@ import dataclasses
 import os
 import sys
 
-
 import fastattn
+from fastattn.training.checkpoint import NEVER_DOWNLOADS, checkpoint_file as _checkpoint_file  # noqa: F401
 
 _TRAIN_HELP = {
     "n_layer": "transformer blocks", "n_head": "attention heads", "n_embd": "channels",
     "block_size": "context length (tokens)", "dropout": "dropout in train mode",
-    "bias": "biases in Linear and LayerNorm layers", "batch_size": "sequences per iteration",
+    "bias": "biases in Linear and LayerNorm layers", "batch_size": "sequences per micro-batch",
+    "gradient_accumulation_steps": "micro-batches per optimizer step, on each process",
     "max_iters": "training iterations", "lr_decay_iters": "end of the cosine decay (default: max-iters)",
     "learning_rate": "peak learning rate", "min_lr": "learning rate after the decay",
     "beta1": "AdamW beta1", "beta2": "AdamW beta2", "warmup_iters": "linear warmup iterations",
@@ -37,8 +41,10 @@ _TRAIN_HELP = {
 }
 
 
-def _add_runtime_flags(p):
-    p.add_argument("--threads", type=int, help="OpenMP threads (default: fastattn's, usually the cores)")
+def _add_runtime_flags(p, under_mpi=False):
+    p.add_argument("--threads", type=int,
+                   help="OpenMP threads (default: fastattn's, usually the cores" +
+                        ("; under mpiexec the cores of each rank)" if under_mpi else ")"))
     p.add_argument("--backend", choices=("compiled", "reference"), help="kernel backend (default: the active one)")
 
 
@@ -57,14 +63,24 @@ def _add_config_flags(p, config_class, helps):
                            help=helps[field.name] + shown)
 
 
-def _add_training_flags(p, data_help, config_class, helps):
-    """A trainer's flags: --data, --out, --resume, --no-progress, the runtime's, the config's."""
+def _add_training_flags(p, data_help, config_class, helps, extra=None, under_mpi=False):
+    """A trainer's flags: --data, --out, --resume, extra(p)'s, --no-progress, the runtime's, the config's."""
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
+    if extra is not None:
+        extra(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_runtime_flags(p)
+    _add_runtime_flags(p, under_mpi)
     _add_config_flags(p, config_class, helps)
+
+
+def _init_and_config_flags(p):
+    p.add_argument("--init-from",
+                   help="start from this model, with its tokenizer: a Hugging Face GPT-2 directory or a "
+                        "fastattn checkpoint (training directory or .npz); a smaller --block-size crops it")
+    p.add_argument("--config", help="JSON or TOML (.toml) file of settings named as TrainConfig's fields "
+                                    "(n_layer, ...); flags given here override it")
 
 
 def _parser():
@@ -78,12 +94,28 @@ def _parser():
     bench.add_arguments(p)
 
     from fastattn.training.trainer import TrainConfig
-    p = sub.add_parser("train", help="train a character-level GPT on a text file",
-                       description="Train a character-level GPT on a text file (nanoGPT's recipe). "
-                       "Writes DIR/ckpt.npz (latest state, for --resume), DIR/best.npz (best val "
-                       "loss) and DIR/metrics.jsonl; the last line printed is 'final: step N "
-                       "train_loss X val_loss Y'.")
-    _add_training_flags(p, "UTF-8 text file; its characters are the tokens", TrainConfig, _TRAIN_HELP)
+    p = sub.add_parser("prepare", help="tokenize a text file into train.bin / val.bin for `fastattn train`",
+                       description="Tokenize a UTF-8 text file and write DIR/train.bin (its first 90%% of "
+                       "tokens) and DIR/val.bin (the rest) as uint16 (uint32 above 65,535 tokens), with "
+                       "DIR/meta.json and the tokenizer: nanoGPT's prepare.py layout. `fastattn train "
+                       "--data DIR` reads them through np.memmap.")
+    p.add_argument("--data", required=True, help="UTF-8 text file")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--tokenizer", default="char",
+                   help="'char' (the text's characters), 'bpe' (a byte-level BPE trained on the text, "
+                        "needs the tokenizers package) or the path of a tokenizer.json, e.g. GPT-2's "
+                        "directory (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, help="tokens of the bpe tokenizer, >= 256 (no default)")
+
+    p = sub.add_parser("train", help="train a GPT on a text file or a prepared token dataset",
+                       description="Train a GPT on a text file or a `fastattn prepare` directory "
+                       "(nanoGPT's recipe), also under mpiexec (data parallel over MPI). Writes "
+                       "DIR/ckpt.npz (latest state, for --resume), DIR/best.npz (best val loss), "
+                       "DIR/metrics.jsonl and DIR/config.json (the settings); the last line printed "
+                       "is 'final: step N train_loss X val_loss Y'.")
+    _add_training_flags(p, "UTF-8 text file (its characters are the tokens, unless --init-from brings a "
+                           "tokenizer) or a directory from `fastattn prepare`", TrainConfig, _TRAIN_HELP,
+                        extra=_init_and_config_flags, under_mpi=True)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint",
                        description="Generate text from a checkpoint written by `fastattn train`, or "
@@ -182,42 +214,28 @@ def _add_seq2seq_commands(sub):
     _add_runtime_flags(p)
 
 
-NEVER_DOWNLOADS = ("fastattn never downloads: pass a local directory holding config.json and "
-                   "model.safetensors (Hugging Face) or best.npz/ckpt.npz (fastattn train)")
-
-
-def _checkpoint_file(path):
-    """The .npz file that --checkpoint PATH names: PATH itself, or a training directory's best.npz,
-    else its ckpt.npz. (A Hugging Face directory is recognised before this is called.)"""
-    if not os.path.exists(path):
-        kind = "file" if path.endswith(".npz") else "directory"
-        raise FileNotFoundError(f"{path}: no such {kind}; {NEVER_DOWNLOADS}")
-    if not os.path.isdir(path):
-        return path
-    for name in ("best.npz", "ckpt.npz"):
-        if os.path.exists(os.path.join(path, name)):
-            return os.path.join(path, name)
-    hf = [f for f in ("config.json", "model.safetensors") if os.path.isfile(os.path.join(path, f))]
-    if hf:  # half a Hugging Face directory, e.g. PyTorch's pytorch_model.bin instead of safetensors
-        missing = ({"config.json", "model.safetensors"} - set(hf)).pop()
-        raise FileNotFoundError(f"{path} has {hf[0]} but no {missing}: a Hugging Face directory needs "
-                                "both (the weights as safetensors; fastattn never downloads)")
-    raise FileNotFoundError(f"{path} holds no checkpoint: neither best.npz/ckpt.npz (fastattn train) "
-                            "nor config.json + model.safetensors (Hugging Face)")
-
-
 def _bench(args):
     from fastattn import bench
     bench.run_command(args)
 
 
+def _prepare(args):
+    from fastattn.training.datasets import prepare
+    meta = prepare(args.data, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size)
+    print(f"wrote {args.out}: train.bin {meta['train_tokens']} tokens, val.bin {meta['val_tokens']} tokens "
+          f"({meta['dtype']}), vocabulary of {meta['vocab_size']}")
+
+
 def _train(args):
-    from fastattn.training.trainer import TrainConfig, train
-    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    from fastattn.training.trainer import TrainConfig, read_config_file, train
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    settings = {**(read_config_file(args.config) if args.config else {}), **flags}
     from tqdm import tqdm
     record = train(args.data, args.out, resume=args.resume, progress=not args.no_progress,
-                   log=tqdm.write, **settings)
-    print(f"final: step {record['step']} train_loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f}")
+                   log=tqdm.write, init_from=args.init_from, **settings)
+    from fastattn.training.distributed import get_world
+    if get_world().rank == 0:
+        print(f"final: step {record['step']} train_loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f}")
 
 
 def _train_seq2seq(args):
@@ -435,11 +453,14 @@ def _write_atomically(path, write):
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        if args.threads is not None:
+        if args.command == "train":  # under mpiexec: the cores of each rank, unless --threads says
+            from fastattn.training.distributed import get_world
+            get_world()
+        if getattr(args, "threads", None) is not None:  # (prepare has no --threads)
             fastattn.set_num_threads(args.threads)
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
-        {"bench": _bench, "train": _train, "sample": _sample, "attention-map": _attention_map,
+        {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)

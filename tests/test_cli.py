@@ -30,7 +30,7 @@ def test_train_then_sample(corpus_file, tmp_path, capsys):
     assert code == 0, err
     assert re.fullmatch(r"final: step 10 train_loss \d+\.\d{4} val_loss \d+\.\d{4}", out.splitlines()[-1])
     assert out.count("step ") == 4  # evaluations at 0, 5, 10 and the final line
-    assert sorted(os.listdir(out_dir)) == ["best.npz", "ckpt.npz", "metrics.jsonl"]
+    assert sorted(os.listdir(out_dir)) == ["best.npz", "ckpt.npz", "config.json", "metrics.jsonl"]
 
     code, out, err = run(capsys, "train", "--data", corpus_file, "--out", out_dir, "--max-iters", 15,
                          "--resume", "--no-progress")
@@ -113,7 +113,8 @@ def test_module_and_console_script_run():
 def test_every_default_is_in_the_help():
     """--help shows each flag's default, for every command (as train's always did)."""
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(commands) == {"bench", "train", "sample", "attention-map", "embed", "train-seq2seq", "translate"}
+    assert set(commands) == {"bench", "prepare", "train", "sample", "attention-map", "embed", "train-seq2seq",
+                             "translate"}
     for name, parser in commands.items():
         for action in parser._actions:
             if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):

@@ -147,3 +147,16 @@ def test_readme_commands_write_untracked_files():
     for path in sorted(written):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
         assert ignored, f"README.md writes {path}, which git does not ignore"
+
+
+def test_ci_installs_and_tests_as_the_readme_says():
+    """.ci/run runs the commands of the README's "Run the tests" block, exactly (change both together)."""
+    with open(README, encoding="utf-8") as f:
+        readme = f.read()
+    section = readme[readme.index("## Run the tests"):]
+    block = section[section.index("```bash\n") + len("```bash\n"):section.index("```", section.index("```bash\n") + 7)]
+    with open(os.path.join(os.path.dirname(README), ".ci", "run"), encoding="utf-8") as f:
+        ci = f.read()
+    ci_part = ci[ci.index('# --- README: "Run the tests" ---'):].split("\n")[1:]
+    want = [line for line in block.split("\n") if line.strip()]
+    assert [line for line in ci_part if line.strip()][:len(want)] == want

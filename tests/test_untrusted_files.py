@@ -189,7 +189,7 @@ def test_a_training_run_removes_its_stale_temporaries(corpus_file, tmp_path):
     stale.write_bytes(b"half a checkpoint")
     train(corpus_file, out, progress=False, log=lambda s: None, max_iters=1, eval_interval=1, eval_iters=1,
           n_layer=1, n_head=1, n_embd=8, block_size=8, batch_size=2)
-    assert sorted(os.listdir(out)) == ["best.npz", "ckpt.npz", "metrics.jsonl"]
+    assert sorted(os.listdir(out)) == ["best.npz", "ckpt.npz", "config.json", "metrics.jsonl"]
 
 
 # ---- Hugging Face directories (GPT-2 and BERT) and the command line ----

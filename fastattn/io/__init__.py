@@ -1,1 +1,1 @@
-"""Files: Hugging Face model directories and tokenizers. Knows file formats, not models."""
+"""Files: Hugging Face model directories, tokenizers, token datasets (train.bin / val.bin). Knows file formats, not models."""

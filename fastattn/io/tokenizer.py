@@ -97,24 +97,43 @@ class PretrainedTokenizer:
     package, with CharTokenizer's encode / decode / vocab_size. Read from disk only."""
 
     def __init__(self, path):
-        Tokenizer = _tokenizers_class()
         try:
-            self._tok = Tokenizer.from_file(str(path))
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the tokenizer {path}: {getattr(e, 'strerror', None) or e}") from None
+        self._load(text, str(path))
+
+    def _load(self, text, path):
+        Tokenizer = _tokenizers().Tokenizer
+        try:
+            self._tok = Tokenizer.from_str(text)
         except Exception as e:  # tokenizers raises its own Exception type for a bad file
             raise ValueError(f"cannot read the tokenizer {path}: {e}") from None
-        self.path = str(path)
+        self.path, self.json = path, text  # json: the tokenizer.json text, as read
 
     @classmethod
     def from_str(cls, json_text, name="<tokenizer.json text>"):
-        """The tokenizer whose tokenizer.json is the string json_text."""
-        self = cls.__new__(cls)
-        Tokenizer = _tokenizers_class()
-        try:
-            self._tok = Tokenizer.from_str(json_text)
-        except Exception as e:  # (tokenizers' own Exception type)
-            raise ValueError(f"cannot read the tokenizer {name}: {e}") from None
-        self.path = name
-        return self
+        """The tokenizer whose tokenizer.json is the string json_text (name: what error messages
+        call it)."""
+        tok = cls.__new__(cls)
+        tok._load(json_text, name)
+        return tok
+
+    def to_json(self):
+        """A dict for json.dump (the tokenizer.json text inside); tokenizer_from_json reads it."""
+        return {"type": "tokenizer.json", "json": self.json}
+
+    def save(self, path):
+        """Writes the tokenizer.json text, as read, to path."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.json)
+
+    def __eq__(self, other):
+        return isinstance(other, PretrainedTokenizer) and self.json == other.json
+
+    def __hash__(self):
+        return hash(self.json)
 
     @property
     def vocab_size(self):
@@ -152,13 +171,39 @@ class PretrainedTokenizer:
         return f"PretrainedTokenizer({self.path!r}, vocab_size={self.vocab_size})"
 
 
-def _tokenizers_class():
+def _tokenizers():
     try:
-        from tokenizers import Tokenizer
+        import tokenizers
     except ImportError:
-        raise ImportError("reading tokenizer.json needs the tokenizers package: "
+        raise ImportError("reading or training a tokenizer.json needs the tokenizers package: "
                           "pip install '.[hf]' in fastattn's clone") from None
-    return Tokenizer
+    return tokenizers
+
+
+def train_bpe(text, vocab_size):
+    """A byte-level BPE (GPT-2's kind: every byte is a token, so any text encodes) of at most
+    vocab_size tokens, trained on text with the tokenizers package."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
+        raise ValueError(f"a byte-level BPE needs vocab_size >= 256 (one token per byte), got {vocab_size!r}")
+    _encodable("text", text)
+    tk = _tokenizers()
+    tok = tk.Tokenizer(tk.models.BPE())
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                     initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet())
+    # (one long line per chunk: the trainer counts words within each string)
+    tok.train_from_iterator((text[i:i + (1 << 20)] for i in range(0, len(text), 1 << 20)), trainer)
+    return PretrainedTokenizer.from_str(tok.to_str(), f"<byte-level BPE of {vocab_size}>")
+
+
+def tokenizer_from_json(data):
+    """The tokenizer that to_json() described: a CharTokenizer or a PretrainedTokenizer."""
+    if isinstance(data, dict) and data.get("type") == "tokenizer.json":
+        if not isinstance(data.get("json"), str):
+            raise ValueError("a tokenizer.json entry needs its text under 'json'")
+        return PretrainedTokenizer.from_str(data["json"])
+    return CharTokenizer.from_json(data)
 
 
 def _encodable(name, text):

@@ -224,6 +224,19 @@ class GPT(nn.Module):
         t.wte.backward(dx)  # token rows used several times add up
         t.wpe.weight.grad[:T] += dx.sum(axis=0)
 
+    def crop_block_size(self, block_size):
+        """Shortens the context to block_size (<= the current one), as nanoGPT's crop_block_size:
+        the position table keeps its first block_size rows (fine-tuning a GPT-2 on shorter windows)."""
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        if block_size > self.config.block_size:
+            raise ValueError(f"block_size {block_size} is larger than the model's {self.config.block_size}: "
+                             "a position table can be cropped, not grown")
+        wpe = self.transformer.wpe
+        wpe.weight.data = wpe.weight.data[:block_size].copy()
+        wpe.weight.grad = wpe.weight.grad[:block_size].copy()
+        wpe.num_embeddings = self.config.block_size = int(block_size)
+
     def num_params(self, non_embedding=True):
         """Number of parameters; by default without the position embeddings, as nanoGPT counts."""
         n = self.num_parameters()

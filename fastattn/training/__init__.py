@@ -1,1 +1,1 @@
-"""Training: the trainer and its checkpoints."""
+"""Training: the trainer, its checkpoints, the data it reads (datasets), data parallel over MPI (distributed)."""

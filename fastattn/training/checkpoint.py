@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from fastattn.io.tokenizer import CharTokenizer
+from fastattn.io.tokenizer import tokenizer_from_json
 from fastattn.models.gpt import GPT
 from fastattn.models.gpt_config import GPTConfig, parameter_shapes
 
@@ -27,7 +27,7 @@ VERSION = 1
 @dataclasses.dataclass
 class Checkpoint:
     """What load_checkpoint returns: config (GPTConfig), dtype, model_state (name -> array),
-    step, tokenizer (CharTokenizer or None), optimizer_state (AdamW.state_dict() form or None),
+    step, tokenizer (CharTokenizer, PretrainedTokenizer or None), optimizer_state (AdamW.state_dict() form or None),
     meta (the caller's JSON-able dict)."""
     config: GPTConfig
     dtype: np.dtype
@@ -91,6 +91,30 @@ def _write(path, header, arrays):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+NEVER_DOWNLOADS = ("fastattn never downloads: pass a local directory holding config.json and "
+                   "model.safetensors (Hugging Face) or best.npz/ckpt.npz (fastattn train)")
+
+
+def checkpoint_file(path):
+    """The .npz file that --checkpoint PATH names: PATH itself, or a training directory's best.npz,
+    else its ckpt.npz. (A Hugging Face directory is recognised before this is called.)"""
+    if not os.path.exists(path):
+        kind = "file" if path.endswith(".npz") else "directory"
+        raise FileNotFoundError(f"{path}: no such {kind}; {NEVER_DOWNLOADS}")
+    if not os.path.isdir(path):
+        return path
+    for name in ("best.npz", "ckpt.npz"):
+        if os.path.exists(os.path.join(path, name)):
+            return os.path.join(path, name)
+    hf = [f for f in ("config.json", "model.safetensors") if os.path.isfile(os.path.join(path, f))]
+    if hf:  # half a Hugging Face directory, e.g. PyTorch's pytorch_model.bin instead of safetensors
+        missing = ({"config.json", "model.safetensors"} - set(hf)).pop()
+        raise FileNotFoundError(f"{path} has {hf[0]} but no {missing}: a Hugging Face directory needs "
+                                "both (the weights as safetensors; fastattn never downloads)")
+    raise FileNotFoundError(f"{path} holds no checkpoint: neither best.npz/ckpt.npz (fastattn train) "
+                            "nor config.json + model.safetensors (Hugging Face)")
 
 
 def remove_stale_temporaries(folder, names=("ckpt.npz", "best.npz")):
@@ -268,7 +292,7 @@ def load_checkpoint(path):
         model_state, optimizer_state = _read_state(path, zf, members, header, parameter_shapes(config))
     tok = header.get("tokenizer")
     try:
-        tokenizer = None if tok is None else CharTokenizer.from_json(tok)
+        tokenizer = None if tok is None else tokenizer_from_json(tok)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:

@@ -1,31 +1,40 @@
-"""Train a character-level GPT on a text file, as nanoGPT's train.py does (on fastattn's kernels).
+"""Train a GPT on a text file or a token dataset, as nanoGPT's train.py does (on fastattn's kernels).
 
     from fastattn.training.trainer import train
     record = train("input.txt", "out", max_iters=2000)   # settings: TrainConfig's fields
+    record = train("data/shakespeare", "out-ft", init_from="path/to/gpt2", block_size=256)
 
-The text's first 90% trains, the last 10% validates. Every eval_interval iterations (and after
-the last) both splits are evaluated on eval_iters random batches; the record goes to
-out/metrics.jsonl, the whole state (weights, AdamW moments, random generators, step) to
-out/ckpt.npz, and the weights with the best validation loss so far to out/best.npz. A run resumed
-from out/ckpt.npz continues the curve it would have followed without the interruption.
+The data's first 90% trains, the last 10% validates (fastattn/training/datasets.py). An optimizer
+step is gradient_accumulation_steps micro-batches of batch_size windows on each process; the
+windows of micro-batch m of step s (and its dropout masks) depend on the seed, s and m alone, so
+N processes under mpiexec with k micro-batches each take the same steps as one process with N x k
+(fastattn/training/distributed.py). Every eval_interval iterations (and after the last) both
+splits are evaluated on eval_iters batches fixed by the seed; the record goes to out/metrics.jsonl,
+the whole state (weights, AdamW moments, step) to out/ckpt.npz, the weights with the best
+validation loss so far to out/best.npz, and the settings to out/config.json. A run resumed from
+out/ckpt.npz continues the curve it would have followed without the interruption.
 """
 import dataclasses
 import json
 import math
 import os
 import time
+import traceback
 
 import numpy as np
 
-from fastattn.training.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from fastattn import nn
+from fastattn.training import distributed
+from fastattn.training.checkpoint import checkpoint_file, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from fastattn.training.datasets import eval_batch_rng, load_splits, micro_batch_rng, read_text  # noqa: F401
 from fastattn.models.gpt import GPT, GPTConfig
 from fastattn.optim import clip_grad_norm_
-from fastattn.io.tokenizer import CharTokenizer
 
 # The fields a resumed run cannot change: the model's shapes, and the seed (it picks the
 # evaluation batches).
 FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "seed")
+# The fields that a model to start from (init_from) fixes.
+MODEL_SHAPE = ("n_layer", "n_head", "n_embd", "bias")
 
 
 @dataclasses.dataclass
@@ -38,6 +47,7 @@ class TrainConfig:
     dropout: float = 0.0
     bias: bool = False
     batch_size: int = 12
+    gradient_accumulation_steps: int = 1  # micro-batches of batch_size per step, on each process
     max_iters: int = 2000
     lr_decay_iters: int = None  # None: max_iters
     learning_rate: float = 1e-3
@@ -54,7 +64,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
-        for name in ("batch_size", "eval_interval", "eval_iters"):
+        for name in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_iters", "lr_decay_iters", "warmup_iters", "seed"):
@@ -67,6 +77,64 @@ class TrainConfig:
     def model_config(self, vocab_size):
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
                          n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout, bias=self.bias)
+
+
+def _kind(field):
+    default = field.default
+    if isinstance(default, bool):
+        return "a bool", lambda v: isinstance(v, bool)
+    if isinstance(default, float):
+        return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if default is None:
+        return "an int or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))
+    return "an int", lambda v: isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_settings(settings, where):
+    """ValueError unless settings (a dict) holds TrainConfig field names only, each with a value
+    of its type; `where` names the source in the message."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {unknown}; the settings are TrainConfig's fields: "
+                         f"{', '.join(fields)}")
+    for name, value in settings.items():
+        kind, fits = _kind(fields[name])
+        if not fits(value):
+            raise ValueError(f"{where}: {name} must be {kind}, got {value!r}")
+    return dict(settings)
+
+
+def read_config_file(path):
+    """TrainConfig settings (a dict) from a JSON file, or a TOML one (by its .toml suffix; tomllib,
+    Python 3.11+, or the tomli package). Unknown keys and values of the wrong type: ValueError."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read the config {path}: {e.strerror or e}") from None
+    if path.endswith(".toml"):
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise ImportError(f"reading the TOML config {path} needs Python 3.11+ or the tomli package "
+                                  "(pip install tomli); or write it as JSON") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"{path} is not TOML: {e}") from None
+    else:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not JSON ({e}); a TOML config needs the .toml suffix") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold one table (a JSON object) of settings, got {type(data).__name__}")
+    return check_settings(data, path)
 
 
 def get_lr(it, cfg):
@@ -87,62 +155,62 @@ def get_batch(data, block_size, batch_size, rng):
     return windows[:, :-1], windows[:, 1:]
 
 
-def train_step(model, optimizer, x, y, lr, grad_clip):
-    """One iteration: forward, backward, clip the global gradient norm to grad_clip (0: don't),
-    AdamW at learning rate lr. Returns the loss of the batch."""
+def micro_batches(model, data, cfg, step, micros):
+    """(x, y) of each micro-batch number in `micros` of step `step`, from micro_batch_rng; as
+    each is yielded, the model's dropout generator is set to continue that micro-batch's stream."""
+    for m in micros:
+        rng = micro_batch_rng(cfg.seed, step, m)
+        x, y = get_batch(data, cfg.block_size, cfg.batch_size, rng)
+        model.rng.bit_generator.state = rng.bit_generator.state
+        yield x, y
+
+
+def train_step(model, optimizer, batches, lr, grad_clip, world=None, grads=None):
+    """One optimizer step: forward and backward of each (x, y) in batches (this process's
+    micro-batches; the gradients add up), then, with a world of several processes, the sum over
+    all of them (grads: the distributed.FlatGradients of the model), scaled to the mean over
+    every micro-batch, the global norm clipped to grad_clip (0: don't), AdamW at learning rate
+    lr. Returns the mean loss of the micro-batches (over every process)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad()
-    _, loss = model(x, y)
-    model.backward()
+    loss_sum, count = 0.0, 0
+    for x, y in batches:
+        _, loss = model(x, y)
+        model.backward()
+        loss_sum, count = loss_sum + loss, count + 1
+    if world is not None and world.size > 1:
+        if grads is None:
+            raise ValueError("train_step over several processes needs the model's FlatGradients")
+        loss_sum = grads.allreduce(world, loss_sum)
+        count *= world.size
+    if count > 1:  # the mean over the micro-batches: one step as for one batch of them all
+        if grads is not None:
+            grads.scale_(1.0 / count)
+        else:
+            for p in optimizer.params:
+                p.grad *= p.grad.dtype.type(1.0 / count)
     if grad_clip:
         clip_grad_norm_(optimizer.params, grad_clip)
     optimizer.step()
-    return loss
+    return loss_sum / count
 
 
-def estimate_loss(model, splits, cfg, on_batch=None):
-    """The mean loss over cfg.eval_iters batches of each split, in eval mode. The batches come
-    from a generator seeded by cfg.seed alone: every evaluation sees the same windows, so the
-    curve's steps are not evaluation noise, and training's random stream is left alone.
-    on_batch(): called after each batch (for a progress bar)."""
-    rng = np.random.default_rng([cfg.seed, 1])
-    out = {}
+def estimate_loss(model, splits, cfg, world=None, on_batch=None):
+    """The mean loss over cfg.eval_iters batches of each split, in eval mode. Batch i of split k
+    comes from eval_batch_rng(cfg.seed, k, i): every evaluation sees the same windows, so the
+    curve's steps are not evaluation noise. With a world of N processes, process r runs batches
+    r, r + N, ... and the sums are added over all. on_batch(): called after each batch."""
+    world = world or distributed.SingleProcess()
+    sums = np.zeros(len(splits))
     with model._eval_mode():
-        for name, data in splits.items():
-            losses = []
-            for _ in range(cfg.eval_iters):
-                losses.append(model(*get_batch(data, cfg.block_size, cfg.batch_size, rng))[1])
+        for k, data in enumerate(splits.values()):
+            for i in range(world.rank, cfg.eval_iters, world.size):
+                sums[k] += model(*get_batch(data, cfg.block_size, cfg.batch_size, eval_batch_rng(cfg.seed, k, i)))[1]
                 if on_batch is not None:
                     on_batch()
-            out[name] = float(np.mean(losses))
-    return out
-
-
-def read_text(path):
-    """The file's text (UTF-8), or a ValueError that says what is wrong with it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text: {e}") from None
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
-    if not text:
-        raise ValueError(f"{path} is empty")
-    return text
-
-
-def _splits(text, tokenizer, block_size):
-    data = tokenizer.encode(text)
-    n = int(0.9 * len(data))
-    splits = {"train": data[:n], "val": data[n:]}
-    for name, split in splits.items():
-        if len(split) <= block_size:
-            raise ValueError(f"block_size {block_size} does not fit the data: the {name} split has "
-                             f"{len(split)} characters ({len(data)} in all, 90% train / 10% val); "
-                             f"it needs more than block_size")
-    return splits
+    world.allreduce_sum_(sums)
+    return {name: float(total / cfg.eval_iters) for name, total in zip(splits, sums)}
 
 
 def _read_metrics(path, up_to_step):
@@ -154,29 +222,55 @@ def _read_metrics(path, up_to_step):
     return [r for r in records if r["step"] <= up_to_step]
 
 
+def _initial_model(path):
+    """(model, tokenizer) to start from: a Hugging Face GPT-2 directory, or a fastattn checkpoint
+    (a .npz file, or a training directory's best.npz / ckpt.npz)."""
+    from fastattn.io.hf_files import is_pretrained_dir
+    from fastattn.io.tokenizer import load_tokenizer
+    if os.path.isdir(path) and is_pretrained_dir(path):
+        return GPT.from_pretrained(path), load_tokenizer(path)
+    ckpt = load_checkpoint(checkpoint_file(path))
+    if ckpt.tokenizer is None:
+        raise ValueError(f"{path} holds no tokenizer: cannot tokenize the data for it")
+    return ckpt.build_model(), ckpt.tokenizer
+
+
+def _set_dropout(model, p):
+    model.config.dropout = p
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+
+
 def _start_run(ckpt, optimizer, batch_rng, model_rng, metrics_path, records):
     """The state of a run resumed from ckpt (None: a new run) restored into optimizer and the
-    two generators, and metrics_path rewritten with the records it continues. Returns
-    (elapsed seconds before, best validation loss so far)."""
+    two generators (None: nothing to restore; the GPT trainer seeds each micro-batch instead),
+    and metrics_path rewritten with the records it continues (None: not written, on ranks other
+    than 0). Returns (elapsed seconds before, best validation loss so far)."""
     elapsed_before, best_val = 0.0, math.inf
     if ckpt is not None:
         optimizer.load_state_dict(ckpt.optimizer_state)
-        batch_rng.bit_generator.state = ckpt.meta["batch_rng"]
-        model_rng.bit_generator.state = ckpt.meta["model_rng"]
+        for rng, key in ((batch_rng, "batch_rng"), (model_rng, "model_rng")):
+            if rng is not None:
+                rng.bit_generator.state = ckpt.meta[key]
         elapsed_before, best_val = ckpt.meta["elapsed_s"], ckpt.meta["best_val_loss"]
-    with open(metrics_path, "w") as f:  # the resumed run's log continues the kept records
-        f.writelines(json.dumps(r) + "\n" for r in records)
+    if metrics_path is not None:
+        with open(metrics_path, "w") as f:  # the resumed run's log continues the kept records
+            f.writelines(json.dumps(r) + "\n" for r in records)
     return elapsed_before, best_val
 
 
 def _save_evaluation(out_dir, record, best_val, cfg, batch_rng, model_rng, log, save, optimizer):
     """Logs an evaluation's record, appends it to out_dir/metrics.jsonl and saves the run:
     save(path, meta, optimizer) to out_dir/ckpt.npz, and without the optimizer to best.npz when
-    the validation loss is the best so far. Returns the best validation loss."""
+    the validation loss is the best so far (the generators' states, unless None, go into meta).
+    Returns the best validation loss."""
     log(f"step {record['step']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
-    meta = {"train_config": dataclasses.asdict(cfg), "batch_rng": batch_rng.bit_generator.state,
-            "model_rng": model_rng.bit_generator.state, "elapsed_s": record["elapsed_s"],
+    meta = {"train_config": dataclasses.asdict(cfg), "elapsed_s": record["elapsed_s"],
             "best_val_loss": min(best_val, record["val_loss"]), "last": record}
+    for rng, key in ((batch_rng, "batch_rng"), (model_rng, "model_rng")):
+        if rng is not None:
+            meta[key] = rng.bit_generator.state
     if record["val_loss"] < best_val:
         best_val = record["val_loss"]
         save(os.path.join(out_dir, "best.npz"), meta, None)
@@ -186,17 +280,55 @@ def _save_evaluation(out_dir, record, best_val, cfg, batch_rng, model_rng, log, 
     return best_val
 
 
-def train(data_path, out_dir, resume=False, progress=True, log=print, **settings):
-    """Trains on the text file data_path, writing to out_dir (see the module's doc); settings
-    are TrainConfig fields. With resume=True, continues from out_dir/ckpt.npz with the settings
-    saved there updated by `settings` (e.g. a larger max_iters); changing a FIXED_ON_RESUME field
-    is an error. log(str) receives the evaluation lines; progress=False hides the progress bar.
+_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError, MemoryError)
+
+
+def _abort(world, error):
+    """Ends every process of the job, with this rank's message (and traceback, for a bug)."""
+    where = f"rank {world.rank} of {world.size}"
+    if isinstance(error, KeyboardInterrupt):
+        message = f"fastattn train: interrupted on {where}"
+    elif isinstance(error, _ERRORS):
+        message = f"fastattn train: error on {where}: {error}"
+    else:
+        traceback.print_exc()
+        message = f"fastattn train: error on {where}: {type(error).__name__}: {error}"
+    world.abort(message)
+
+
+def train(data_path, out_dir, resume=False, progress=True, log=print, init_from=None, **settings):
+    """Trains on data_path (a UTF-8 text file, whose characters are the tokens unless init_from
+    brings a tokenizer, or a directory that `fastattn prepare` wrote), writing to out_dir (see the
+    module's doc); settings are TrainConfig fields. With resume=True, continues from
+    out_dir/ckpt.npz with the settings saved there updated by `settings` (e.g. a larger
+    max_iters); changing a FIXED_ON_RESUME field is an error. init_from: a Hugging Face GPT-2
+    directory or a fastattn checkpoint to start from, with its tokenizer (its shape fixes
+    n_layer, n_head, n_embd and bias; a smaller block_size crops its position table).
+    log(str) receives the evaluation lines; progress=False hides the progress bar.
+
+    Under an MPI launcher (mpiexec -n N), every process runs this with the same arguments: rank
+    0's initial weights are broadcast, gradients summed over the ranks, and rank 0 alone logs and
+    writes; an exception on any rank ends the whole job (MPI_Abort) with that rank's message.
     Returns the last evaluation's record (step, train_loss, val_loss, lr, elapsed_s)."""
+    world = distributed.get_world()
+    try:
+        return _train(world, data_path, out_dir, resume, progress, log, init_from, settings)
+    except BaseException as e:
+        if world.size > 1:
+            _abort(world, e)
+        raise
+
+
+def _train(world, data_path, out_dir, resume, progress, log, init_from, settings):
     from tqdm import tqdm  # (here: `import fastattn` stays light)
+    writer = world.rank == 0  # rank 0 alone prints and writes
+    progress = progress and writer
     ckpt_path = os.path.join(out_dir, "ckpt.npz")
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    text = read_text(data_path)
     if resume:
+        if init_from is not None:
+            raise ValueError("resume continues the run in the output directory, init_from starts a new one: "
+                             "pass one of them")
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt.meta.get("train_config")
         if saved is None or ckpt.tokenizer is None:
@@ -206,16 +338,10 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
                 raise ValueError(f"the checkpoint in {out_dir} is from another config: {name} is "
                                  f"{saved[name]!r} there, {value!r} was asked")
         cfg = TrainConfig(**{**saved, **settings})
-        tokenizer = ckpt.tokenizer
-        try:
-            splits = _splits(text, tokenizer, cfg.block_size)
-        except ValueError as e:
-            raise ValueError(f"{data_path} does not fit the checkpoint's tokenizer: {e}") from None
+        splits, tokenizer = load_splits(data_path, cfg.block_size, ckpt.tokenizer,
+                                        source=f"the checkpoint in {out_dir}")
         model = ckpt.build_model()
-        model.config.dropout = cfg.dropout
-        for m in model.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = cfg.dropout
+        _set_dropout(model, cfg.dropout)
         step = ckpt.step
         records = _read_metrics(metrics_path, step)
     else:
@@ -223,43 +349,67 @@ def train(data_path, out_dir, resume=False, progress=True, log=print, **settings
         if os.path.exists(ckpt_path):
             raise ValueError(f"{out_dir} already holds a checkpoint: pass resume to continue it, or "
                              "choose another output directory")
-        tokenizer = CharTokenizer.from_text(text)
-        splits = _splits(text, tokenizer, cfg.block_size)
-        model = GPT(cfg.model_config(tokenizer.vocab_size), seed=cfg.seed)
+        if init_from is not None:
+            model, tokenizer = _initial_model(init_from)
+            shape = {name: getattr(model.config, name) for name in MODEL_SHAPE}
+            for name, value in shape.items():
+                if name in settings and settings[name] != value:
+                    raise ValueError(f"the model in {init_from} has {name} {value!r}: {settings[name]!r} "
+                                     "was asked (init_from fixes the model's shape)")
+            cfg = TrainConfig(**{**settings, **shape, "block_size": settings.get("block_size", model.config.block_size)})
+            if cfg.block_size != model.config.block_size:
+                model.crop_block_size(cfg.block_size)  # (a larger one: ValueError)
+            _set_dropout(model, cfg.dropout)
+            splits, _ = load_splits(data_path, cfg.block_size, tokenizer, source=init_from)
+        else:
+            splits, tokenizer = load_splits(data_path, cfg.block_size)
+            model = GPT(cfg.model_config(tokenizer.vocab_size), seed=cfg.seed)
         step, records = 0, []
-    os.makedirs(out_dir, exist_ok=True)
-    remove_stale_temporaries(out_dir)  # what a killed run's saves left behind
+    if writer:
+        os.makedirs(out_dir, exist_ok=True)
+        remove_stale_temporaries(out_dir)  # what a killed run's saves left behind
 
+    distributed.broadcast_parameters(world, model.parameters())
+    grads = distributed.FlatGradients(model.parameters())  # every param.grad: a view into one buffer
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
-    batch_rng = np.random.default_rng([cfg.seed, 0])
-    elapsed_before, best_val = _start_run(ckpt if resume else None, optimizer, batch_rng, model.rng,
-                                          metrics_path, records)
+    elapsed_before, best_val = _start_run(ckpt if resume else None, optimizer, None, None,
+                                          metrics_path if writer else None, records)
+    if writer:
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=1)
 
     def evaluate_and_save(step):
         nonlocal best_val
         # an evaluation takes a while (2 x eval_iters forward passes): show it under the main bar
-        with tqdm(total=len(splits) * cfg.eval_iters, desc=f"evaluating step {step}", unit="batch",
-                  leave=False, disable=not progress, dynamic_ncols=True) as eval_bar:
-            losses = estimate_loss(model, splits, cfg, on_batch=eval_bar.update)
+        with tqdm(total=len(splits) * len(range(world.rank, cfg.eval_iters, world.size)),
+                  desc=f"evaluating step {step}", unit="batch", leave=False, disable=not progress,
+                  dynamic_ncols=True) as eval_bar:
+            losses = estimate_loss(model, splits, cfg, world, on_batch=eval_bar.update)
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                   "lr": get_lr(step, cfg), "elapsed_s": elapsed_before + time.perf_counter() - t0}
-        best_val = _save_evaluation(out_dir, record, best_val, cfg, batch_rng, model.rng, log,
-                                    lambda path, meta, opt: save_checkpoint(path, model, tokenizer, opt, step, meta),
-                                    optimizer)
+        if writer:
+            best_val = _save_evaluation(out_dir, record, best_val, cfg, None, None, log,
+                                        lambda path, meta, opt: save_checkpoint(path, model, tokenizer, opt, step, meta),
+                                        optimizer)
+        else:  # (the same losses on every rank: the same best)
+            best_val = min(best_val, record["val_loss"])
         return record
 
     t0 = time.perf_counter()
     record = records[-1] if records and records[-1]["step"] == step else None
-    tokens_per_iter, dt_avg = cfg.batch_size * cfg.block_size, None  # dt_avg: smoothed s/iteration
+    # rank r runs micro-batches r, r + N, ... of the N x gradient_accumulation_steps of each step
+    n_micro = cfg.gradient_accumulation_steps * world.size
+    mine = range(world.rank, n_micro, world.size)
+    tokens_per_iter, dt_avg = n_micro * cfg.batch_size * cfg.block_size, None  # dt_avg: smoothed s/iteration
     model.train()
     with tqdm(total=cfg.max_iters, initial=min(step, cfg.max_iters), unit="it", disable=not progress,
               dynamic_ncols=True) as bar:
         while step < cfg.max_iters:
             if step % cfg.eval_interval == 0 and record is None:
                 record = evaluate_and_save(step)
-            x, y = get_batch(splits["train"], cfg.block_size, cfg.batch_size, batch_rng)
             t_iter = time.perf_counter()
-            loss = train_step(model, optimizer, x, y, get_lr(step, cfg), cfg.grad_clip)
+            loss = train_step(model, optimizer, micro_batches(model, splits["train"], cfg, step, mine),
+                              get_lr(step, cfg), cfg.grad_clip, world, grads)
             dt = time.perf_counter() - t_iter
             dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt
             if not math.isfinite(loss):

@@ -1,0 +1,148 @@
+"""Token datasets on disk, in nanoGPT's prepare.py layout: a directory with
+
+    train.bin, val.bin   the token ids, one after the other, raw little-endian uint16 (uint32 for
+                         a vocabulary above 65,535 tokens): np.memmap reads them, so a corpus
+                         larger than memory trains, and a reader touches only the windows it takes
+    meta.json            {"format": "fastattn-tokens", "version": 1, "dtype", "vocab_size",
+                         "train_tokens", "val_tokens", "tokenizer"}: tokenizer is a CharTokenizer's
+                         JSON ({"type": "char", "chars": ...}) or {"type": "tokenizer.json"}
+    tokenizer.json       the Hugging Face tokenizer, when meta.json says so
+
+    write_token_dir("data/shakespeare", train_ids, val_ids, tokenizer)
+    splits, tokenizer = read_token_dir("data/shakespeare")   # splits["train"][i] -> int64 ids
+"""
+import json
+import os
+
+import numpy as np
+
+from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer
+
+FORMAT = "fastattn-tokens"
+VERSION = 1
+SPLITS = ("train", "val")
+_CHECK_TOKENS = 1 << 20  # read at open: the first and last this many tokens of each split
+
+
+def token_dtype(vocab_size):
+    """uint16 while every id fits (vocab_size <= 65,535, as nanoGPT stores GPT-2's 50,257), else uint32."""
+    return np.dtype("<u2") if vocab_size <= 65535 else np.dtype("<u4")
+
+
+def _write_atomic(path, write):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_token_dir(out_dir, train_ids, val_ids, tokenizer):
+    """Writes train.bin, val.bin, meta.json (and tokenizer.json for a PretrainedTokenizer) to
+    out_dir; the ids must lie in [0, tokenizer.vocab_size). Returns meta.json's dict."""
+    vocab = tokenizer.vocab_size
+    dtype = token_dtype(vocab)
+    meta = {"format": FORMAT, "version": VERSION, "dtype": dtype.name, "vocab_size": vocab}
+    os.makedirs(out_dir, exist_ok=True)
+    for name, ids in zip(SPLITS, (train_ids, val_ids)):
+        ids = np.asarray(ids)
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"the {name} ids must lie in [0, {vocab}), got [{ids.min()}, {ids.max()}]")
+        _write_atomic(os.path.join(out_dir, f"{name}.bin"), ids.astype(dtype).tofile)
+        meta[f"{name}_tokens"] = int(ids.size)
+    if isinstance(tokenizer, PretrainedTokenizer):
+        tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
+        meta["tokenizer"] = {"type": "tokenizer.json"}
+    else:
+        meta["tokenizer"] = tokenizer.to_json()
+    text = json.dumps(meta)
+    _write_atomic(os.path.join(out_dir, "meta.json"), lambda f: f.write(text.encode()))
+    return meta
+
+
+class TokenSplit:
+    """One split's ids through np.memmap: len(split) tokens; split[index] (any NumPy index)
+    -> int64 ids, checked against the vocabulary as they are read (a ValueError names the file)."""
+
+    def __init__(self, path, dtype, vocab_size):
+        self.path, self.vocab_size = path, vocab_size
+        self.data = np.memmap(path, dtype=dtype, mode="r")
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        ids = np.asarray(self.data[index]).astype(np.int64)
+        if ids.size and ids.max() >= self.vocab_size:
+            first = int(np.argmax(ids.reshape(-1)))
+            at = (range(len(self.data))[index][first] if isinstance(index, slice)
+                  else int(np.asarray(index).reshape(-1)[first]))
+            raise ValueError(f"{self.path}: token {int(ids.max())} at position {at} is outside the "
+                             f"vocabulary [0, {self.vocab_size}) of meta.json: the file is not from "
+                             "this tokenizer (prepare it again)")
+        return ids
+
+
+def read_token_dir(path):
+    """({"train": TokenSplit, "val": TokenSplit}, tokenizer) of a directory that write_token_dir
+    (fastattn prepare) wrote. Missing files, a meta.json that is not this format, a .bin whose
+    size is not meta.json's count of items: a ValueError (FileNotFoundError) naming the file.
+    Token ids are checked at the start and end of each split here, the rest as they are read."""
+    meta_path = os.path.join(path, "meta.json")
+    missing = [n for n in ("meta.json", "train.bin", "val.bin") if not os.path.isfile(os.path.join(path, n))]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a token dataset: it has no {', '.join(missing)} "
+                                "(write one with `fastattn prepare --data TEXT --out DIR`)")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {meta_path}: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not a fastattn token dataset's (format {FORMAT!r})")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{meta_path} is version {meta.get('version')!r}; this fastattn reads {VERSION}")
+    vocab = meta.get("vocab_size")
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+        raise ValueError(f"{meta_path}: vocab_size must be a positive int, got {vocab!r}")
+    if meta.get("dtype") != token_dtype(vocab).name:
+        raise ValueError(f"{meta_path}: dtype {meta.get('dtype')!r} does not fit a vocabulary of {vocab} "
+                         f"(it is {token_dtype(vocab).name})")
+    tokenizer = _tokenizer(path, meta.get("tokenizer"), meta_path)
+    if tokenizer.vocab_size != vocab:
+        raise ValueError(f"{meta_path}: vocab_size is {vocab}, but its tokenizer has {tokenizer.vocab_size} tokens")
+    dtype = token_dtype(vocab)
+    splits = {}
+    for name in SPLITS:
+        file = os.path.join(path, f"{name}.bin")
+        size = os.path.getsize(file)
+        if size % dtype.itemsize:
+            raise ValueError(f"{file} is {size} bytes, not a whole number of {dtype.name} ({dtype.itemsize} "
+                             "bytes): truncated or not a token file")
+        count = meta.get(f"{name}_tokens")
+        if count != size // dtype.itemsize:
+            raise ValueError(f"{file} holds {size // dtype.itemsize} tokens, meta.json says {count!r}: "
+                             "truncated or from another dataset")
+        if size == 0:
+            raise ValueError(f"{file} is empty")
+        split = TokenSplit(file, dtype, vocab)
+        for part in (slice(None, _CHECK_TOKENS), slice(-_CHECK_TOKENS, None)):
+            split[part]  # reading checks the ids: a ValueError names the first one out of range
+        splits[name] = split
+    return splits, tokenizer
+
+
+def _tokenizer(path, entry, meta_path):
+    if isinstance(entry, dict) and entry.get("type") == "tokenizer.json":
+        file = os.path.join(path, "tokenizer.json")
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"{meta_path} names tokenizer.json, but {path} has no tokenizer.json")
+        return PretrainedTokenizer(file)
+    try:
+        return CharTokenizer.from_json(entry)
+    except ValueError as e:
+        raise ValueError(f"{meta_path}: {e}") from None
