@@ -239,7 +239,10 @@ def test_a_launcher_without_mpi4py_is_a_clear_error(monkeypatch):
 
 def test_threads_default_to_the_cores_of_each_rank(tmp_path):
     code = ("import fastattn\nfrom fastattn.training.distributed import get_world\n"
-            "w = get_world()\nprint(w.rank, w.size, w.local_size, fastattn.get_num_threads())\n")
+            "import os\nw = get_world()\n"
+            # one write of one line per rank: print() under PYTHONUNBUFFERED writes its items one
+            # by one, and the two ranks' pieces then interleave on the shared pipe
+            "os.write(1, f'{w.rank} {w.size} {w.local_size} {fastattn.get_num_threads()}\\n'.encode())\n")
     env_threads = os.environ.pop("OMP_NUM_THREADS", None)
     try:
         status, out, err = launch(2, [sys.executable, "-c", code], tmp_path)
