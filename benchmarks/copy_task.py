@@ -30,7 +30,7 @@ def sequences(rng, n):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int)
-    parser.add_argument("--iters", type=int, default=800, help="training iterations (default: %(default)s)")
+    parser.add_argument("--iters", type=int, default=1200, help="training iterations (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
