@@ -1,6 +1,9 @@
-"""fastattn: attention, softmax, layer norm and GELU kernels for the CPU, compiled and in NumPy,
-a GPT trained and sampled on them (fastattn.train, `fastattn train` / `fastattn sample`), and
-BERT-family sentence embeddings (fastattn.embed, `fastattn embed`).
+"""fastattn: attention, softmax, layer norm and GELU kernels for the CPU, compiled and in NumPy;
+trainable modules with torch.nn's names on them (fastattn.nn); a GPT trained and sampled on them
+(fastattn.train, `fastattn train` / `fastattn sample`, data parallel under mpiexec), the
+encoder-decoder Transformer of the paper (fastattn.Seq2SeqTransformer, `fastattn train-seq2seq` /
+`fastattn translate`), and BERT-family sentence embeddings (fastattn.embed, `fastattn embed`,
+also on a Dask cluster).
 
     import fastattn
     from fastattn import functional as F
