@@ -30,27 +30,57 @@ def _causal(flag):
     return False if flag is None else bool(flag)
 
 
-class _FeedForward:
-    """linear2(dropout(activation(linear1(x)))) of a layer, GELU fused into linear1 (F.linear_gelu)."""
+class _Layer(Module):
+    """What the encoder and decoder layers share: their submodules, built in torch's order (the
+    names and the initialisation draws follow it), and the self-attention branch."""
 
-    @staticmethod
-    def forward(layer, x):
-        if isinstance(layer.activation, GELU):
-            l1 = layer.linear1
+    def _build(self, d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first,
+               norm_first, bias, dtype, seed, cross_attention):
+        rng = self._rng = _generator(seed)
+        dtype = _dtype(dtype)
+        d_model = _positive_int("d_model", d_model)
+        dim_feedforward = _positive_int("dim_feedforward", dim_feedforward)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
+                                            dtype=dtype, seed=rng)
+        if cross_attention:
+            self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                                     batch_first=batch_first, dtype=dtype, seed=rng)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype, seed=rng)
+        self.dropout = Dropout(dropout, seed=rng)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype, seed=rng)
+        self.norm_first = bool(norm_first)
+        for i in range(1, 4 if cross_attention else 3):
+            setattr(self, f"norm{i}", LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype))
+        for i in range(1, 4 if cross_attention else 3):
+            setattr(self, f"dropout{i}", Dropout(dropout, seed=rng))
+        self.activation = _activation(activation)
+        self.batch_first = bool(batch_first)
+
+    def _sa(self, x, attn_mask, key_padding_mask, is_causal):
+        y, _ = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                              need_weights=False, is_causal=_causal(is_causal))
+        return self.dropout1(y)
+
+    def _sa_backward(self, g):
+        return self.self_attn._backward(self.dropout1.backward(g), merge=True)[0]
+
+    def _ff(self, x):
+        """linear2(dropout(activation(linear1(x)))), GELU fused into linear1 (F.linear_gelu)."""
+        if isinstance(self.activation, GELU):
+            l1 = self.linear1
             a, pre = F.linear_gelu(x, l1.weight.data, None if l1.bias is None else l1.bias.data,
-                                   layer.activation.approximate, return_pre=True)
+                                   self.activation.approximate, return_pre=True)
             l1._save(np.asarray(x))  # (what linear1.backward and the GELU's backward need)
-            layer.activation._save(pre)
+            self.activation._save(pre)
         else:
-            a = layer.activation(layer.linear1(x))
-        return layer.linear2(layer.dropout(a))
+            a = self.activation(self.linear1(x))
+        return self.linear2(self.dropout(a))
 
-    @staticmethod
-    def backward(layer, g):
-        return layer.linear1.backward(layer.activation.backward(layer.dropout.backward(layer.linear2.backward(g))))
+    def _ff_backward(self, g):
+        return self.linear1.backward(self.activation.backward(self.dropout.backward(self.linear2.backward(g))))
 
 
-class TransformerEncoderLayer(Module):
+class TransformerEncoderLayer(_Layer):
     """TransformerEncoderLayer(d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
     layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, dtype=np.float32, seed=None).
 
@@ -63,42 +93,20 @@ class TransformerEncoderLayer(Module):
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, dtype=np.float32,
                  seed=None):
         super().__init__()
-        rng = self._rng = _generator(seed)
-        dtype = _dtype(dtype)
-        d_model = _positive_int("d_model", d_model)
-        dim_feedforward = _positive_int("dim_feedforward", dim_feedforward)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
-                                            dtype=dtype, seed=rng)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype, seed=rng)
-        self.dropout = Dropout(dropout, seed=rng)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype, seed=rng)
-        self.norm_first = bool(norm_first)
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
-        self.dropout1 = Dropout(dropout, seed=rng)
-        self.dropout2 = Dropout(dropout, seed=rng)
-        self.activation = _activation(activation)
-        self.batch_first = bool(batch_first)
-
-    def _sa(self, x, attn_mask, key_padding_mask, is_causal):
-        y, _ = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                              need_weights=False, is_causal=_causal(is_causal))
-        return self.dropout1(y)
-
-    def _sa_backward(self, g):
-        return self.self_attn._backward(self.dropout1.backward(g), merge=True)[0]
+        self._build(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first,
+                    norm_first, bias, dtype, seed, cross_attention=False)
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = np.asarray(src)
         if self.norm_first:
             x = x + self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
-            return x + self.dropout2(_FeedForward.forward(self, self.norm2(x)))
+            return x + self.dropout2(self._ff(self.norm2(x)))
         x = self.norm1(x + self._sa(x, src_mask, src_key_padding_mask, is_causal))
-        return self.norm2(x + self.dropout2(_FeedForward.forward(self, x)))
+        return self.norm2(x + self.dropout2(self._ff(x)))
 
     def backward(self, grad_output):
         g = np.asarray(grad_output)
-        ff = lambda d: _FeedForward.backward(self, self.dropout2.backward(d))  # noqa: E731
+        ff = lambda d: self._ff_backward(self.dropout2.backward(d))  # noqa: E731
         if self.norm_first:  # the residual stream passes g through; each branch adds to it
             g = g + self.norm2.backward(ff(g))
             return g + self.norm1.backward(self._sa_backward(g))
@@ -107,7 +115,7 @@ class TransformerEncoderLayer(Module):
         return g + self._sa_backward(g)
 
 
-class TransformerDecoderLayer(Module):
+class TransformerDecoderLayer(_Layer):
     """TransformerDecoderLayer(d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
     layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, dtype=np.float32, seed=None).
 
@@ -121,31 +129,8 @@ class TransformerDecoderLayer(Module):
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, dtype=np.float32,
                  seed=None):
         super().__init__()
-        rng = self._rng = _generator(seed)
-        dtype = _dtype(dtype)
-        d_model = _positive_int("d_model", d_model)
-        dim_feedforward = _positive_int("dim_feedforward", dim_feedforward)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
-                                            dtype=dtype, seed=rng)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                                 batch_first=batch_first, dtype=dtype, seed=rng)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype, seed=rng)
-        self.dropout = Dropout(dropout, seed=rng)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype, seed=rng)
-        self.norm_first = bool(norm_first)
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
-        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
-        self.dropout1 = Dropout(dropout, seed=rng)
-        self.dropout2 = Dropout(dropout, seed=rng)
-        self.dropout3 = Dropout(dropout, seed=rng)
-        self.activation = _activation(activation)
-        self.batch_first = bool(batch_first)
-
-    def _sa(self, x, attn_mask, key_padding_mask, is_causal):
-        y, _ = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                              need_weights=False, is_causal=_causal(is_causal))
-        return self.dropout1(y)
+        self._build(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first,
+                    norm_first, bias, dtype, seed, cross_attention=True)
 
     def _mha(self, x, mem, attn_mask, key_padding_mask, is_causal):
         y, _ = self.multihead_attn(x, mem, mem, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
@@ -161,26 +146,25 @@ class TransformerDecoderLayer(Module):
         if self.norm_first:
             x = x + self._sa(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
             x = x + self._mha(self.norm2(x), mem, memory_mask, memory_key_padding_mask, memory_is_causal)
-            return x + self.dropout3(_FeedForward.forward(self, self.norm3(x)))
+            return x + self.dropout3(self._ff(self.norm3(x)))
         x = self.norm1(x + self._sa(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
         x = self.norm2(x + self._mha(x, mem, memory_mask, memory_key_padding_mask, memory_is_causal))
-        return self.norm3(x + self.dropout3(_FeedForward.forward(self, x)))
+        return self.norm3(x + self.dropout3(self._ff(x)))
 
     def backward(self, grad_output):
         g = np.asarray(grad_output)
-        ff = lambda d: _FeedForward.backward(self, self.dropout3.backward(d))  # noqa: E731
-        sa = lambda d: self.self_attn._backward(self.dropout1.backward(d), merge=True)[0]  # noqa: E731
+        ff = lambda d: self._ff_backward(self.dropout3.backward(d))  # noqa: E731
         mha = lambda d: self.multihead_attn._backward(self.dropout2.backward(d), merge=True)  # noqa: E731
         if self.norm_first:
             g = g + self.norm3.backward(ff(g))
             dq, dmem = mha(g)
             g = g + self.norm2.backward(dq)
-            return g + self.norm1.backward(sa(g)), dmem
+            return g + self.norm1.backward(self._sa_backward(g)), dmem
         g = self.norm3.backward(g)
         g = self.norm2.backward(g + ff(g))
         dq, dmem = mha(g)
         g = self.norm1.backward(g + dq)
-        return g + sa(g), dmem
+        return g + self._sa_backward(g), dmem
 
 
 def _stack(layer, num_layers, name):
