@@ -31,7 +31,7 @@ from fastattn.models.seq2seq import Seq2SeqTransformer
 from fastattn.optim import AdamW
 from fastattn.training.checkpoint import remove_stale_temporaries
 from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint, save_seq2seq_checkpoint
-from fastattn.training.trainer import _read_metrics, _save_evaluation, _start_run
+from fastattn.training.trainer import _at_least, _read_metrics, _save_evaluation, _start_run
 
 # what a resumed run cannot change: the model's shapes, its vocabularies, and the seed
 FIXED_ON_RESUME = ("d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
@@ -60,13 +60,9 @@ class Seq2SeqTrainConfig:
     tokenizer: str = None  # a directory holding tokenizer.json; None: characters
 
     def __post_init__(self):
-        for name in ("d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
-                     "warmup", "batch_size", "eval_interval", "eval_pairs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_iters", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        _at_least(self, 1, "d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
+                  "warmup", "batch_size", "eval_interval", "eval_pairs")
+        _at_least(self, 0, "max_iters", "seed")
         if not 0 <= self.label_smoothing <= 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"label_smoothing must be in [0, 1] and dropout in [0, 1), got "
                              f"{self.label_smoothing} and {self.dropout}")

@@ -37,6 +37,13 @@ FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "seed")
 MODEL_SHAPE = ("n_layer", "n_head", "n_embd", "bias")
 
 
+def _at_least(config, low, *names):
+    """ValueError naming the first of config's fields `names` that is not >= low (NaN is not)."""
+    for name in names:
+        if not getattr(config, name) >= low:
+            raise ValueError(f"{name} must be >= {low}, got {getattr(config, name)}")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """nanoGPT's settings; the defaults are its CPU run of Tiny Shakespeare (characters)."""
@@ -64,15 +71,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
-        for name in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_iters", "lr_decay_iters", "warmup_iters", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        _at_least(self, 1, "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters")
+        _at_least(self, 0, "max_iters", "lr_decay_iters", "warmup_iters", "seed", "learning_rate", "min_lr",
+                  "weight_decay", "grad_clip")
 
     def model_config(self, vocab_size):
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
