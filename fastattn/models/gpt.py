@@ -194,7 +194,8 @@ class GPT(nn.Module):
         if idx.size and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
         t = self.transformer
-        x = t.drop(t.wte(idx) + t.wpe.weight.data[:T])  # (B, T, C)
+        t.wte._save(idx)  # (wte's forward, without checking the ids a second time)
+        x = t.drop(t.wte.weight.data[idx] + t.wpe.weight.data[:T])  # (B, T, C)
         for block in t.h:
             x = block(x)
         x = t.ln_f(x)
