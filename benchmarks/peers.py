@@ -355,16 +355,21 @@ def sgemv_seconds(W, x, threads, n):
     return times
 
 
-def model_sgemv_seconds(hf_dir, threads, n):
-    """The times of n passes of NumPy's sgemv over matrices of the model's own shapes (every
-    block's four weights, then the LM head), one call each, at `threads` threads: what a decode
-    step's products cost in the BLAS alone, whatever an engine does around them."""
+def model_matrices(hf_dir):
+    """Float32 matrices of the model's own shapes (every block's four weights, then the LM head)
+    and the vectors they multiply, {in_features: x}."""
     with open(os.path.join(hf_dir, "config.json")) as f:
         c = json.load(f)
     C, L, V = c["n_embd"], c["n_layer"], c["vocab_size"]
     mats = [np.full(shape, 0.5, np.float32) for _ in range(L)
             for shape in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C))] + [np.full((V, C), 0.5, np.float32)]
-    xs = {C: np.ones(C, np.float32), 4 * C: np.ones(4 * C, np.float32)}
+    return mats, {C: np.ones(C, np.float32), 4 * C: np.ones(4 * C, np.float32)}
+
+
+def model_sgemv_seconds(mats, xs, threads, n):
+    """The times of n passes of NumPy's sgemv over `mats` (model_matrices), one call each, at
+    `threads` threads: what a decode step's products cost in the BLAS alone, whatever an engine
+    does around them."""
     times = []
     with threadpool_limits(limits=threads, user_api="blas"):
         for _ in range(n):
@@ -449,6 +454,7 @@ def gpt2(args, built):
     # the bandwidth: y = W x, W float32 16384 x 4096 (256 MiB, far past the caches), timed in each
     # round with the engines, so that the floor sees the same machine as they do
     W, x = np.full((16384, 4096), 0.5, np.float32), np.ones(4096, np.float32)
+    mats, xs = model_matrices(hf_dir)
     for run in engines.values():
         run(prompt, 3)  # warm up
     sgemv_seconds(W, x, args.threads, 1)
@@ -463,7 +469,7 @@ def gpt2(args, built):
         settle()
         sgemv.extend(sgemv_seconds(W, x, args.threads, 10))
         settle()
-        shaped.extend(model_sgemv_seconds(hf_dir, args.threads, 3))
+        shaped.extend(model_sgemv_seconds(mats, xs, args.threads, 3))
     bandwidth = W.nbytes / np.median(sgemv)
     shaped_ms = np.median(shaped) * 1e3
     weight_bytes = gpt2_weight_bytes(hf_dir)
