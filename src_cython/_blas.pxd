@@ -1,6 +1,20 @@
 # Row-major GEMM on top of scipy's Fortran (column-major) BLAS.
 from cython cimport floating
+from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+
+
+cdef inline void _scale_rows(int m, int n, floating beta, floating* c, int ldc) noexcept nogil:
+    """C (m, n) = beta * C, without a BLAS; beta = 0 writes zeros (never 0 * NaN)."""
+    cdef int i, j
+    if beta == 1:
+        return
+    for i in range(m):
+        if beta == 0:
+            memset(c + <Py_ssize_t>i * ldc, 0, n * sizeof(floating))
+        else:
+            for j in range(n):
+                c[<Py_ssize_t>i * ldc + j] *= beta
 
 
 cdef inline void gemm_rowmajor(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -8,12 +22,29 @@ cdef inline void gemm_rowmajor(bint trans_a, bint trans_b, int m, int n, int k, 
                                floating beta, floating* c, int ldc) noexcept nogil:
     """C (m, n) = alpha * op(A) @ op(B) + beta * C, all row-major with leading dimensions ld*.
 
+    The BLAS sees only calls whose result every kernel agrees on, whatever the CPU it picked
+    kernels for (OpenBLAS chooses at run time):
+    - never alpha = 0 or k = 0: C = beta * C is done here. (A kernel may skip a product scaled by
+      0 or compute it: OpenBLAS's SkylakeX kernels give 0 * inf = NaN where its Haswell ones skip.)
+    - never beta = 0, which leaves to the BLAS whether C is read (the standard says it is not, but
+      OpenBLAS 0.3.27's gemv scaled y by 0, keeping NaN): C is zeroed here and added to (beta = 1).
+    - never m = 0 or n = 0: nothing to do. (OpenBLAS's gemv with k = 0 returns at once, leaving
+      y as it was whatever beta is.)
+
     A row-major matrix is its transpose in column-major order, so this asks BLAS for
     C^T = op(B)^T @ op(A)^T: swap the operands, keep the transpose flags."""
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
     cdef int one = 1
     cdef int a_step = lda if trans_a else 1
+    if m <= 0 or n <= 0:
+        return
+    if alpha == 0 or k <= 0:
+        _scale_rows(m, n, beta, c, ldc)
+        return
+    if beta == 0:  # (then beta = 1 below: the BLAS skips its own pass over C)
+        _scale_rows(m, n, beta, c, ldc)
+        beta = 1
     if m == 1:
         # A single output row is a matrix-vector product: gemv streams op(B) once, where gemm
         # would first copy (pack) it. c (n) = alpha * op(B)^T @ a (k) + beta * c.

@@ -8,8 +8,8 @@ def _scores(query, key, attn_mask, is_causal, scale):
     Tq, D = query.shape[-2:]
     Tk = key.shape[-2]
     scale = 1.0 / np.sqrt(D) if scale is None else scale
-    if scale == 0:  # the scores are 0 whatever q and k hold (inf * 0 would be NaN), as BLAS
-        # gives on the compiled backend: it skips a product scaled by 0
+    if scale == 0:  # the scores are 0 whatever q and k hold (inf * 0 would be NaN), as on the
+        # compiled backend, which never asks the BLAS for a product scaled by 0 (src_cython/_blas.pxd)
         scores = np.zeros(query.shape[:-1] + (Tk,), dtype=query.dtype)
     else:
         scores = (query @ np.swapaxes(key, -1, -2)) * query.dtype.type(scale)
