@@ -4,6 +4,11 @@ Switches (environment variables, read at build time):
   FASTATTN_NO_OPENMP=1  build serial kernels even if the compiler supports OpenMP.
   FASTATTN_NATIVE=1     add -march=native (fastest on the build machine; the result is not portable).
 
+src_cython/onednn.pyx (the float32 GEMM on oneDNN) is built where the onednn-devel-cpu-gomp wheel
+is installed in the build environment (pyproject.toml asks for it on Linux x86-64): it brings
+oneDNN's headers, and its dependency onednn-cpu-gomp the library linked to. Elsewhere the module
+is left out and the products stay on the BLAS.
+
 The default build is portable x86-64. AVX2/FMA are still used where it matters: the tile products
 go to the BLAS that scipy ships (OpenBLAS picks its kernels at run time), and the row loops in
 src_cython/vector_math.h are compiled twice with target_clones (x86-64-v3 and baseline), the
@@ -85,7 +90,7 @@ class BuildExt(build_ext):
             compile_args.append("-fopenmp-simd")
         for ext in self.extensions:
             ext.extra_compile_args = compile_args
-            ext.extra_link_args = link_args
+            ext.extra_link_args = link_args + ext.extra_link_args  # (onednn's own, see extensions())
         if not msvc and "-g" not in os.environ.get("CFLAGS", "").split():
             # Python's own CFLAGS carry -g: debug information for about 1.5 MB of generated C
             # per module costs a fifth of the compile time and is not needed to run the kernels
@@ -94,11 +99,36 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+def _installed_file(dist, name):
+    """The path of the file `name` (a path ending) that the installed wheel `dist` holds, or None."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution(dist).files or ()
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if str(f).replace(os.sep, "/").endswith(name):
+            return Path(f.locate()).resolve()
+    return None
+
+
+def _onednn():
+    """(include dir, library dir) of the oneDNN wheels in this build environment, or None."""
+    header = _installed_file("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.h")
+    library = _installed_file("onednn-cpu-gomp", "/libdnnl.so.3")
+    if header is None or library is None:
+        return None
+    return str(header.parent.parent.parent), str(library.parent)
+
+
 def extensions():
     from Cython.Build import cythonize
 
-    exts = [
-        Extension(
+    onednn = _onednn()
+    exts = []
+    for pyx in sorted((HERE / SRC).glob("*.pyx")):
+        ext = Extension(
             f"fastattn._compiled.{pyx.stem}",
             [f"{SRC}/{pyx.name}"],
             include_dirs=[SRC],
@@ -106,8 +136,17 @@ def extensions():
             depends=sorted(str(p) for p in (HERE / SRC).glob("*.h")),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
-        for pyx in sorted((HERE / SRC).glob("*.pyx"))
-    ]
+        if pyx.stem == "onednn":
+            if onednn is None:
+                print("fastattn: the onednn-devel-cpu-gomp wheel is not installed: building without "
+                      "the oneDNN GEMM (the linear products run on the BLAS)")
+                continue
+            ext.include_dirs.append(onednn[0])
+            ext.library_dirs = [onednn[1]]
+            # the wheel's soname; found at run time beside the package (<prefix>/lib, as the
+            # wheel installs it), else loaded by fastattn/_compiled/_gemm_engine.py first
+            ext.extra_link_args = ["-l:libdnnl.so.3", "-Wl,-rpath,$ORIGIN/../../../.."]
+        exts.append(ext)
     return cythonize(
         exts,
         nthreads=_cores(),  # translate the .pyx files in parallel too (about 12 s serially)

@@ -2,12 +2,14 @@
 
 For each (rows M, in K, out N) product of the Shakespeare GPT, all-MiniLM-L6-v2, GPT-2 small's
 prefill and decode, side by side in one run at the same thread count:
-  fastattn      F.linear (forward) and F.linear_backward (dx, dW, db)
+  fastattn      F.linear (forward) and F.linear_backward (dx, dW, db), on each GEMM engine it has
+                here: onednn (the default where installed) and openblas (FASTATTN_GEMM=openblas)
   torch         torch.nn.functional.linear, and its autograd backward (when torch is installed)
   numpy         one NumPy matmul x @ w.T (NumPy's BLAS, threaded as it likes)
   blas-1call    the whole product as one call of scipy's BLAS (the library fastattn calls),
                 threaded by the BLAS at the same thread count
-Prints medians in microseconds and fastattn's speed as a fraction of torch's (>= 1: faster).
+Prints medians in microseconds and fastattn's speed (on its default engine) as a fraction of
+torch's (>= 1: faster).
 
     python benchmarks/linear_sweep.py --threads 2 [--repeat 30] [--only gpt2]
 """
@@ -74,9 +76,23 @@ def main():
     p.add_argument("--no-backward", action="store_true")
     args = p.parse_args()
 
+    import importlib
+
     import fastattn
     from fastattn import functional as F
     fastattn.set_num_threads(args.threads)
+    engine = importlib.import_module("fastattn._compiled.linear")
+    default = engine._current_engine()
+    engines = [default] + [e for e in ("onednn", "openblas") if e != default and (
+        e == "openblas" or fastattn.build_info()["onednn"])]
+
+    def on_each_engine(fn):
+        """{engine: median us of fn on it}, the default engine last (it stays on)."""
+        times = {}
+        for name in engines[::-1]:
+            engine._use_engine(name)
+            times[name] = median_us(fn, args.repeat)
+        return times
     try:
         import torch
         torch.set_num_threads(args.threads)
@@ -90,10 +106,11 @@ def main():
     from scipy.linalg import blas
 
     print(f"# {cpu_model()}, {args.threads} threads, float32; median microseconds; "
-          f"speed = torch time / fastattn time (>= 1: fastattn faster)")
-    head = f"{'model':16s} {'product':18s} {'M x K -> N':>18s} | {'fwd':>8s} {'torch':>8s} {'numpy':>8s} {'blas1':>8s} {'speed':>6s}"
+          f"speed = torch time / fastattn time on {default} (>= 1: fastattn faster)")
+    cols = "".join(f" {e[:8]:>8s}" for e in engines)
+    head = f"{'model':16s} {'product':18s} {'M x K -> N':>18s} |{cols} {'torch':>8s} {'numpy':>8s} {'blas1':>8s} {'speed':>6s}"
     if not args.no_backward:
-        head += f" | {'bwd':>8s} {'torch':>8s} {'speed':>6s}"
+        head += f" |{cols} {'torch':>8s} {'speed':>6s}"
     print(head)
     rng = np.random.default_rng(0)
     worst = []
@@ -104,11 +121,12 @@ def main():
         w = rng.standard_normal((N, K), dtype=np.float32) * 0.05
         b = rng.standard_normal(N, dtype=np.float32)
         dy = rng.standard_normal((M, N), dtype=np.float32)
-        fa = median_us(lambda: F.linear(x, w, b), args.repeat)
+        fas = on_each_engine(lambda: F.linear(x, w, b))
+        fa = fas[default]
         npy = median_us(lambda: x @ w.T, args.repeat)
         # scipy's sgemm is column-major: (x w^T)^T = w x^T, i.e. sgemm(w (N,K) as K x N^T ...)
         one = median_us(lambda: blas.sgemm(1.0, w, x, trans_b=True), args.repeat) if M > 1 else float("nan")
-        row = f"{model:16s} {name:18s} {f'{M}x{K}->{N}':>18s} | {fa:8.1f}"
+        row = f"{model:16s} {name:18s} {f'{M}x{K}->{N}':>18s} |" + "".join(f" {fas[e]:8.1f}" for e in engines)
         if torch is not None:
             tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
             with torch.no_grad():
@@ -118,8 +136,9 @@ def main():
         else:
             row += f" {'':8s} {npy:8.1f} {one:8.1f} {'':6s}"
         if not args.no_backward:
-            fb = median_us(lambda: F.linear_backward(dy, x, w), args.repeat)
-            row += f" | {fb:8.1f}"
+            fbs = on_each_engine(lambda: F.linear_backward(dy, x, w))
+            fb = fbs[default]
+            row += " |" + "".join(f" {fbs[e]:8.1f}" for e in engines)
             if torch is not None:
                 tx = torch.from_numpy(x).requires_grad_()
                 tw = torch.from_numpy(w).requires_grad_()

@@ -2,14 +2,15 @@
 
     python benchmarks/minilm_profile.py [--threads 1] [--texts 1000] [--data ../shared/data/tinyshakespeare.txt]
 
-The texts and batches are benchmarks/peers.py's (batch 32, sorted by length). fastattn: wall time
-in each kernel family (F.linear, F.linear_gelu, attention, layer norm; the rest is Python, NumPy and
+The texts and batches are benchmarks/peers.py's (batch 32, sorted by length). fastattn, on each
+GEMM engine it has here (oneDNN and the BLAS, see FASTATTN_GEMM): wall time in each kernel family (F.linear, F.linear_gelu, attention, layer norm; the rest is Python, NumPy and
 tokenizing). ONNX Runtime (its profiler, on peers.py's fused graph, built by peers.py into its cache):
 time per operator. Both give the GFLOP/s of their matrix products: fastattn's linear products over
 the real tokens; ONNX Runtime's MatMul nodes over the padded ones (its Attention node holds the
 query/key/value product, so that one is left out of its figure).
 """
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -106,12 +107,17 @@ def main():
     os.system("lscpu | grep -m1 'Model name'")
     print(f"# {args.threads} threads, {len(texts)} texts ({source}), {real} real tokens")
 
-    wall, spent = fastattn_split(args.model, texts, args.threads)
-    products = spent.get("linear", 0) + spent.get("linear_gelu", 0)
-    print(f"fastattn: {wall:.2f} s ({len(texts) / wall:.0f} sentences/s); "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
-          + f", the rest {wall - sum(spent.values()):.2f} s; linear products "
-          f"{real * (flops_qkv + flops_rest) / products / 1e9:.1f} GFLOP/s")
+    engine = importlib.import_module("fastattn._compiled.linear")
+    default = engine._current_engine()
+    for name in [e for e in ("openblas", "onednn") if e == "openblas" or fastattn.build_info()["onednn"]]:
+        engine._use_engine(name)
+        wall, spent = fastattn_split(args.model, texts, args.threads)
+        products = spent.get("linear", 0) + spent.get("linear_gelu", 0)
+        print(f"fastattn on {name}: {wall:.2f} s ({len(texts) / wall:.0f} sentences/s); "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
+              + f", the rest {wall - sum(spent.values()):.2f} s; linear products "
+              f"{real * (flops_qkv + flops_rest) / products / 1e9:.1f} GFLOP/s")
+    engine._use_engine(default)
 
     onnx_path = os.path.join(args.cache_dir, "minilm", "onnxruntime", "model.onnx")
     if not os.path.isfile(onnx_path):

@@ -13,6 +13,7 @@ also on a Dask cluster).
 """
 from fastattn import functional
 from fastattn._backend import available_backends, get_backend, set_backend, use_backend
+from fastattn._build_info import build_info
 from fastattn._threads import get_num_threads, set_num_threads
 from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer, load_tokenizer
 from fastattn.optim import AdamW, clip_grad_norm_
@@ -31,6 +32,7 @@ __all__ = [
     "get_backend",
     "set_backend",
     "use_backend",
+    "build_info",
     "get_num_threads",
     "set_num_threads",
     "GPT",

@@ -207,6 +207,7 @@ def machine(threads):
         "threads": threads,
         "compiled": compiled,
         "openmp": compiled and bool(fastattn._backend._compiled.openmp_enabled()),
+        "gemm": _gemm_line(),
         "fastattn": fastattn.__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
@@ -215,11 +216,20 @@ def machine(threads):
     }
 
 
+def _gemm_line():
+    """Which engine runs the float32 linear products, e.g. "oneDNN 3.2.0 (avx512_core_bf16)"."""
+    info = fastattn.build_info()
+    if info["gemm"] == "onednn":
+        return f"oneDNN {info['onednn']} ({info['onednn_isa']})"
+    return info["blas"] + (f" (oneDNN: {info['onednn_unavailable']})" if info["onednn_unavailable"] else "")
+
+
 def header_lines(info):
     return [
         f"# cpu: {info['cpu']}, {info['logical_cores']} logical cores",
         f"# threads: {info['threads']} (fastattn and torch); compiled backend: "
-        + (f"OpenMP {'on' if info['openmp'] else 'off'}" if info["compiled"] else "not available"),
+        + (f"OpenMP {'on' if info['openmp'] else 'off'}, linear products on {info['gemm']}"
+           if info["compiled"] else "not available"),
         f"# fastattn {info['fastattn']}, numpy {info['numpy']}, scipy {info['scipy']}, "
         + (f"torch {info['torch']}" if info["torch"] else "torch: not installed"),
         f"# date: {info['date']}",
@@ -315,7 +325,8 @@ def _format_row(cells):
 def markdown(info, rows):
     """The table as Markdown (for the README)."""
     lines = [f"{info['cpu']}, {info['logical_cores']} logical cores, {info['threads']} threads "
-             f"(OpenMP {'on' if info['openmp'] else 'off'}), numpy {info['numpy']}, scipy {info['scipy']}, "
+             f"(OpenMP {'on' if info['openmp'] else 'off'}), linear products on {info['gemm']}, "
+             f"numpy {info['numpy']}, scipy {info['scipy']}, "
              f"torch {info['torch'] or 'not installed'}, {info['date']}. Medians in ms, float32; "
              "ratios above 1: compiled is faster.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * 2 + "---:|" * 5 + "---|"]

@@ -1,5 +1,6 @@
 # Row-major GEMM on top of scipy's Fortran (column-major) BLAS.
 from cython cimport floating
+from libc.stdint cimport int64_t
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
@@ -17,10 +18,25 @@ cdef inline void _scale_rows(int m, int n, floating beta, floating* c, int ldc) 
                 c[<Py_ssize_t>i * ldc + j] *= beta
 
 
+# A row-major sgemm (oneDNN's dnnl_sgemm: transa, transb, M, N, K, alpha, A, lda, B, ldb, beta,
+# C, ldc; returns a status, 0 for success), or NULL for the BLAS's.
+ctypedef int (*sgemm_rowmajor_fn)(char, char, int64_t, int64_t, int64_t, float, const float*,
+                                  int64_t, const float*, int64_t, float, float*, int64_t) noexcept nogil
+
+
 cdef inline void gemm_rowmajor(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
                                const floating* a, int lda, const floating* b, int ldb,
                                floating beta, floating* c, int ldc) noexcept nogil:
-    """C (m, n) = alpha * op(A) @ op(B) + beta * C, all row-major with leading dimensions ld*.
+    gemm_rowmajor_on(NULL, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
+cdef inline void gemm_rowmajor_on(sgemm_rowmajor_fn row_sgemm, bint trans_a, bint trans_b, int m,
+                                  int n, int k, floating alpha, const floating* a, int lda,
+                                  const floating* b, int ldb, floating beta, floating* c,
+                                  int ldc) noexcept nogil:
+    """C (m, n) = alpha * op(A) @ op(B) + beta * C, all row-major with leading dimensions ld*;
+    float products of more than one row on `row_sgemm` when it is not NULL (it must run on the
+    calling thread alone: see fastattn/_compiled/_gemm_engine.py), everything else on the BLAS.
 
     The BLAS sees only calls whose result every kernel agrees on, whatever the CPU it picked
     kernels for (OpenBLAS chooses at run time):
@@ -45,6 +61,11 @@ cdef inline void gemm_rowmajor(bint trans_a, bint trans_b, int m, int n, int k, 
     if beta == 0:  # (then beta = 1 below: the BLAS skips its own pass over C)
         _scale_rows(m, n, beta, c, ldc)
         beta = 1
+    if floating is float:
+        # (a status other than 0 is an argument oneDNN refused before touching C: the BLAS does it)
+        if row_sgemm != NULL and m > 1 and row_sgemm(b'T' if trans_a else b'N', b'T' if trans_b else b'N',
+                                                     m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0:
+            return
     if m == 1:
         # A single output row is a matrix-vector product: gemv streams op(B) once, where gemm
         # would first copy (pack) it. c (n) = alpha * op(B)^T @ a (k) + beta * c.

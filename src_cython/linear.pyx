@@ -13,14 +13,57 @@ from cython.parallel cimport parallel, prange
 from libc.limits cimport INT_MAX
 from libc.string cimport memset
 
-from _blas cimport blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor
+from _blas cimport (blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor,
+                   gemm_rowmajor_on, sgemm_rowmajor_fn)
 from _row_ops cimport add_row, gelu_row
 
+from fastattn._compiled import _gemm_engine
 from fastattn._compiled._blas_threads import local_setter_address
 from fastattn._compiled.serial_blas import serial_blas
 from fastattn._threads import threads_for
 
+cdef extern from "openmp_info.h":
+    void fa_nested_serial() noexcept nogil
+
+# int run(plan, a, b, bias, c, scratch): one oneDNN matmul plan on this thread (onednn.pyx)
+ctypedef int (*matmul_run_fn)(const void*, const float*, const float*, const float*, float*,
+                              void*) noexcept nogil
+
 cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_address()
+# The float32 engine (fastattn/_compiled/_gemm_engine.py). On oneDNN: y and dx as panels of
+# full-width rows on its matmul primitive (_run), which needs a dense output to use its best
+# kernels (brgemm); dW (whose inner dimension is the rows) as grid blocks on its sgemm (_sgemm).
+# A single row stays on the BLAS's gemv. NULL for the BLAS.
+cdef matmul_run_fn _run = NULL
+cdef sgemm_rowmajor_fn _sgemm = NULL
+_engine = "openblas"
+_onednn = None
+# 64-row panels ran at 92-114 GFLOP/s a thread on every model product measured (AMD EPYC Zen 4),
+# 128 rows within 5% of that; fewer rows per panel give two threads work from 128 rows on.
+cdef Py_ssize_t PANEL_ROWS = 64
+
+
+def _use_engine(str engine):
+    """Run the float32 products on `engine` ("onednn" or "openblas") from now on; returns the
+    previous one. For tests and benchmarks that compare the two in one process."""
+    global _sgemm, _run, _engine, _onednn
+    address = _gemm_engine.sgemm_address(engine)  # (ValueError for an engine that is not here)
+    if engine == "onednn" and _onednn is None:
+        from fastattn._compiled import onednn as module  # (needs _gemm_engine's library first)
+
+        _onednn = module
+    previous, _engine = _engine, engine
+    _sgemm = <sgemm_rowmajor_fn><size_t>address
+    _run = <matmul_run_fn><size_t>(_onednn.run_address() if engine == "onednn" else 0)
+    return previous
+
+
+def _current_engine():
+    return _engine
+
+
+_use_engine(_gemm_engine.ENGINE)
+
 
 # Each product's output is cut into a grid of blocks, at most BLOCK_ROWS x BLOCK_COLS, each one
 # BLAS call over the whole inner dimension. The grid depends on the shapes only, never on the
@@ -50,6 +93,10 @@ def _set_block_shape(Py_ssize_t rows, Py_ssize_t cols):
 cdef struct Grid:
     # an output (rows, cols) = (rows, inner) @ (inner, cols), in nr x nc blocks of br x bc
     Py_ssize_t rows, cols, inner, br, bc, nr, nc
+    # panels (oneDNN): nc = 1, br = PANEL_ROWS; the plans of a full panel and of the last one
+    # (rows % br rows, NULL if none); NULL plans: the blocks are BLAS / sgemm calls
+    const void* full_plan
+    const void* last_plan
 
 
 cdef inline Py_ssize_t _even_block(Py_ssize_t n, Py_ssize_t most) noexcept nogil:
@@ -71,7 +118,50 @@ cdef inline Grid _grid(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner) noexc
         # 128) -> 384 in 3 blocks ran as 1 + 2. One more column block evens it (4 of 96 columns).
         g.bc = (cols + g.nc) // (g.nc + 1)
         g.nc = (cols + g.bc - 1) // g.bc
+    g.full_plan = g.last_plan = NULL
     return g
+
+
+cdef class _Panels:
+    """The oneDNN plans and per-thread scratchpads of one product cut into row panels (or, where
+    oneDNN has no fast kernel for it, nothing: the grid of BLAS blocks runs instead)."""
+    cdef object plans, scratch
+    cdef Grid grid
+    cdef char* scratch_base
+    cdef Py_ssize_t scratch_stride
+
+    def __cinit__(self, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner, bint trans_b,
+                  Py_ssize_t lda, Py_ssize_t ldb, bint bias, int parts):
+        # PANEL_ROWS rows a panel; fewer than 2 * PANEL_ROWS rows in two panels (a plan is made
+        # for each new panel height once: at most 2 * PANEL_ROWS of them for a layer)
+        cdef Py_ssize_t height = PANEL_ROWS if rows >= 2 * PANEL_ROWS else (rows + 1) // 2
+        cdef Py_ssize_t last = rows % height if height else 0
+        self.grid = _grid(rows, cols, inner)
+        self.plans = None
+        if _run == NULL or rows < 2:  # (one row: the BLAS's gemv streams the weights faster)
+            return
+        full = _onednn.plan(False, trans_b, height, cols, inner, lda, ldb, cols, bias)
+        part = _onednn.plan(False, trans_b, last, cols, inner, lda, ldb, cols, bias) if last else None
+        if full is None or (last and part is None):
+            return
+        self.plans = (full, part)  # (alive while the product runs)
+        self.grid.br, self.grid.nr = height, (rows + height - 1) // height
+        self.grid.bc, self.grid.nc = cols, 1
+        self.grid.full_plan = <const void*><size_t>_onednn.plan_address(full)
+        self.grid.last_plan = <const void*><size_t>_onednn.plan_address(part) if last else NULL
+        # a scratchpad per thread, 4 KiB aligned
+        self.scratch_stride = (max(p.scratch_bytes for p in self.plans if p is not None) + 4095) // 4096 * 4096
+        self.scratch = np.empty(parts * self.scratch_stride + 4096, dtype=np.uint8)
+        self.scratch_base = <char*><size_t>((self.scratch.ctypes.data + 4095) // 4096 * 4096)
+
+
+cdef inline bint _run_panel(const Grid* g, Block k, const float* a, const float* b,
+                            const float* bias, float* c, char* scratch_base, Py_ssize_t scratch_stride,
+                            Py_ssize_t t) noexcept nogil:
+    """Block k of a panel grid on its oneDNN plan, by part t; False if oneDNN refused (then C is
+    as it was, and the caller computes the block on the BLAS)."""
+    return _run(g.full_plan if k.rows == g.br else g.last_plan, a, b, bias, c,
+                scratch_base + t * scratch_stride) == 0
 
 
 cdef struct Block:
@@ -130,22 +220,29 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
             for r in range(M):
                 gelu_row(&act[r, 0], &y[r, 0], N, gelu == 2)
         return
-    g = _grid(M, N, K)
+    cdef _Panels panels = _Panels(M, N, K, True, K, K, has_bias, num_threads) if floating is float else None
+    g = panels.grid if floating is float else _grid(M, N, K)
+    cdef char* scratch = panels.scratch_base if floating is float else NULL
+    cdef Py_ssize_t scratch_stride = panels.scratch_stride if floating is float else 0
     parts = min(<Py_ssize_t>num_threads, g.nr * g.nc)
     with serial_blas, nogil, parallel(num_threads=parts):
         blas_threads = blas_threads_enter(_blas_set_local)
+        fa_nested_serial()
         for t in prange(parts, schedule="static", chunksize=1):
             done = 0
             for i in range(g.nr * g.nc):
                 k = _block(&g, i)
                 if _mine(done, k.cost, M * N * K, t, parts):
-                    if has_bias:  # start from the bias, then add x w^T (beta = 1)
-                        for r in range(k.r0, k.r0 + k.rows):
-                            for c in range(k.c0, k.c0 + k.cols):
-                                y[r, c] = b[c]
-                    # y[r0:, c0:] (rows, cols) = x[r0:] (rows, K) @ w[c0:]^T (K, cols)
-                    gemm_rowmajor(False, True, k.rows, k.cols, K, 1, &x[k.r0, 0], K, &w[k.c0, 0], K,
-                                  1 if has_bias else 0, &y[k.r0, k.c0], N)
+                    # y[r0:, c0:] (rows, cols) = x[r0:] (rows, K) @ w[c0:]^T (K, cols) + b[c0:]
+                    if floating is double or g.full_plan == NULL or not _run_panel(
+                            &g, k, &x[k.r0, 0], &w[0, 0], &b[0] if has_bias else NULL, &y[k.r0, 0],
+                            scratch, scratch_stride, t):
+                        if has_bias:  # start from the bias, then add x w^T (beta = 1)
+                            for r in range(k.r0, k.r0 + k.rows):
+                                for c in range(k.c0, k.c0 + k.cols):
+                                    y[r, c] = b[c]
+                        gemm_rowmajor(False, True, k.rows, k.cols, K, 1, &x[k.r0, 0], K, &w[k.c0, 0], K,
+                                      1 if has_bias else 0, &y[k.r0, k.c0], N)
                     if gelu:
                         for r in range(k.r0, k.r0 + k.rows):
                             gelu_row(&act[r, k.c0], &y[r, k.c0], k.cols, gelu == 2)
@@ -174,13 +271,17 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
         if M and N:
             db[:] = np.asarray(dy).sum(axis=0)
         return
-    gx = _grid(M, K, N)
+    cdef _Panels panels = _Panels(M, K, N, False, N, K, False, num_threads) if floating is float else None
+    gx = panels.grid if floating is float else _grid(M, K, N)
+    cdef char* scratch = panels.scratch_base if floating is float else NULL
+    cdef Py_ssize_t scratch_stride = panels.scratch_stride if floating is float else 0
     gw = _grid(N, K, M)
     n_dx = gx.nr * gx.nc
     total = 2 * M * N * K
     parts = min(<Py_ssize_t>num_threads, n_dx + gw.nr * gw.nc)
     with serial_blas, nogil, parallel(num_threads=parts):
         blas_threads = blas_threads_enter(_blas_set_local)
+        fa_nested_serial()
         for t in prange(parts, schedule="static", chunksize=1):
             done = 0
             for i in range(n_dx + gw.nr * gw.nc):
@@ -188,11 +289,13 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
                 if _mine(done, k.cost, total, t, parts):
                     if i < n_dx:
                         # dx[r0:, c0:] (rows, cols) = dy[r0:] (rows, N) @ w[:, c0:] (N, cols)
-                        gemm_rowmajor(False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
-                                      0, &dx[k.r0, k.c0], K)
+                        if floating is double or gx.full_plan == NULL or not _run_panel(
+                                &gx, k, &dy[k.r0, 0], &w[0, 0], NULL, &dx[k.r0, 0], scratch, scratch_stride, t):
+                            gemm_rowmajor(False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
+                                          0, &dx[k.r0, k.c0], K)
                     else:
                         # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols)
-                        gemm_rowmajor(True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N, &x[0, k.c0], K,
+                        gemm_rowmajor_on(_sgemm, True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N, &x[0, k.c0], K,
                                       0, &dw[k.r0, k.c0], K)
                         if k.c0 == 0:  # the first column block of a row block also sums db
                             memset(&db[k.r0], 0, k.rows * sizeof(floating))

@@ -154,7 +154,7 @@ def test_small_calls_run_on_fewer_threads():
 
 def test_public_surface():
     assert set(fastattn.__all__) == {"functional", "nn", "available_backends", "get_backend", "set_backend",
-                                     "use_backend", "get_num_threads", "set_num_threads", "GPT", "GPTConfig",
+                                     "use_backend", "build_info", "get_num_threads", "set_num_threads", "GPT", "GPTConfig",
                                      "AdamW", "clip_grad_norm_", "CharTokenizer", "PretrainedTokenizer",
                                      "load_tokenizer", "Checkpoint",
                                      "save_checkpoint", "load_checkpoint", "TrainConfig", "train",

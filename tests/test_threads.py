@@ -97,10 +97,15 @@ def test_a_child_forked_after_threaded_kernels_runs_them(restore_threads):
     fastattn.set_num_threads(2, adaptive=False)
     with fastattn.use_backend("compiled"):
         assert _threads.threads_for(20 * x.size) == 2
-        want = (F.gelu(x), F.scaled_dot_product_attention(q, k, v, is_causal=True), F.linear(x, w))
+        # (F.linear and its backward run on oneDNN where it is installed: its matmul and sgemm
+        # open no OpenMP region of their own, so the child's first product returns too)
+        g = rng.standard_normal((4096, 384)).astype(np.float32)
+        want = (F.gelu(x), F.scaled_dot_product_attention(q, k, v, is_causal=True), F.linear(x, w),
+                *F.linear_backward(g, x, w))
 
         def child():
-            got = (F.gelu(x), F.scaled_dot_product_attention(q, k, v, is_causal=True), F.linear(x, w))
+            got = (F.gelu(x), F.scaled_dot_product_attention(q, k, v, is_causal=True), F.linear(x, w),
+                   *F.linear_backward(g, x, w))
             # one thread from now on, even when asked for more
             with pytest.warns(RuntimeWarning, match="forked"):
                 fastattn.set_num_threads(2)
