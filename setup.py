@@ -9,10 +9,10 @@ is installed in the build environment (pyproject.toml asks for it on Linux x86-6
 oneDNN's headers, and its dependency onednn-cpu-gomp the library linked to. Elsewhere the module
 is left out and the products stay on the BLAS.
 
-The default build is portable x86-64. AVX2/FMA are still used where it matters: the tile products
-go to the BLAS that scipy ships (OpenBLAS picks its kernels at run time), and the row loops in
-src_cython/vector_math.h are compiled twice with target_clones (x86-64-v3 and baseline), the
-loader picking one by CPU features.
+The default build is portable x86-64. AVX-512 and AVX2/FMA are still used where it matters: the
+products go to oneDNN and the BLAS that scipy ships (both pick their kernels at run time), and the
+row loops of src_cython/vector_math.h are compiled three times with target_clones (x86-64-v4,
+x86-64-v3 and baseline), the loader picking one by CPU features.
 """
 import os
 import shutil
@@ -60,7 +60,7 @@ class BuildExt(build_ext):
     def finalize_options(self):
         super().finalize_options()
         # One compiler per core: the extensions are independent, and each takes 10-50 s (the
-        # row loops are compiled twice, see target_clones). `build_ext -j N` still wins.
+        # row loops are compiled three times, see target_clones). `build_ext -j N` still wins.
         if not self.parallel:
             self.parallel = _cores()
 
