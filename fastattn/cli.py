@@ -31,8 +31,9 @@ _TRAIN_HELP = {
     "block_size": "context length (tokens)", "dropout": "dropout in train mode",
     "bias": "biases in Linear and LayerNorm layers", "batch_size": "sequences per micro-batch",
     "gradient_accumulation_steps": "micro-batches per optimizer step, on each process",
-    "max_iters": "training iterations", "lr_decay_iters": "end of the cosine decay (default: max-iters)",
+    "max_iters": "training iterations", "lr_decay_iters": "end of the decay (default: max-iters)",
     "learning_rate": "peak learning rate", "min_lr": "learning rate after the decay",
+    "lr_schedule": "learning-rate schedule after the warmup (docs/export.md)",
     "beta1": "AdamW beta1", "beta2": "AdamW beta2", "warmup_iters": "linear warmup iterations",
     "weight_decay": "AdamW weight decay (2-D weights only)",
     "grad_clip": "clip the gradients' global norm to this (0: no clipping)",
@@ -59,8 +60,9 @@ def _add_config_flags(p, config_class, helps):
                            help=helps[field.name] + shown)
         else:
             typ = str if field.type in (str, "str") else float if isinstance(default, float) else int
-            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, metavar="DIR" if typ is str else None,
-                           help=helps[field.name] + shown)
+            choices = field.metadata.get("choices")  # a str field with choices: a name, not a directory
+            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
+                           metavar="DIR" if typ is str and not choices else None, help=helps[field.name] + shown)
 
 
 def _add_training_flags(p, data_help, config_class, helps, extra=None, under_mpi=False):
@@ -185,6 +187,8 @@ _SEQ2SEQ_HELP = {
     "dropout": "dropout in train mode", "share_embeddings": "one vocabulary, one embedding for source, "
     "target and the output layer", "label_smoothing": "label smoothing of the loss",
     "warmup": "warmup steps of the paper's schedule", "lr_factor": "multiplies the paper's learning rate",
+    "lr_schedule": "noam: the paper's; the others go from noam's peak to --min-lr at --max-iters (docs/export.md)",
+    "min_lr": "learning rate at --max-iters of the linear, cosine and exponential schedules",
     "batch_size": "pairs per iteration", "max_iters": "training iterations",
     "eval_interval": "evaluate (and checkpoint) every this many iterations",
     "eval_pairs": "pairs of each split evaluated", "seed": "random seed (init, batches, dropout)",
