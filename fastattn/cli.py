@@ -70,6 +70,9 @@ def _add_training_flags(p, data_help, config_class, helps, extra=None, under_mpi
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
+    p.add_argument("--preset", choices=("small", "default", "large"),
+                   help="a model size (docs/export.md); --config and the flags win over it (default: none, "
+                        "which is the defaults, = default)")
     if extra is not None:
         extra(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -178,7 +181,22 @@ def _parser():
                    help="give up connecting to --scheduler after this long (default: %(default)s)")
     _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
+    _add_export_command(sub)
     return parser
+
+
+def _add_export_command(sub):
+    p = sub.add_parser("export", help="write a model out in Hugging Face's layout (or as ONNX)",
+                       description="Write a GPT trained by `fastattn train` (or a GPT-2 in Hugging Face's layout) "
+                                   "or a BERT-family encoder (a Hugging Face / sentence-transformers directory) "
+                                   "to --out. --format hf: config.json, model.safetensors and tokenizer.json, "
+                                   "which transformers' GPT2LMHeadModel / BertModel and tokenizers load. "
+                                   "See docs/export.md.")
+    p.add_argument("--checkpoint", required=True,
+                   help="a `fastattn train` output directory (its best.npz, else ckpt.npz) or .npz file, or a "
+                        "Hugging Face GPT-2 or BERT directory")
+    p.add_argument("--format", choices=("hf",), default="hf", help="what to write (default: %(default)s)")
+    p.add_argument("--out", required=True, help="directory to create (it must not exist, or be empty)")
 
 
 _SEQ2SEQ_HELP = {
@@ -230,10 +248,16 @@ def _prepare(args):
           f"({meta['dtype']}), vocabulary of {meta['vocab_size']}")
 
 
+def _preset(args, table):
+    """The settings of --preset from fastattn.models.presets' `table` ({} without --preset)."""
+    from fastattn.models import presets
+    return presets.preset_settings(getattr(presets, table), args.preset) if args.preset else {}
+
+
 def _train(args):
     from fastattn.training.trainer import TrainConfig, read_config_file, train
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    settings = {**(read_config_file(args.config) if args.config else {}), **flags}
+    settings = {**_preset(args, "GPT_PRESETS"), **(read_config_file(args.config) if args.config else {}), **flags}
     from tqdm import tqdm
     record = train(args.data, args.out, resume=args.resume, progress=not args.no_progress,
                    log=tqdm.write, init_from=args.init_from, **settings)
@@ -245,6 +269,7 @@ def _train(args):
 def _train_seq2seq(args):
     from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig, train_seq2seq
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Seq2SeqTrainConfig) if hasattr(args, f.name)}
+    settings = {**_preset(args, "SEQ2SEQ_PRESETS"), **settings}
     from tqdm import tqdm
     record = train_seq2seq(args.data, args.out, resume=args.resume, progress=not args.no_progress,
                            log=tqdm.write, **settings)
@@ -305,6 +330,30 @@ def _load_for_sampling(path):
     if ckpt.tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer: cannot decode its tokens")
     return ckpt.build_model(), ckpt.tokenizer
+
+
+def _load_for_export(path):
+    """("gpt", GPT, tokenizer) or ("bert", Encoder, its directory) from --checkpoint PATH."""
+    from fastattn.io.hf_files import is_pretrained_dir, read_json
+    if os.path.isdir(path) and is_pretrained_dir(path):
+        kind = read_json(os.path.join(path, "config.json"), dict).get("model_type")
+        if kind == "bert":
+            return "bert", fastattn.Encoder.from_pretrained(path), path
+        if kind not in ("gpt2", None):
+            raise ValueError(f"{path} holds a {kind!r} model: export knows GPT-2 and BERT directories")
+    model, tokenizer = _load_for_sampling(path)
+    return "gpt", model, tokenizer
+
+
+def _export(args):
+    kind, model, source = _load_for_export(args.checkpoint)
+    from fastattn.io import hf_export
+    if kind == "bert":
+        hf_export.save_bert_dir(model, args.out, source)
+    else:
+        hf_export.save_gpt2_dir(model, source, args.out)
+    print(f"wrote {args.out}: a Hugging Face {'BERT' if kind == 'bert' else 'GPT-2'} "
+          "(config.json, model.safetensors, tokenizer.json)")
 
 
 def _sample(args):
@@ -465,7 +514,8 @@ def main(argv=None):
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
-         "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate}[args.command](args)
+         "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
+         "export": _export}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0

@@ -27,6 +27,7 @@ import numpy as np
 from fastattn import functional as F
 from fastattn.io.pairs import read_pairs, split_pairs
 from fastattn.io.seq2seq_vocab import BOS, EOS, PAD, Seq2SeqVocab
+from fastattn.models.presets import SEQ2SEQ_PRESETS, preset_settings
 from fastattn.models.seq2seq import Seq2SeqTransformer
 from fastattn.optim import AdamW
 from fastattn.training.checkpoint import remove_stale_temporaries
@@ -75,6 +76,13 @@ class Seq2SeqTrainConfig:
         if self.lr_schedule != "noam":
             check_schedule(self.lr_schedule, noam_lr(self.warmup, self.d_model, self.warmup, self.lr_factor),
                            self.min_lr)
+
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """The config of preset `name` (small, default, large: fastattn/models/presets.py) with
+        any field in overrides (they win over the preset's)."""
+        return cls(**{**preset_settings(SEQ2SEQ_PRESETS, name), **overrides})
 
 
 def noam_lr(step, d_model, warmup, lr_factor=1.0):

@@ -29,6 +29,7 @@ from fastattn.training.checkpoint import checkpoint_file, load_checkpoint, remov
 from fastattn.training.schedules import SCHEDULES, check_schedule, learning_rate
 from fastattn.training.datasets import eval_batch_rng, load_splits, micro_batch_rng, read_text  # noqa: F401
 from fastattn.models.gpt import GPT, GPTConfig
+from fastattn.models.presets import GPT_PRESETS, preset_settings
 from fastattn.optim import clip_grad_norm_
 
 # The fields a resumed run cannot change: the model's shapes, and the seed (it picks the
@@ -77,6 +78,12 @@ class TrainConfig:
         _at_least(self, 0, "max_iters", "lr_decay_iters", "warmup_iters", "seed", "learning_rate", "min_lr",
                   "weight_decay", "grad_clip")
         check_schedule(self.lr_schedule, self.learning_rate, self.min_lr)
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """The settings of preset `name` (small, default, large: fastattn/models/presets.py) with
+        any field in overrides (they win over the preset's)."""
+        return cls(**{**preset_settings(GPT_PRESETS, name), **overrides})
 
     def model_config(self, vocab_size):
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
