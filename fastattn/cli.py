@@ -190,13 +190,16 @@ def _add_export_command(sub):
                        description="Write a GPT trained by `fastattn train` (or a GPT-2 in Hugging Face's layout) "
                                    "or a BERT-family encoder (a Hugging Face / sentence-transformers directory) "
                                    "to --out. --format hf: config.json, model.safetensors and tokenizer.json, "
-                                   "which transformers' GPT2LMHeadModel / BertModel and tokenizers load. "
+                                   "which transformers' GPT2LMHeadModel / BertModel and tokenizers load; "
+                                   "--format onnx: one .onnx file (opset 17; input_ids, and attention_mask for an "
+                                   "encoder, of dynamic batch and length), which needs the onnx package. "
                                    "See docs/export.md.")
     p.add_argument("--checkpoint", required=True,
                    help="a `fastattn train` output directory (its best.npz, else ckpt.npz) or .npz file, or a "
                         "Hugging Face GPT-2 or BERT directory")
-    p.add_argument("--format", choices=("hf",), default="hf", help="what to write (default: %(default)s)")
-    p.add_argument("--out", required=True, help="directory to create (it must not exist, or be empty)")
+    p.add_argument("--format", choices=("hf", "onnx"), default="hf", help="what to write (default: %(default)s)")
+    p.add_argument("--out", required=True, help="hf: a directory to create (it must not exist, or be empty); "
+                                                "onnx: a file to create (e.g. model.onnx)")
 
 
 _SEQ2SEQ_HELP = {
@@ -347,6 +350,11 @@ def _load_for_export(path):
 
 def _export(args):
     kind, model, source = _load_for_export(args.checkpoint)
+    if args.format == "onnx":
+        from fastattn.io.onnx_export import encoder_onnx, gpt_onnx, save_onnx
+        save_onnx(encoder_onnx(model) if kind == "bert" else gpt_onnx(model), args.out)
+        print(f"wrote {args.out}: an ONNX graph (opset 17) of the {'encoder' if kind == 'bert' else 'GPT'}")
+        return
     from fastattn.io import hf_export
     if kind == "bert":
         hf_export.save_bert_dir(model, args.out, source)
