@@ -182,7 +182,23 @@ def _parser():
     _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
     _add_export_command(sub)
+    _add_report_command(sub)
     return parser
+
+
+def _add_report_command(sub):
+    p = sub.add_parser("report", help="an HTML report of a training run (curves, samples, attention maps)",
+                       description="Write one self-contained HTML file (it opens offline) about a `fastattn train` "
+                                   "output directory: the loss curves and the learning-rate schedule, the config, "
+                                   "the throughput, samples from its checkpoint and its attention maps with a "
+                                   "layer / head picker. See docs/export.md.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a `fastattn train` output directory")
+    p.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
+    p.add_argument("--prompt", default="\n", help="starts the samples; its attention is drawn (default: a newline)")
+    p.add_argument("--sample-tokens", type=int, default=200, help="tokens per sample (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=2, help="samples to draw (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1337, help="sample i is drawn with seed + i (default: %(default)s)")
+    _add_runtime_flags(p)
 
 
 def _add_export_command(sub):
@@ -364,6 +380,16 @@ def _export(args):
           "(config.json, model.safetensors, tokenizer.json)")
 
 
+def _report(args):
+    if args.sample_tokens < 0 or args.num_samples < 0:
+        raise ValueError(f"--sample-tokens and --num-samples must be >= 0, got {args.sample_tokens} and "
+                         f"{args.num_samples}")
+    from fastattn.inference.report import write_report
+    write_report(args.run_dir, args.out, prompt=args.prompt, sample_tokens=args.sample_tokens,
+                 num_samples=args.num_samples, seed=args.seed)
+    print(f"wrote {args.out}")
+
+
 def _sample(args):
     model, tokenizer = _load_for_sampling(args.checkpoint)
     if args.num_samples < 1:
@@ -523,7 +549,7 @@ def main(argv=None):
             fastattn.set_backend(args.backend)
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
-         "export": _export}[args.command](args)
+         "export": _export, "report": _report}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0
