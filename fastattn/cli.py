@@ -183,7 +183,22 @@ def _parser():
     _add_seq2seq_commands(sub)
     _add_export_command(sub)
     _add_report_command(sub)
+    _add_viz_command(sub)
     return parser
+
+
+def _add_viz_command(sub):
+    p = sub.add_parser("viz", help="pictures of embeddings (viz embeddings)",
+                       description="Draw data from fastattn: `fastattn viz embeddings` maps sentence embeddings.")
+    kinds = p.add_subparsers(dest="viz", required=True)
+    p = kinds.add_parser("embeddings", help="a PCA map of sentence embeddings (e.g. `fastattn embed`'s .npy)",
+                         description="Project (rows, dim) vectors on their first two principal components (PCA "
+                                     "by NumPy's SVD) and draw them, labelled: a self-contained .html page, or a "
+                                     ".png (needs matplotlib). See docs/export.md.")
+    p.add_argument("--input", required=True, help="a .npy file of (rows, dim) vectors")
+    p.add_argument("--labels", help="a UTF-8 text file, one label a line for each row (default: the row numbers)")
+    p.add_argument("--out", required=True, help="map.html or map.png")
+    p.add_argument("--title", default="sentence embeddings: PCA", help="the map's title (default: %(default)s)")
 
 
 def _add_report_command(sub):
@@ -390,6 +405,14 @@ def _report(args):
     print(f"wrote {args.out}")
 
 
+def _viz(args):
+    from fastattn.inference import embedding_map as em
+    vectors = em.read_vectors(args.input)
+    labels = em.read_labels(args.labels, len(vectors)) if args.labels else None
+    em.write_map(vectors, labels, args.out, args.title)
+    print(f"wrote {args.out}: {len(vectors)} points")
+
+
 def _sample(args):
     model, tokenizer = _load_for_sampling(args.checkpoint)
     if args.num_samples < 1:
@@ -549,7 +572,7 @@ def main(argv=None):
             fastattn.set_backend(args.backend)
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
-         "export": _export, "report": _report}[args.command](args)
+         "export": _export, "report": _report, "viz": _viz}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0
