@@ -234,3 +234,13 @@ def test_seq2seq_cli_follows_the_schedule(tmp_path, capsys):
         assert got == pytest.approx(want, rel=1e-12)
     assert main(base + ["--out", str(tmp_path / "x"), "--lr-schedule", "exponential"]) == 1  # min_lr 0
     assert "min_lr" in capsys.readouterr().err
+
+
+def test_a_config_file_names_a_schedule(tmp_path):
+    from fastattn.training.trainer import read_config_file
+    (tmp_path / "good.json").write_text('{"lr_schedule": "linear"}')
+    assert read_config_file(tmp_path / "good.json") == {"lr_schedule": "linear"}
+    (tmp_path / "bad.json").write_text('{"lr_schedule": "step"}')
+    with pytest.raises(ValueError, match=r"bad.json: lr_schedule must be one of constant, linear, cosine, "
+                                         r"exponential, inverse_sqrt, got 'step'"):
+        read_config_file(tmp_path / "bad.json")

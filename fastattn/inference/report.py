@@ -7,9 +7,9 @@ One self-contained file that opens offline (no CDN, no server, no external file)
 from RUN_DIR/config.json) as inline SVG; the config; the throughput between evaluations (tokens per
 second of elapsed time, one process's tokens: batch_size x block_size x gradient_accumulation_steps
 per iteration); samples generated from the checkpoint (best.npz, else ckpt.npz); and the attention
-weights of every layer and head over the prompt, drawn on a canvas by a few lines of inline
-JavaScript, with a layer / head picker. The page's URL may name the map to show first:
-report.html#layer=1&head=2.
+weights of every layer and head over the first sample (its first MAP_TOKENS tokens), drawn on a
+canvas by a few lines of inline JavaScript, with a layer / head picker. The page's URL may name
+the map to show first: report.html#layer=1&head=2.
 """
 import html
 import json
@@ -22,6 +22,7 @@ from fastattn.training.checkpoint import checkpoint_file, load_checkpoint
 from fastattn.training.trainer import TrainConfig, get_lr
 
 _MAX_POINTS = 400  # points of the learning-rate curve (every step up to this many steps, else sampled)
+MAP_TOKENS = 64  # the attention maps' tokens, at most (a map is MAP_TOKENS^2 numbers per head)
 
 
 def read_run(run_dir):
@@ -113,8 +114,9 @@ def _token_labels(tokenizer, ids):
 
 
 def build_report(run_dir, prompt="\n", sample_tokens=200, num_samples=2, seed=1337, temperature=0.8, top_k=200):
-    """The report's HTML text (see the module's doc). prompt starts the samples and is the text
-    whose attention is drawn (cut to the model's block_size tokens)."""
+    """The report's HTML text (see the module's doc). prompt (its last block_size tokens) starts
+    the samples; the attention maps are drawn over the first sample's first MAP_TOKENS tokens (the
+    prompt's, with num_samples=0)."""
     settings, records = read_run(run_dir)
     cfg = TrainConfig(**{k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__})
     steps = sorted({round(i * cfg.max_iters / (_MAX_POINTS - 1)) for i in range(_MAX_POINTS)}
@@ -128,7 +130,7 @@ def build_report(run_dir, prompt="\n", sample_tokens=200, num_samples=2, seed=13
     speed_svg = _svg_chart([("tokens / s", "#9467bd", speed)], "iteration", "tokens per second") if speed else \
         "<p>(one evaluation only: no interval to measure)</p>"
 
-    samples, maps = [], None
+    samples = []
     ckpt_path = checkpoint_file(os.fspath(run_dir))
     ckpt = load_checkpoint(ckpt_path)
     if ckpt.tokenizer is None:
@@ -137,11 +139,16 @@ def build_report(run_dir, prompt="\n", sample_tokens=200, num_samples=2, seed=13
     ids = tok.encode(prompt)[-model.config.block_size:]
     if len(ids) == 0:
         raise ValueError("the prompt is empty: give at least one character")
+    drawn = ids
     for i in range(num_samples):
         out = model.generate(ids[None], sample_tokens, temperature=temperature, top_k=top_k or None, seed=seed + i)
         samples.append(tok.decode(out[0]))
-    weights = model.attention_maps(ids[None])  # n_layer x (1, n_head, T, T)
-    maps = {"labels": _token_labels(tok, ids),
+        if i == 0:
+            drawn = out[0]
+    # the attention over the first sample (the prompt without samples), its first MAP_TOKENS tokens
+    drawn = drawn[:min(MAP_TOKENS, model.config.block_size)]
+    weights = model.attention_maps(drawn[None])  # n_layer x (1, n_head, T, T)
+    maps = {"labels": _token_labels(tok, drawn),
             "weights": [[np.round(w[0, h], 4).tolist() for h in range(w.shape[1])] for w in weights]}
 
     last = records[-1]
@@ -236,7 +243,7 @@ pre.sample {{ background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; max-he
 <h2>Samples ({checkpoint}, prompt {prompt})</h2>
 {samples}
 <h2>Attention</h2>
-<p>Row i: how much token i of the prompt attends to each token (keys along the top).
+<p>Over the first sample. Row i: how much token i attends to each token (keys along the top).
 <label>layer <select id="layer"></select></label> <label>head <select id="head"></select></label></p>
 <canvas id="map" width="100" height="100"></canvas>
 <h2>Config</h2>
