@@ -209,7 +209,8 @@ def _add_report_command(sub):
                                    "layer / head picker. See docs/export.md.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a `fastattn train` output directory")
     p.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
-    p.add_argument("--prompt", default="\n", help="starts the samples; the attention maps are drawn over the first one (default: a newline)")
+    p.add_argument("--prompt", default="\n",
+                   help="starts the samples; the attention maps are drawn over the first one (default: a newline)")
     p.add_argument("--sample-tokens", type=int, default=200, help="tokens per sample (default: %(default)s)")
     p.add_argument("--num-samples", type=int, default=2, help="samples to draw (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1337, help="sample i is drawn with seed + i (default: %(default)s)")

@@ -95,7 +95,8 @@ def _png_pixels(path):
                     pred = (a + b) // 2
                 else:
                     p = a + b - cc
-                    pred = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - cc) else b if abs(p - b) <= abs(p - cc) else cc
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
+                    pred = a if pa <= pb and pa <= pc else b if pb <= pc else cc
                 row[i + c] = (line[i] + pred) % 256
             out[y] = row[c:]
     return out.reshape(h, w, c).astype(np.uint8)

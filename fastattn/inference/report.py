@@ -182,7 +182,9 @@ const data = JSON.parse(document.getElementById("maps").textContent);
 const layerSel = document.getElementById("layer"), headSel = document.getElementById("head");
 const canvas = document.getElementById("map"), ctx = canvas.getContext("2d", {willReadFrequently: true});
 function option(sel, n, prefix) {
-  for (let i = 0; i < n; i++) { const o = document.createElement("option"); o.value = i; o.text = prefix + " " + i; sel.add(o); }
+  for (let i = 0; i < n; i++) {
+    const o = document.createElement("option"); o.value = i; o.text = prefix + " " + i; sel.add(o);
+  }
 }
 function colour(w) {  // white (0) to dark blue (1)
   const t = Math.max(0, Math.min(1, w));
@@ -225,7 +227,8 @@ for (const [sel, key] of [[layerSel, "layer"], [headSel, "head"]]) {
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<script>window.onerror = function (m) {{ const d = document.documentElement.dataset; d.errors = (d.errors || "") + m + ";"; }};</script>
+<script>window.onerror = function (m) {{  // any error of the page's script: recorded on <html data-errors>
+  const d = document.documentElement.dataset; d.errors = (d.errors || "") + m + ";"; }};</script>
 <style>
 body {{ font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 1em; }}

@@ -58,7 +58,9 @@ class _Graph:
         return y if bias is None else self.op("Add", y, self.weight(bias, name + ".bias"))
 
     def layer_norm(self, x, weight, bias, eps, name):
-        inputs = [x, self.weight(weight, name + ".weight")] + ([] if bias is None else [self.weight(bias, name + ".bias")])
+        inputs = [x, self.weight(weight, name + ".weight")]
+        if bias is not None:
+            inputs.append(self.weight(bias, name + ".bias"))
         return self.op("LayerNormalization", *inputs, axis=-1, epsilon=float(eps))
 
     def gelu(self, x, approximate):
@@ -145,8 +147,8 @@ def encoder_onnx(encoder):
     ids, mask = "input_ids", "attention_mask"
     emb = "embeddings."
     _, pos = g.positions(ids, state[emb + "position_embeddings.weight"], emb + "position_embeddings.weight")
-    x = g.op("Add", g.op("Gather", g.weight(state[emb + "word_embeddings.weight"], emb + "word_embeddings.weight"), ids),
-             pos)
+    words = g.weight(state[emb + "word_embeddings.weight"], emb + "word_embeddings.weight")
+    x = g.op("Add", g.op("Gather", words, ids), pos)
     x = g.op("Add", x, g.weight(state[emb + "token_type_embeddings.weight"][0], emb + "token_type_embeddings.row0"))
     eps = cfg.layer_norm_eps
     x = g.layer_norm(x, state[emb + "LayerNorm.weight"], state[emb + "LayerNorm.bias"], eps, emb + "LayerNorm")

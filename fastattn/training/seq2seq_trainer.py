@@ -77,7 +77,6 @@ class Seq2SeqTrainConfig:
             check_schedule(self.lr_schedule, noam_lr(self.warmup, self.d_model, self.warmup, self.lr_factor),
                            self.min_lr)
 
-
     @classmethod
     def preset(cls, name, **overrides):
         """The config of preset `name` (small, default, large: fastattn/models/presets.py) with
