@@ -227,7 +227,7 @@ for (const [sel, key] of [[layerSel, "layer"], [headSel, "head"]]) {
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<script>window.onerror = function (m) {{  // any error of the page's script: recorded on <html data-errors>
+<script>window.onerror = function (m) {{  // any error of the page's script: recorded in the html element's dataset (errors)
   const d = document.documentElement.dataset; d.errors = (d.errors || "") + m + ";"; }};</script>
 <style>
 body {{ font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
