@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastattn.nn import Parameter
 from fastattn.optim import SGD, Adam, AdamW
@@ -56,9 +58,10 @@ def test_sgd_matches_the_oracle(rng, dtype, kw):
         np.testing.assert_allclose(p.data, want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("wd", [0.0, 0.1])
-def test_adam_matches_the_oracle(backend, rng, wd):
-    ps = [Parameter(rng.standard_normal(s)) for s in ((4, 3), (7,))]
+def test_adam_matches_the_oracle(backend, rng, wd, dtype):
+    ps = [Parameter(rng.standard_normal(s).astype(dtype)) for s in ((4, 3), (7,), (0, 2))]
     start = [p.data.copy() for p in ps]
     opt = Adam(ps, lr=1e-2, betas=(0.9, 0.99), weight_decay=wd)
     grads = [[] for _ in ps]
@@ -70,8 +73,10 @@ def test_adam_matches_the_oracle(backend, rng, wd):
         opt.step()
         for p, g in zip(ps, before):
             np.testing.assert_array_equal(p.grad, g)  # Adam's L2 term does not touch the grads
+    tol = 1e-5 if dtype == np.float32 else 1e-12
     for p, p0, gs in zip(ps, start, grads):
-        np.testing.assert_allclose(p.data, adam_oracle(p0, gs, 1e-2, 0.9, 0.99, 1e-8, wd), rtol=1e-12, atol=1e-14)
+        assert p.data.dtype == dtype
+        np.testing.assert_allclose(p.data, adam_oracle(p0, gs, 1e-2, 0.9, 0.99, 1e-8, wd), rtol=tol, atol=tol)
 
 
 def test_bad_optimizer_arguments():
@@ -105,6 +110,25 @@ def test_the_warmup_and_the_formulas():
         assert learning_rate(s, end, lr, w, end, lo) == lo and learning_rate(s, 10 ** 6, lr, w, end, lo) == lo
         assert learning_rate(s, 5, lr, 5, 5, lo) == lo  # decay_iters <= warmup_iters: min_lr after the warmup
     assert learning_rate("constant", 0, lr, 0, 0, lo) == lr  # no warmup: lr from the start
+
+
+@settings(max_examples=200, deadline=None)
+@given(schedule=st.sampled_from(SCHEDULES), lr=st.floats(1e-6, 1.0), low=st.floats(0.0, 1.0),
+       warmup=st.integers(0, 50), extra=st.integers(-5, 200), it=st.integers(0, 400))
+def test_schedule_properties(schedule, lr, low, warmup, extra, it):
+    min_lr = lr * low if schedule != "exponential" else lr * max(low, 1e-3)
+    decay = max(0, warmup + extra)
+    here = learning_rate(schedule, it, lr, warmup, decay, min_lr)
+    nxt = learning_rate(schedule, it + 1, lr, warmup, decay, min_lr)
+    assert 0 < here <= lr * (1 + 1e-12) or (here == min_lr == 0)
+    if it < warmup:
+        assert nxt >= here  # the warmup rises
+    elif schedule == "constant":
+        assert here == lr
+    else:  # then the decays never rise, and stay at min_lr or above (inverse_sqrt has no floor)
+        assert nxt <= here * (1 + 1e-12)
+        if schedule != "inverse_sqrt":
+            assert here >= min_lr * (1 - 1e-12)
 
 
 def test_nanogpt_default_is_unchanged():
