@@ -144,6 +144,11 @@ def test_bad_schedules():
         TrainConfig(lr_schedule="exponential", min_lr=0.0)
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         TrainConfig(lr_schedule="Cosine")
+    from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig
+    with pytest.raises(ValueError, match="lr_schedule must be one of noam, constant"):
+        Seq2SeqTrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="min_lr must be >= 0"):
+        Seq2SeqTrainConfig(min_lr=-1.0)
 
 
 # --- against torch.optim, step by step ------------------------------------------------------------------

@@ -73,6 +73,8 @@ class Seq2SeqTrainConfig:
         if not self.lr_factor > 0:
             raise ValueError(f"lr_factor must be > 0, got {self.lr_factor}")
         _at_least(self, 0, "min_lr")
+        if self.lr_schedule not in ("noam",) + SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of noam, {', '.join(SCHEDULES)}; got {self.lr_schedule!r}")
         if self.lr_schedule != "noam":
             check_schedule(self.lr_schedule, noam_lr(self.warmup, self.d_model, self.warmup, self.lr_factor),
                            self.min_lr)
