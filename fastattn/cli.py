@@ -384,7 +384,12 @@ def _export(args):
     kind, model, source = _load_for_export(args.checkpoint)
     if args.format == "onnx":
         from fastattn.io.onnx_export import encoder_onnx, gpt_onnx, save_onnx
-        save_onnx(encoder_onnx(model) if kind == "bert" else gpt_onnx(model), args.out)
+        if kind == "bert":  # with the sentence embedding as `fastattn embed` computes it (unit length)
+            from fastattn.inference.embeddings import _modules
+            graph = encoder_onnx(model, pooling=_modules(source)[0], normalize=True)
+        else:
+            graph = gpt_onnx(model)
+        save_onnx(graph, args.out)
         print(f"wrote {args.out}: an ONNX graph (opset 17) of the {'encoder' if kind == 'bert' else 'GPT'}")
         return
     from fastattn.io import hf_export

@@ -73,8 +73,31 @@ def test_minilm(tmp_path):
     ids, mask = np.zeros((len(rows), T), np.int64), np.zeros((len(rows), T), np.int64)
     for i, r in enumerate(rows):
         ids[i, :len(r)], mask[i, :len(r)] = r, 1
-    got, = _session(out).run(None, {"input_ids": ids, "attention_mask": mask})
+    got, sentences = _session(out).run(None, {"input_ids": ids, "attention_mask": mask})
     np.testing.assert_allclose(got, enc(ids, mask), rtol=0, atol=1e-4)  # padding rows: 0 in both
+    np.testing.assert_allclose(sentences, fastattn.embed(SENTENCES[:7], src), rtol=0, atol=1e-4)  # mean, unit
+
+
+@pytest.mark.parametrize("modes", [["cls"], ["max"], ["mean_sqrt_len"], ["cls", "mean", "max"]])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_encoder_pooling_modes(modes, normalize, rng):
+    from test_encoder import CONFIG, random_weights
+    from fastattn.inference.embeddings import pool
+    from fastattn.io.onnx_export import encoder_onnx
+    from fastattn.models.bert import BertConfig
+    enc = fastattn.Encoder(BertConfig.from_hf(CONFIG), random_weights(CONFIG))
+    ort = pytest.importorskip("onnxruntime")
+    model = encoder_onnx(enc, pooling=modes, normalize=normalize)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = rng.integers(0, CONFIG["vocab_size"], (3, 6))
+    mask = np.array([[1] * 6, [1] * 3 + [0] * 3, [1] + [0] * 5])
+    want = pool(enc(ids, mask), mask, modes)
+    if normalize:
+        want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(session.run(None, {"input_ids": ids, "attention_mask": mask})[1], want,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling mode 'sum'"):
+        encoder_onnx(enc, pooling=["sum"])
 
 
 def test_bad_input(tmp_path, capsys, monkeypatch):

@@ -3,6 +3,7 @@
     save_onnx(gpt_onnx(gpt), "gpt.onnx")          # input_ids (batch, sequence) int64 -> logits
     save_onnx(encoder_onnx(encoder), "bert.onnx") # input_ids, attention_mask (batch, sequence) int64
                                                   #   -> last_hidden_state (batch, sequence, hidden)
+    encoder_onnx(encoder, pooling=["mean"])       # and sentence_embedding (batch, hidden), unit length
 
 Batch and sequence are dynamic. The graph uses standard operators only (Gather, MatMul, Add,
 LayerNormalization, Softmax, Erf or Tanh for the GELU, Trilu for the causal mask, Where,
@@ -39,7 +40,7 @@ class _Graph:
     def const(self, array, name=None):
         self._n += 1
         name = name or f"c{self._n}"
-        self.inits.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.inits.append(self.onnx.numpy_helper.from_array(np.array(array, order="C"), name))  # (0-d stays 0-d)
         return name
 
     def weight(self, array, name):
@@ -90,6 +91,30 @@ class _Graph:
         y = self.op("Transpose", self.op("MatMul", att, v), perm=[0, 2, 1, 3])  # (B, T, nh, hs)
         return self.op("Reshape", y, self.const(np.array([0, 0, C], np.int64)))
 
+    def pool(self, hidden, keep, modes, normalize):
+        """hidden (B, T, H) with padding rows 0, keep (B, T, 1) 1.0 for tokens -> (B, len(modes) H)."""
+        axis1 = self.const(np.array([1], np.int64))
+        count = self.op("Max", self.op("ReduceSum", keep, axis1, keepdims=0), self.const(np.float32(1e-9)))  # (B, 1)
+        parts = []
+        for mode in modes:
+            if mode == "cls":
+                parts.append(self.op("Gather", hidden, self.const(np.int64(0)), axis=1))
+            elif mode == "max":  # padding at -1e9, as pool() does
+                real = self.op("Cast", keep, to=self.onnx.TensorProto.BOOL)
+                masked = self.op("Where", real, hidden, self.const(np.float32(-1e9)))
+                parts.append(self.op("ReduceMax", masked, axes=[1], keepdims=0))
+            elif mode in ("mean", "mean_sqrt_len"):
+                total = self.op("ReduceSum", hidden, axis1, keepdims=0)
+                parts.append(self.op("Div", total, count if mode == "mean" else self.op("Sqrt", count)))
+            else:
+                raise ValueError(f"pooling mode {mode!r} is not one of cls, max, mean, mean_sqrt_len")
+        v = parts[0] if len(parts) == 1 else self.op("Concat", *parts, axis=-1)
+        if not normalize:
+            return v
+        norm = self.op("Sqrt", self.op("ReduceSum", self.op("Mul", v, v), self.const(np.array([-1], np.int64)),
+                                       keepdims=1))
+        return self.op("Div", v, self.op("Max", norm, self.const(np.float32(1e-12))))
+
     def positions(self, input_ids, table, name):
         """(the sequence length T as a (1,) int64 tensor, the first T rows of the position table
         (T, C): a Slice, which is Gather(table, Range(0, T)))."""
@@ -138,9 +163,12 @@ def gpt_onnx(model):
                    [onnx.helper.make_tensor_value_info("logits", T.FLOAT, ["batch", "sequence", cfg.vocab_size])])
 
 
-def encoder_onnx(encoder):
+def encoder_onnx(encoder, pooling=None, normalize=True):
     """The onnx.ModelProto of a fastattn Encoder's forward: input_ids, attention_mask (batch,
-    sequence) -> last_hidden_state (batch, sequence, hidden)."""
+    sequence) -> last_hidden_state (batch, sequence, hidden), and, with pooling (a list of
+    sentence-transformers' modes: "mean", "cls", "max", "mean_sqrt_len", concatenated in that
+    order), sentence_embedding (batch, len(pooling) x hidden): the pooled vectors as
+    fastattn.inference.embeddings.pool computes them, scaled to unit length if normalize."""
     onnx = _onnx()
     cfg, state = encoder.config, encoder.state_dict()
     g = _Graph(onnx)
@@ -173,10 +201,15 @@ def encoder_onnx(encoder):
     keep = g.op("Cast", g.op("Unsqueeze", mask, g.const(np.array([2], np.int64))), to=onnx.TensorProto.FLOAT)
     g.nodes.append(onnx.helper.make_node("Mul", [x, keep], ["last_hidden_state"]))  # padding rows: 0
     T = onnx.TensorProto
+    outputs = [onnx.helper.make_tensor_value_info("last_hidden_state", T.FLOAT, ["batch", "sequence", cfg.hidden_size])]
+    if pooling:
+        g.nodes.append(onnx.helper.make_node("Identity", [g.pool("last_hidden_state", keep, pooling, normalize)],
+                                             ["sentence_embedding"]))
+        outputs.append(onnx.helper.make_tensor_value_info("sentence_embedding", T.FLOAT,
+                                                          ["batch", len(pooling) * cfg.hidden_size]))
     return g.model("fastattn_encoder",
                    [onnx.helper.make_tensor_value_info(n, T.INT64, ["batch", "sequence"]) for n in (ids, mask)],
-                   [onnx.helper.make_tensor_value_info("last_hidden_state", T.FLOAT,
-                                                       ["batch", "sequence", cfg.hidden_size])])
+                   outputs)
 
 
 def save_onnx(model_proto, path):
