@@ -31,8 +31,9 @@ _TRAIN_HELP = {
     "block_size": "context length (tokens)", "dropout": "dropout in train mode",
     "bias": "biases in Linear and LayerNorm layers", "batch_size": "sequences per micro-batch",
     "gradient_accumulation_steps": "micro-batches per optimizer step, on each process",
-    "max_iters": "training iterations", "lr_decay_iters": "end of the cosine decay (default: max-iters)",
+    "max_iters": "training iterations", "lr_decay_iters": "end of the decay (default: max-iters)",
     "learning_rate": "peak learning rate", "min_lr": "learning rate after the decay",
+    "lr_schedule": "learning-rate schedule after the warmup (docs/export.md)",
     "beta1": "AdamW beta1", "beta2": "AdamW beta2", "warmup_iters": "linear warmup iterations",
     "weight_decay": "AdamW weight decay (2-D weights only)",
     "grad_clip": "clip the gradients' global norm to this (0: no clipping)",
@@ -59,8 +60,9 @@ def _add_config_flags(p, config_class, helps):
                            help=helps[field.name] + shown)
         else:
             typ = str if field.type in (str, "str") else float if isinstance(default, float) else int
-            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, metavar="DIR" if typ is str else None,
-                           help=helps[field.name] + shown)
+            choices = field.metadata.get("choices")  # a str field with choices: a name, not a directory
+            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
+                           metavar="DIR" if typ is str and not choices else None, help=helps[field.name] + shown)
 
 
 def _add_training_flags(p, data_help, config_class, helps, extra=None, under_mpi=False):
@@ -68,6 +70,9 @@ def _add_training_flags(p, data_help, config_class, helps, extra=None, under_mpi
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
+    p.add_argument("--preset", choices=("small", "default", "large"),
+                   help="a model size (docs/export.md); --config and the flags win over it (default: none, "
+                        "which is the defaults, = default)")
     if extra is not None:
         extra(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -176,7 +181,57 @@ def _parser():
                    help="give up connecting to --scheduler after this long (default: %(default)s)")
     _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
+    _add_export_command(sub)
+    _add_report_command(sub)
+    _add_viz_command(sub)
     return parser
+
+
+def _add_viz_command(sub):
+    p = sub.add_parser("viz", help="pictures of embeddings (viz embeddings)",
+                       description="Draw data from fastattn: `fastattn viz embeddings` maps sentence embeddings.")
+    kinds = p.add_subparsers(dest="viz", required=True)
+    p = kinds.add_parser("embeddings", help="a PCA map of sentence embeddings (e.g. `fastattn embed`'s .npy)",
+                         description="Project (rows, dim) vectors on their first two principal components (PCA "
+                                     "by NumPy's SVD) and draw them, labelled: a self-contained .html page, or a "
+                                     ".png (needs matplotlib). See docs/export.md.")
+    p.add_argument("--input", required=True, help="a .npy file of (rows, dim) vectors")
+    p.add_argument("--labels", help="a UTF-8 text file, one label a line for each row (default: the row numbers)")
+    p.add_argument("--out", required=True, help="map.html or map.png")
+    p.add_argument("--title", default="sentence embeddings: PCA", help="the map's title (default: %(default)s)")
+
+
+def _add_report_command(sub):
+    p = sub.add_parser("report", help="an HTML report of a training run (curves, samples, attention maps)",
+                       description="Write one self-contained HTML file (it opens offline) about a `fastattn train` "
+                                   "output directory: the loss curves and the learning-rate schedule, the config, "
+                                   "the throughput, samples from its checkpoint and its attention maps with a "
+                                   "layer / head picker. See docs/export.md.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a `fastattn train` output directory")
+    p.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
+    p.add_argument("--prompt", default="\n",
+                   help="starts the samples; the attention maps are drawn over the first one (default: a newline)")
+    p.add_argument("--sample-tokens", type=int, default=200, help="tokens per sample (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=2, help="samples to draw (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1337, help="sample i is drawn with seed + i (default: %(default)s)")
+    _add_runtime_flags(p)
+
+
+def _add_export_command(sub):
+    p = sub.add_parser("export", help="write a model out in Hugging Face's layout (or as ONNX)",
+                       description="Write a GPT trained by `fastattn train` (or a GPT-2 in Hugging Face's layout) "
+                                   "or a BERT-family encoder (a Hugging Face / sentence-transformers directory) "
+                                   "to --out. --format hf: config.json, model.safetensors and tokenizer.json, "
+                                   "which transformers' GPT2LMHeadModel / BertModel and tokenizers load; "
+                                   "--format onnx: one .onnx file (opset 17; input_ids, and attention_mask for an "
+                                   "encoder, of dynamic batch and length), which needs the onnx package. "
+                                   "See docs/export.md.")
+    p.add_argument("--checkpoint", required=True,
+                   help="a `fastattn train` output directory (its best.npz, else ckpt.npz) or .npz file, or a "
+                        "Hugging Face GPT-2 or BERT directory")
+    p.add_argument("--format", choices=("hf", "onnx"), default="hf", help="what to write (default: %(default)s)")
+    p.add_argument("--out", required=True, help="hf: a directory to create (it must not exist, or be empty); "
+                                                "onnx: a file to create (e.g. model.onnx)")
 
 
 _SEQ2SEQ_HELP = {
@@ -185,6 +240,8 @@ _SEQ2SEQ_HELP = {
     "dropout": "dropout in train mode", "share_embeddings": "one vocabulary, one embedding for source, "
     "target and the output layer", "label_smoothing": "label smoothing of the loss",
     "warmup": "warmup steps of the paper's schedule", "lr_factor": "multiplies the paper's learning rate",
+    "lr_schedule": "noam: the paper's; the others go from noam's peak to --min-lr at --max-iters (docs/export.md)",
+    "min_lr": "learning rate at --max-iters of the linear, cosine and exponential schedules",
     "batch_size": "pairs per iteration", "max_iters": "training iterations",
     "eval_interval": "evaluate (and checkpoint) every this many iterations",
     "eval_pairs": "pairs of each split evaluated", "seed": "random seed (init, batches, dropout)",
@@ -226,10 +283,16 @@ def _prepare(args):
           f"({meta['dtype']}), vocabulary of {meta['vocab_size']}")
 
 
+def _preset(args, table):
+    """The settings of --preset from fastattn.models.presets' `table` ({} without --preset)."""
+    from fastattn.models import presets
+    return presets.preset_settings(getattr(presets, table), args.preset) if args.preset else {}
+
+
 def _train(args):
     from fastattn.training.trainer import TrainConfig, read_config_file, train
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    settings = {**(read_config_file(args.config) if args.config else {}), **flags}
+    settings = {**_preset(args, "GPT_PRESETS"), **(read_config_file(args.config) if args.config else {}), **flags}
     from tqdm import tqdm
     record = train(args.data, args.out, resume=args.resume, progress=not args.no_progress,
                    log=tqdm.write, init_from=args.init_from, **settings)
@@ -241,6 +304,7 @@ def _train(args):
 def _train_seq2seq(args):
     from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig, train_seq2seq
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Seq2SeqTrainConfig) if hasattr(args, f.name)}
+    settings = {**_preset(args, "SEQ2SEQ_PRESETS"), **settings}
     from tqdm import tqdm
     record = train_seq2seq(args.data, args.out, resume=args.resume, progress=not args.no_progress,
                            log=tqdm.write, **settings)
@@ -301,6 +365,58 @@ def _load_for_sampling(path):
     if ckpt.tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer: cannot decode its tokens")
     return ckpt.build_model(), ckpt.tokenizer
+
+
+def _load_for_export(path):
+    """("gpt", GPT, tokenizer) or ("bert", Encoder, its directory) from --checkpoint PATH."""
+    from fastattn.io.hf_files import is_pretrained_dir, read_json
+    if os.path.isdir(path) and is_pretrained_dir(path):
+        kind = read_json(os.path.join(path, "config.json"), dict).get("model_type")
+        if kind == "bert":
+            return "bert", fastattn.Encoder.from_pretrained(path), path
+        if kind not in ("gpt2", None):
+            raise ValueError(f"{path} holds a {kind!r} model: export knows GPT-2 and BERT directories")
+    model, tokenizer = _load_for_sampling(path)
+    return "gpt", model, tokenizer
+
+
+def _export(args):
+    kind, model, source = _load_for_export(args.checkpoint)
+    if args.format == "onnx":
+        from fastattn.io.onnx_export import encoder_onnx, gpt_onnx, save_onnx
+        if kind == "bert":  # with the sentence embedding as `fastattn embed` computes it (unit length)
+            from fastattn.inference.embeddings import _modules
+            graph = encoder_onnx(model, pooling=_modules(source)[0], normalize=True)
+        else:
+            graph = gpt_onnx(model)
+        save_onnx(graph, args.out)
+        print(f"wrote {args.out}: an ONNX graph (opset 17) of the {'encoder' if kind == 'bert' else 'GPT'}")
+        return
+    from fastattn.io import hf_export
+    if kind == "bert":
+        hf_export.save_bert_dir(model, args.out, source)
+    else:
+        hf_export.save_gpt2_dir(model, source, args.out)
+    print(f"wrote {args.out}: a Hugging Face {'BERT' if kind == 'bert' else 'GPT-2'} "
+          "(config.json, model.safetensors, tokenizer.json)")
+
+
+def _report(args):
+    if args.sample_tokens < 0 or args.num_samples < 0:
+        raise ValueError(f"--sample-tokens and --num-samples must be >= 0, got {args.sample_tokens} and "
+                         f"{args.num_samples}")
+    from fastattn.inference.report import write_report
+    write_report(args.run_dir, args.out, prompt=args.prompt, sample_tokens=args.sample_tokens,
+                 num_samples=args.num_samples, seed=args.seed)
+    print(f"wrote {args.out}")
+
+
+def _viz(args):
+    from fastattn.inference import embedding_map as em
+    vectors = em.read_vectors(args.input)
+    labels = em.read_labels(args.labels, len(vectors)) if args.labels else None
+    em.write_map(vectors, labels, args.out, args.title)
+    print(f"wrote {args.out}: {len(vectors)} points")
 
 
 def _sample(args):
@@ -461,7 +577,8 @@ def main(argv=None):
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
-         "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate}[args.command](args)
+         "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
+         "export": _export, "report": _report, "viz": _viz}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0

@@ -1,12 +1,13 @@
-"""AdamW over fastattn Parameters (torch.optim.AdamW's semantics), and clipping by global norm.
+"""AdamW, Adam and SGD over fastattn Parameters (torch.optim's semantics), and clipping by global norm.
 
     opt = AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                 lr=1e-3, betas=(0.9, 0.99))
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
     clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
 
 A parameter is anything with .data and .grad arrays of one shape and dtype (fastattn.nn.Parameter).
-The update itself is F.adamw_step, so it runs on the active backend.
+The Adam updates are F.adamw_step, so they run on the active backend; SGD's is NumPy.
 """
 import math
 
@@ -15,26 +16,26 @@ import numpy as np
 from fastattn import functional as F
 
 
-class AdamW:
-    """params: an iterable of Parameters, or of dicts {"params": [...], <hyperparameter>: value}
-    (param groups, as torch: a group's values override the defaults). Each group's "lr" may be
-    changed between steps (a learning-rate schedule does so)."""
+class _Optimizer:
+    """Param groups as torch's: params is an iterable of Parameters, or of dicts
+    {"params": [...], <hyperparameter>: value} (a group's values override the defaults). Each
+    group's "lr" may be changed between steps (a learning-rate schedule does so)."""
 
-    _defaults = ("lr", "betas", "eps", "weight_decay")
+    _defaults = ()  # the hyperparameters' names, in the order of __init__'s arguments
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def _set_groups(self, params, defaults):
+        name = type(self).__name__
         params = list(params)
         if not params:
-            raise ValueError("AdamW got an empty parameter list")
+            raise ValueError(f"{name} got an empty parameter list")
         if not isinstance(params[0], dict):
             params = [{"params": params}]
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         self.param_groups = []
         seen = set()
         for group in params:
             unknown = set(group) - set(self._defaults) - {"params"}
             if unknown:
-                raise ValueError(f"unknown AdamW group options {sorted(unknown)}")
+                raise ValueError(f"unknown {name} group options {sorted(unknown)}")
             group = {**defaults, **group, "params": list(group["params"])}
             for p in group["params"]:
                 if id(p) in seen:
@@ -42,17 +43,16 @@ class AdamW:
                 seen.add(id(p))
             self._check_group(group)
             self.param_groups.append(group)
-        self.step_count = 0  # steps taken so far
-        self.state = [(np.zeros_like(p.data), np.zeros_like(p.data)) for p in self.params]
 
     @staticmethod
     def _check_group(group):
-        b1, b2 = group["betas"]
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"betas must be in [0, 1), got {group['betas']}")
-        for name in ("lr", "eps", "weight_decay"):
-            if not group[name] >= 0:
+        for name in ("lr", "eps", "weight_decay", "momentum", "dampening"):
+            if name in group and not group[name] >= 0:
                 raise ValueError(f"{name} must be >= 0, got {group[name]}")
+        if "betas" in group:
+            b1, b2 = group["betas"]
+            if not (0 <= b1 < 1 and 0 <= b2 < 1):
+                raise ValueError(f"betas must be in [0, 1), got {group['betas']}")
 
     @property
     def params(self):
@@ -62,6 +62,18 @@ class AdamW:
     def zero_grad(self):
         for p in self.params:
             p.grad[...] = 0
+
+
+class AdamW(_Optimizer):
+    """torch.optim.AdamW: Adam with the weight decay decoupled from the gradient
+    (param *= 1 - lr * weight_decay before the Adam step)."""
+
+    _defaults = ("lr", "betas", "eps", "weight_decay")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        self._set_groups(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self.step_count = 0  # steps taken so far
+        self.state = [(np.zeros_like(p.data), np.zeros_like(p.data)) for p in self.params]
 
     def step(self):
         self.step_count += 1
@@ -102,6 +114,66 @@ class AdamW:
             dst_m[...] = src_m
             dst_v[...] = src_v
         self.step_count = int(state["step"])
+
+
+class Adam(AdamW):
+    """torch.optim.Adam: the weight decay is L2 regularization, added to the gradient
+    (grad + weight_decay * param) before the Adam step; weight_decay defaults to 0."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def step(self):
+        self.step_count += 1
+        state = iter(self.state)
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            wd = group["weight_decay"]
+            for p in group["params"]:
+                m, v = next(state)
+                grad = p.grad + p.grad.dtype.type(wd) * p.data if wd else p.grad  # (p.grad is left as it is)
+                F.adamw_step(p.data, grad, m, v, self.step_count, lr=group["lr"], beta1=b1, beta2=b2,
+                             eps=group["eps"], weight_decay=0.0)
+
+
+class SGD(_Optimizer):
+    """torch.optim.SGD, for each parameter:
+
+        d = grad + weight_decay * param
+        buf = d at the first step, then momentum * buf + (1 - dampening) * d   (if momentum > 0)
+        d = d + momentum * buf if nesterov, else buf                           (if momentum > 0)
+        param -= lr * d
+    """
+
+    _defaults = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        self._set_groups(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=bool(nesterov)))
+        for group in self.param_groups:
+            if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+                raise ValueError("nesterov needs momentum > 0 and dampening 0")
+        self.step_count = 0
+        self.momentum_buffer = [None] * len(self.params)  # in the order of `params`; None until used
+
+    def step(self):
+        self.step_count += 1
+        i = 0
+        for group in self.param_groups:
+            lr, mu, damp, wd = (group[k] for k in ("lr", "momentum", "dampening", "weight_decay"))
+            for p in group["params"]:
+                t = p.data.dtype.type
+                d = p.grad + t(wd) * p.data if wd else p.grad.copy()
+                if mu:
+                    buf = self.momentum_buffer[i]
+                    if buf is None:
+                        buf = self.momentum_buffer[i] = d.copy()
+                    else:
+                        buf *= t(mu)
+                        buf += t(1 - damp) * d
+                    d = d + t(mu) * buf if group["nesterov"] else buf
+                p.data -= t(lr) * d
+                i += 1
 
 
 def clip_grad_norm_(params, max_norm):

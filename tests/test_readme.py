@@ -25,9 +25,10 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 REQUIRES = re.compile(r"<!--\s*requires:\s*(.*?)\s*-->")
 
 
-def blocks(language):
-    """(line number of the fence, requirements, code) of each ```language block of the README."""
-    with open(README, encoding="utf-8") as f:
+def blocks(language, path=README):
+    """(line number of the fence, requirements, code) of each ```language block of the README
+    (or of the Markdown file at path)."""
+    with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
     found, i = [], 0
     while i < len(lines):

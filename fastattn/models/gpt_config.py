@@ -3,6 +3,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastattn.models.presets import GPT_PRESETS, preset_settings
+
 
 @dataclass
 class GPTConfig:
@@ -29,6 +31,12 @@ class GPTConfig:
             raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
         if self.gelu_approximate not in ("none", "tanh"):
             raise ValueError(f"gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
+
+    @classmethod
+    def preset(cls, name, vocab_size, **overrides):
+        """The GPTConfig of preset `name` (small, default, large: fastattn/models/presets.py), with
+        vocab_size and any field in overrides (they win over the preset's)."""
+        return cls(vocab_size=vocab_size, **{**preset_settings(GPT_PRESETS, name), **overrides})
 
 
 def parameter_shapes(config):

@@ -27,10 +27,12 @@ import numpy as np
 from fastattn import functional as F
 from fastattn.io.pairs import read_pairs, split_pairs
 from fastattn.io.seq2seq_vocab import BOS, EOS, PAD, Seq2SeqVocab
+from fastattn.models.presets import SEQ2SEQ_PRESETS, preset_settings
 from fastattn.models.seq2seq import Seq2SeqTransformer
 from fastattn.optim import AdamW
 from fastattn.training.checkpoint import remove_stale_temporaries
 from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint, save_seq2seq_checkpoint
+from fastattn.training.schedules import SCHEDULES, check_schedule, learning_rate
 from fastattn.training.trainer import _at_least, _read_metrics, _save_evaluation, _start_run
 
 # what a resumed run cannot change: the model's shapes, its vocabularies, and the seed
@@ -52,6 +54,8 @@ class Seq2SeqTrainConfig:
     label_smoothing: float = 0.1
     warmup: int = 4000
     lr_factor: float = 1.0
+    lr_schedule: str = dataclasses.field(default="noam", metadata={"choices": ("noam",) + SCHEDULES})
+    min_lr: float = 0.0  # where the linear, cosine and exponential schedules end (at max_iters)
     batch_size: int = 32
     max_iters: int = 2000
     eval_interval: int = 250
@@ -68,6 +72,18 @@ class Seq2SeqTrainConfig:
                              f"{self.label_smoothing} and {self.dropout}")
         if not self.lr_factor > 0:
             raise ValueError(f"lr_factor must be > 0, got {self.lr_factor}")
+        _at_least(self, 0, "min_lr")
+        if self.lr_schedule not in ("noam",) + SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of noam, {', '.join(SCHEDULES)}; got {self.lr_schedule!r}")
+        if self.lr_schedule != "noam":
+            check_schedule(self.lr_schedule, noam_lr(self.warmup, self.d_model, self.warmup, self.lr_factor),
+                           self.min_lr)
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """The config of preset `name` (small, default, large: fastattn/models/presets.py) with
+        any field in overrides (they win over the preset's)."""
+        return cls(**{**preset_settings(SEQ2SEQ_PRESETS, name), **overrides})
 
 
 def noam_lr(step, d_model, warmup, lr_factor=1.0):
@@ -181,8 +197,12 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
     seen = np.random.default_rng([cfg.seed, 1]).permutation(len(train_pairs))[:cfg.eval_pairs]
     eval_splits = {"train": [train_pairs[i] for i in seen], "val": val_pairs[:cfg.eval_pairs]}
 
-    def lr_at(step):  # the learning rate of iteration `step` (from 0): the schedule at step + 1
-        return noam_lr(step + 1, cfg.d_model, cfg.warmup, cfg.lr_factor)
+    def lr_at(step):  # the learning rate of iteration `step` (from 0)
+        if cfg.lr_schedule == "noam":  # the paper's, at step + 1
+            return noam_lr(step + 1, cfg.d_model, cfg.warmup, cfg.lr_factor)
+        # another schedule, from the paper's peak (at `warmup`) to min_lr at max_iters
+        peak = noam_lr(cfg.warmup, cfg.d_model, cfg.warmup, cfg.lr_factor)
+        return learning_rate(cfg.lr_schedule, step, peak, cfg.warmup, cfg.max_iters, cfg.min_lr)
 
     def evaluate_and_save(step):
         nonlocal best_val

@@ -26,8 +26,10 @@ import numpy as np
 from fastattn import nn
 from fastattn.training import distributed
 from fastattn.training.checkpoint import checkpoint_file, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from fastattn.training.schedules import SCHEDULES, check_schedule, learning_rate
 from fastattn.training.datasets import eval_batch_rng, load_splits, micro_batch_rng, read_text  # noqa: F401
 from fastattn.models.gpt import GPT, GPTConfig
+from fastattn.models.presets import GPT_PRESETS, preset_settings
 from fastattn.optim import clip_grad_norm_
 
 # The fields a resumed run cannot change: the model's shapes, and the seed (it picks the
@@ -59,6 +61,7 @@ class TrainConfig:
     lr_decay_iters: int = None  # None: max_iters
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
+    lr_schedule: str = dataclasses.field(default="cosine", metadata={"choices": SCHEDULES})
     beta1: float = 0.9
     beta2: float = 0.99
     warmup_iters: int = 100
@@ -74,6 +77,13 @@ class TrainConfig:
         _at_least(self, 1, "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters")
         _at_least(self, 0, "max_iters", "lr_decay_iters", "warmup_iters", "seed", "learning_rate", "min_lr",
                   "weight_decay", "grad_clip")
+        check_schedule(self.lr_schedule, self.learning_rate, self.min_lr)
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """The settings of preset `name` (small, default, large: fastattn/models/presets.py) with
+        any field in overrides (they win over the preset's)."""
+        return cls(**{**preset_settings(GPT_PRESETS, name), **overrides})
 
     def model_config(self, vocab_size):
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
@@ -82,6 +92,8 @@ class TrainConfig:
 
 def _kind(field):
     default = field.default
+    if isinstance(default, str):
+        return f"one of {', '.join(field.metadata['choices'])}", lambda v: v in field.metadata["choices"]
     if isinstance(default, bool):
         return "a bool", lambda v: isinstance(v, bool)
     if isinstance(default, float):
@@ -139,14 +151,10 @@ def read_config_file(path):
 
 
 def get_lr(it, cfg):
-    """nanoGPT's schedule: linear warmup over warmup_iters, cosine decay to min_lr at
-    lr_decay_iters, min_lr after."""
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it > cfg.lr_decay_iters or cfg.lr_decay_iters <= cfg.warmup_iters:
-        return cfg.min_lr
-    ratio = (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+    """The learning rate of iteration it: cfg.lr_schedule (nanoGPT's default: cosine) from
+    learning_rate to min_lr at lr_decay_iters, after warmup_iters of linear warmup
+    (fastattn/training/schedules.py)."""
+    return learning_rate(cfg.lr_schedule, it, cfg.learning_rate, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr)
 
 
 def get_batch(data, block_size, batch_size, rng):
