@@ -33,6 +33,29 @@ def backend(request):
         yield request.param
 
 
+def _gemm_engines():
+    """The engines of the float32 products here: the BLAS, and oneDNN where it is installed."""
+    if "compiled" not in fastattn.available_backends():
+        return []
+    from fastattn._compiled import _gemm_engine
+
+    return ["openblas"] + (["onednn"] if _gemm_engine.onednn_version() else [])
+
+
+@pytest.fixture(params=_gemm_engines())
+def gemm_engine(request):
+    """Runs the test once per GEMM engine, the compiled backend's float32 products on it."""
+    import importlib
+
+    linear = importlib.import_module("fastattn._compiled.linear")
+    previous = linear._use_engine(request.param)
+    try:
+        with fastattn.use_backend("compiled"):
+            yield request.param
+    finally:
+        linear._use_engine(previous)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -19,29 +19,10 @@ pytestmark = pytest.mark.skipif("compiled" not in fastattn.available_backends(),
                                 reason="compiled backend not built")
 
 
-def _engines():
-    if "compiled" not in fastattn.available_backends():
-        return []
-    from fastattn._compiled import _gemm_engine
-
-    return ["openblas"] + (["onednn"] if _gemm_engine.onednn_version() else [])
-
-
-@pytest.fixture(params=_engines())
-def engine(request):
-    linear = importlib.import_module("fastattn._compiled.linear")
-    previous = linear._use_engine(request.param)
-    try:
-        with fastattn.use_backend("compiled"):
-            yield request.param
-    finally:
-        linear._use_engine(previous)
-
-
 # rows: 1 (gemv), 2 and 3 (two panels), 63 to 129 around 2 x 64, 200 (3 full panels + 8 rows)
 @pytest.mark.parametrize("M", [1, 2, 3, 63, 64, 127, 128, 129, 200])
 @pytest.mark.parametrize("K, N", [(5, 3), (128, 384), (96, 7)])
-def test_linear_on_each_engine_matches_the_oracle(engine, rng, M, K, N):
+def test_linear_on_each_engine_matches_the_oracle(gemm_engine, rng, M, K, N):
     x, g = (rng.standard_normal(s).astype(np.float32) for s in ((M, K), (M, N)))
     w, b = rng.standard_normal((N, K)).astype(np.float32), rng.standard_normal(N).astype(np.float32)
     x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
@@ -57,7 +38,7 @@ def test_linear_on_each_engine_matches_the_oracle(engine, rng, M, K, N):
 
 
 @pytest.mark.parametrize("M, K, N", [(2, 64, 64), (65, 128, 384), (200, 96, 300), (768, 128, 128)])
-def test_each_engine_gives_the_same_bits_at_every_thread_count(engine, rng, M, K, N):
+def test_each_engine_gives_the_same_bits_at_every_thread_count(gemm_engine, rng, M, K, N):
     x, g = (rng.standard_normal(s).astype(np.float32) for s in ((M, K), (M, N)))
     w = rng.standard_normal((N, K)).astype(np.float32)
     out = at_thread_counts(lambda: (F.linear(x, w), *F.linear_backward(g, x, w)), (1, 2, 3))
@@ -65,7 +46,7 @@ def test_each_engine_gives_the_same_bits_at_every_thread_count(engine, rng, M, K
         assert all(np.array_equal(a, b) for a, b in zip(out[0], other))
 
 
-def test_a_cached_plan_gives_what_a_new_one_gave(engine, rng):
+def test_a_cached_plan_gives_what_a_new_one_gave(gemm_engine, rng):
     x = rng.standard_normal((131, 48)).astype(np.float32)
     w = rng.standard_normal((40, 48)).astype(np.float32)
     first = F.linear(x, w)
@@ -73,7 +54,7 @@ def test_a_cached_plan_gives_what_a_new_one_gave(engine, rng):
     assert np.array_equal(F.linear(x.copy(), w.copy()), first)
 
 
-def test_non_contiguous_and_batched_inputs(engine, rng):
+def test_non_contiguous_and_batched_inputs(gemm_engine, rng):
     x = rng.standard_normal((3, 70, 40)).astype(np.float32).transpose(1, 0, 2)[:, ::2]  # (70, 2, 40) view
     w = rng.standard_normal((40, 33)).astype(np.float32).T                               # (33, 40) view
     want = x.astype(np.float64) @ w.T.astype(np.float64)
