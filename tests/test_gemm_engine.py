@@ -61,23 +61,26 @@ def test_non_contiguous_and_batched_inputs(gemm_engine, rng):
     oracle.assert_close(F.linear(x, w), want, np.float32, scale=np.sqrt(40), rtol_factor=10)
 
 
-def _info_in_a_new_process(**env):
+def _info_in_a_new_process(tmp_path, **env):
+    # the same fastattn as this process: not the source tree (no extension) that `python -c` run in
+    # the clone's root would import first
     code = "import json, fastattn; print(json.dumps(fastattn.build_info()))"
+    env = {**os.environ, **env, "PYTHONPATH": os.path.dirname(os.path.dirname(fastattn.__file__))}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **env})
+                          env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     import json
 
     return json.loads(done.stdout.splitlines()[-1]), done.stderr
 
 
-def test_fastattn_gemm_openblas_keeps_the_blas():
-    info, _ = _info_in_a_new_process(FASTATTN_GEMM="openblas")
+def test_fastattn_gemm_openblas_keeps_the_blas(tmp_path):
+    info, _ = _info_in_a_new_process(tmp_path, FASTATTN_GEMM="openblas")
     assert info["gemm"] == "openblas" and info["compiled"]
 
 
-def test_an_unknown_engine_is_a_warning_and_the_default():
-    info, stderr = _info_in_a_new_process(FASTATTN_GEMM="mkl")
+def test_an_unknown_engine_is_a_warning_and_the_default(tmp_path):
+    info, stderr = _info_in_a_new_process(tmp_path, FASTATTN_GEMM="mkl")
     assert "FASTATTN_GEMM='mkl' is not a GEMM engine ('onednn', 'openblas'); using the default" in stderr
     assert info["gemm"] == ("onednn" if info["onednn"] else "openblas")
 
