@@ -1,0 +1,110 @@
+"""Regression tests of issue 21's hardening: each input that was silently mishandled (a tokenizer
+that pads and truncates, a torn metrics.jsonl, non-finite settings, ...) gives the right result
+or a clear error naming the setting, the file or the line."""
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastattn.cli import main
+
+CHARS = "abcdefgh ."
+
+
+def run(capsys, monkeypatch, *argv, stdin=None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def padded_tokenizer_dir(path, length=128):
+    """A directory with a character-level tokenizer.json (id = place in CHARS, [PAD] after them)
+    that pads to `length` and truncates to `length`, as all-MiniLM-L6-v2's does (128, 128)."""
+    tk = pytest.importorskip("tokenizers")
+    vocab = {c: i for i, c in enumerate(CHARS)} | {"[PAD]": len(CHARS), "[UNK]": len(CHARS) + 1}
+    tok = tk.Tokenizer(tk.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tk.pre_tokenizers.Split("", "isolated")
+    tok.enable_padding(length=length, pad_id=len(CHARS), pad_token="[PAD]")
+    tok.enable_truncation(length)
+    path.mkdir(exist_ok=True)
+    tok.save(str(path / "tokenizer.json"))
+    assert len(tok.encode("").ids) == length  # the file does pad (what encode must not do)
+    return path
+
+
+def own_ids(text):
+    """The oracle: each character's place in CHARS."""
+    return [CHARS.index(c) for c in text]
+
+
+# -- item 1: a tokenizer.json's padding and truncation never reach data ------------------------
+
+def test_pretrained_encode_is_never_padded_or_cut(tmp_path):
+    from fastattn.io.tokenizer import PretrainedTokenizer
+    tok = PretrainedTokenizer(padded_tokenizer_dir(tmp_path / "tok") / "tokenizer.json")
+    long = "abc defgh." * 40  # 400 characters, over the file's 128
+    assert tok.encode("").tolist() == []
+    assert tok.encode("ab").tolist() == own_ids("ab")
+    assert tok.encode(long).tolist() == own_ids(long)
+    assert tok.decode(tok.encode(long)).replace(" ", "") == long.replace(" ", "")
+    tok.encode_batch(["abc"], max_length=2)  # encode_batch's truncation leaves encode whole
+    assert tok.encode(long).tolist() == own_ids(long)
+
+
+def test_minilm_tokenizer_encodes_the_text_only():
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_encoder import minilm_dir
+    from fastattn.io.seq2seq_vocab import Seq2SeqVocab
+    from fastattn.io.tokenizer import load_tokenizer
+    path = minilm_dir()
+    tok = load_tokenizer(path)
+    assert tok.encode("").tolist() == [] and len(tok.encode("hello world")) == 2
+    assert len(tok.encode("word " * 300)) == 300  # one id a word, no cut at 128
+    assert Seq2SeqVocab.from_tokenizer_dir(path).encode("").tolist() == []
+
+
+def test_prepare_keeps_every_token_of_a_padding_tokenizer(tmp_path, capsys):
+    text = "abc defgh." * 100
+    (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+    tok_dir = padded_tokenizer_dir(tmp_path / "tok")
+    assert main(["prepare", "--data", str(tmp_path / "in.txt"), "--out", str(tmp_path / "p"),
+                 "--tokenizer", str(tok_dir)]) == 0
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["train_tokens"] + meta["val_tokens"] == len(text)
+    ids = np.concatenate([np.fromfile(tmp_path / "p" / f"{s}.bin", "<u2") for s in ("train", "val")])
+    assert ids.tolist() == own_ids(text)
+
+
+def test_seq2seq_trains_and_translates_the_texts_own_tokens(tmp_path, capsys, monkeypatch):
+    from fastattn.io.seq2seq_vocab import BOS, EOS, PAD, Seq2SeqVocab
+    from fastattn.training import seq2seq_trainer
+    tok_dir = padded_tokenizer_dir(tmp_path / "tok")
+    vocab = Seq2SeqVocab.from_tokenizer_dir(tok_dir)
+    assert vocab.encode("").tolist() == [] and vocab.encode("ab").tolist() == [4, 5]
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefgh"), rng.integers(1, 6))) for _ in range(30)]
+    (tmp_path / "pairs.tsv").write_text("".join(f"{w}\t{w[::-1]}\n" for w in words), encoding="utf-8")
+    seen = []
+    real_make_batch = seq2seq_trainer.make_batch
+
+    def make_batch(pairs):
+        seen.extend(pairs)
+        return real_make_batch(pairs)
+    monkeypatch.setattr(seq2seq_trainer, "make_batch", make_batch)
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", tmp_path / "pairs.tsv", "--out",
+                       tmp_path / "o", "--tokenizer", tok_dir, "--max-iters", 2, "--d-model", 8, "--nhead", 2,
+                       "--num-encoder-layers", 1, "--num-decoder-layers", 1, "--dim-feedforward", 16,
+                       "--batch-size", 4, "--eval-pairs", 4, "--no-progress")
+    assert code == 0, err
+    texts = {w for w in words} | {w[::-1] for w in words}
+    encoded = {tuple(x.tolist()) for pair in seen for x in pair}
+    assert encoded <= {tuple(i + 4 for i in own_ids(t)) for t in texts}  # no pad id trained on
+    code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", tmp_path / "o", "--max-len", 5,
+                         stdin="\nab\n")
+    assert code == 0, err
+    assert out.split("\n")[0] == "" and len(out.split("\n")[1]) <= 5
