@@ -108,3 +108,39 @@ def test_seq2seq_trains_and_translates_the_texts_own_tokens(tmp_path, capsys, mo
                          stdin="\nab\n")
     assert code == 0, err
     assert out.split("\n")[0] == "" and len(out.split("\n")[1]) <= 5
+
+
+# -- item 7: metrics.jsonl on resume ----------------------------------------------------------
+
+def _tiny_gpt_run(tmp_path, capsys, *extra):
+    text = "".join(np.random.default_rng(0).choice(list("abcdefgh \n"), 3000))
+    (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+    argv = ["train", "--data", tmp_path / "in.txt", "--out", tmp_path / "o", "--n-layer", 1, "--n-head", 2,
+            "--n-embd", 8, "--block-size", 8, "--batch-size", 2, "--eval-iters", 2, "--eval-interval", 2,
+            "--warmup-iters", 0, "--no-progress", *extra]
+    return main([str(a) for a in argv]), capsys.readouterr()
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
+    code, (_, err) = _tiny_gpt_run(tmp_path, capsys, "--max-iters", 2)
+    assert code == 0, err
+    metrics = tmp_path / "o" / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + whole.splitlines()[-1][:40])  # a kill in the middle of a line
+    code, (_, err) = _tiny_gpt_run(tmp_path, capsys, "--max-iters", 4, "--resume")
+    assert code == 0, err
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"step": 0, "train_loss": 1\n', "line 1 is not a JSON record"),
+    ('{"train_loss": 1.0}\n', 'line 1 is not an evaluation record'),
+    ('[1, 2]\n', 'line 1 is not an evaluation record'),
+])
+def test_a_bad_metrics_line_is_named(tmp_path, capsys, bad, message):
+    code, (_, err) = _tiny_gpt_run(tmp_path, capsys, "--max-iters", 2)
+    assert code == 0, err
+    metrics = tmp_path / "o" / "metrics.jsonl"
+    metrics.write_text(bad + metrics.read_text())
+    code, (_, err) = _tiny_gpt_run(tmp_path, capsys, "--max-iters", 4, "--resume")
+    assert code == 1 and str(metrics) in err and message in err and len(err.strip().splitlines()) == 1, err

@@ -226,8 +226,26 @@ def _read_metrics(path, up_to_step):
     """The records of an earlier run that the resumed one continues (steps <= up_to_step)."""
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines):  # a torn last line (no newline after it): what a kill leaves
+                break
+            raise ValueError(f"{path} line {number} is not a JSON record: {e}") from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"{path} line {number} is not an evaluation record (an object with an int "
+                             f"\"step\"): {line[:80]!r}")
+        records.append(record)
     return [r for r in records if r["step"] <= up_to_step]
 
 
