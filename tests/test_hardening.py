@@ -144,3 +144,32 @@ def test_a_bad_metrics_line_is_named(tmp_path, capsys, bad, message):
     metrics.write_text(bad + metrics.read_text())
     code, (_, err) = _tiny_gpt_run(tmp_path, capsys, "--max-iters", 4, "--resume")
     assert code == 1 and str(metrics) in err and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# -- item 8: non-finite or inconsistent settings, a diverged run ------------------------------
+
+@pytest.mark.parametrize("settings, message", [
+    ('{"learning_rate": Infinity}', "learning_rate must be finite, got inf"),
+    ('{"learning_rate": NaN}', "learning_rate must be finite, got nan"),
+    ('{"weight_decay": Infinity}', "weight_decay must be finite"),
+    ('{"learning_rate": 1e-4, "min_lr": 1e-3}', "min_lr 0.001 is above the learning rate 0.0001"),
+])
+def test_non_finite_or_rising_settings_are_refused(tmp_path, capsys, settings, message):
+    (tmp_path / "c.json").write_text(settings)
+    code, (_, err) = _tiny_gpt_run(tmp_path, capsys, "--max-iters", 1, "--config", tmp_path / "c.json")
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_seq2seq_settings_must_be_finite():
+    from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig
+    with pytest.raises(ValueError, match="lr_factor must be finite"):
+        Seq2SeqTrainConfig(lr_factor=float("inf"))
+    with pytest.raises(ValueError, match="min_lr must be finite"):
+        Seq2SeqTrainConfig(min_lr=float("nan"), lr_schedule="cosine")
+
+
+def test_a_diverged_final_evaluation_fails_the_run(tmp_path, capsys):
+    code, (out, err) = _tiny_gpt_run(tmp_path, capsys, "--max-iters", 1, "--learning-rate", 1e30,
+                                     "--min-lr", 0, "--grad-clip", 0)
+    assert code == 1 and "the weights diverged" in err and "final:" not in out, err

@@ -33,7 +33,8 @@ from fastattn.optim import AdamW
 from fastattn.training.checkpoint import remove_stale_temporaries
 from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint, save_seq2seq_checkpoint
 from fastattn.training.schedules import SCHEDULES, check_schedule, learning_rate
-from fastattn.training.trainer import _at_least, _read_metrics, _save_evaluation, _start_run
+from fastattn.training.trainer import (_at_least, _finite, _finite_evaluation, _read_metrics, _save_evaluation,
+                                       _start_run)
 
 # what a resumed run cannot change: the model's shapes, its vocabularies, and the seed
 FIXED_ON_RESUME = ("d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
@@ -64,6 +65,7 @@ class Seq2SeqTrainConfig:
     tokenizer: str = None  # a directory holding tokenizer.json; None: characters
 
     def __post_init__(self):
+        _finite(self)
         _at_least(self, 1, "d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
                   "warmup", "batch_size", "eval_interval", "eval_pairs")
         _at_least(self, 0, "max_iters", "seed")
@@ -209,6 +211,7 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
         losses = {name: mean_loss(model, pairs, cfg.batch_size) for name, pairs in eval_splits.items()}
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(step),
                   "elapsed_s": elapsed_before + time.perf_counter() - t0}
+        _finite_evaluation(record)
         best_val = _save_evaluation(
             out_dir, record, best_val, cfg, batch_rng, model._rng, log,
             lambda path, meta, opt: save_seq2seq_checkpoint(path, model, src_vocab, tgt_vocab, opt, step, meta),

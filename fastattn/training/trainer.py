@@ -39,6 +39,23 @@ FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "seed")
 MODEL_SHAPE = ("n_layer", "n_head", "n_embd", "bias")
 
 
+def _finite(config):
+    """ValueError naming the first float field of config that is inf or NaN."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{field.name} must be finite, got {value}")
+
+
+def _finite_evaluation(record):
+    """FloatingPointError when an evaluation's loss is not finite: the weights diverged, and the
+    run must not end as if it succeeded (nor save them)."""
+    for split in ("train", "val"):
+        if not math.isfinite(record[f"{split}_loss"]):
+            raise FloatingPointError(f"the {split} loss is {record[f'{split}_loss']} at step {record['step']}: "
+                                     "the weights diverged (try a lower learning rate)")
+
+
 def _at_least(config, low, *names):
     """ValueError naming the first of config's fields `names` that is not >= low (NaN is not)."""
     for name in names:
@@ -74,6 +91,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
+        _finite(self)
         _at_least(self, 1, "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters")
         _at_least(self, 0, "max_iters", "lr_decay_iters", "warmup_iters", "seed", "learning_rate", "min_lr",
                   "weight_decay", "grad_clip")
@@ -414,6 +432,7 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
             losses = estimate_loss(model, splits, cfg, world, on_batch=eval_bar.update)
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                   "lr": get_lr(step, cfg), "elapsed_s": elapsed_before + time.perf_counter() - t0}
+        _finite_evaluation(record)  # (every rank has the same losses: every rank raises)
         if writer:
             best_val = _save_evaluation(out_dir, record, best_val, cfg, None, None, log,
                                         lambda path, meta, opt: save_checkpoint(path, model, tokenizer, opt, step, meta),
