@@ -195,3 +195,32 @@ def test_embed_out_is_the_exact_name_and_a_directory_is_refused(model_dir, tmp_p
     monkeypatch.setattr("sys.stdin", io.StringIO("the king\n"))
     assert main(["embed", "--model", str(model_dir), "--out", str(tmp_path / "no" / "v.npy")]) == 1
     assert "no directory" in capsys.readouterr().err
+
+
+# -- item 10: fastattn.train(**settings) checks types as a config file does ---------------------
+
+@pytest.mark.parametrize("settings, message", [
+    ({"bias": "no"}, "bias must be a bool, got 'no'"),
+    ({"max_iters": 2.5}, "max_iters must be an int, got 2.5"),
+    ({"batch_size": 2.5}, "batch_size must be an int, got 2.5"),
+    ({"learning_rate": "0.1"}, "learning_rate must be a number, got '0.1'"),
+    ({"lr_decay_iters": "10"}, "lr_decay_iters must be an int or null"),
+    ({"lr_schedule": 3}, "lr_schedule must be one of constant"),
+])
+def test_train_call_checks_the_setting_types(tmp_path, settings, message):
+    import fastattn
+    (tmp_path / "in.txt").write_text("abcdefgh " * 100)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        fastattn.train(str(tmp_path / "in.txt"), str(tmp_path / "o"), progress=False, **settings)
+    assert not (tmp_path / "o").exists()
+
+
+def test_seq2seq_config_checks_types_and_keeps_numpy_scalars():
+    from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig
+    from fastattn.training.trainer import TrainConfig
+    with pytest.raises(ValueError, match="share_embeddings must be a bool, got 1"):
+        Seq2SeqTrainConfig(share_embeddings=1)
+    with pytest.raises(ValueError, match="tokenizer must be a str or null, got 5"):
+        Seq2SeqTrainConfig(tokenizer=5)
+    cfg = TrainConfig(max_iters=np.int64(7), learning_rate=np.float32(0.5), min_lr=0.0)
+    assert type(cfg.max_iters) is int and cfg.max_iters == 7 and type(cfg.learning_rate) is float

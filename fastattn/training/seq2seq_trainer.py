@@ -33,7 +33,7 @@ from fastattn.optim import AdamW
 from fastattn.training.checkpoint import remove_stale_temporaries
 from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint, save_seq2seq_checkpoint
 from fastattn.training.schedules import SCHEDULES, check_schedule, learning_rate
-from fastattn.training.trainer import (_at_least, _finite, _finite_evaluation, _read_metrics, _save_evaluation,
+from fastattn.training.trainer import (_at_least, _check_types, _finite, _finite_evaluation, _read_metrics, _save_evaluation,
                                        _start_run)
 
 # what a resumed run cannot change: the model's shapes, its vocabularies, and the seed
@@ -65,6 +65,7 @@ class Seq2SeqTrainConfig:
     tokenizer: str = None  # a directory holding tokenizer.json; None: characters
 
     def __post_init__(self):
+        _check_types(self)
         _finite(self)
         _at_least(self, 1, "d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
                   "warmup", "batch_size", "eval_interval", "eval_pairs")

@@ -89,6 +89,7 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self):
+        _check_types(self)
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
         _finite(self)
@@ -109,16 +110,39 @@ class TrainConfig:
 
 
 def _kind(field):
-    default = field.default
-    if isinstance(default, str):
-        return f"one of {', '.join(field.metadata['choices'])}", lambda v: v in field.metadata["choices"]
-    if isinstance(default, bool):
-        return "a bool", lambda v: isinstance(v, bool)
-    if isinstance(default, float):
-        return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    if default is None:
-        return "an int or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))
-    return "an int", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    """(what field takes, in words; a test of a value) from its annotation: bool, a number for
+    float, int, str (a name from metadata["choices"] when it has them); None too when that is
+    the default."""
+    choices = field.metadata.get("choices")
+    if field.type is bool:
+        kind, fits = "a bool", lambda v: isinstance(v, bool)
+    elif field.type is float:
+        kind, fits = "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    elif field.type is int:
+        kind, fits = "an int", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    elif choices:
+        kind, fits = f"one of {', '.join(choices)}", lambda v: isinstance(v, str) and v in choices
+    else:
+        kind, fits = "a str", lambda v: isinstance(v, str)
+    if field.default is None:
+        return f"{kind} or null", lambda v: v is None or fits(v)
+    return kind, fits
+
+
+def _check_types(config):
+    """ValueError naming the first field of a config dataclass whose value is not of its type
+    (bias="no", max_iters=2.5, learning_rate="0.1"): the Python call checks what a config file does.
+    NumPy scalars become Python ones and a path a str (the settings are saved as JSON)."""
+    for field in dataclasses.fields(config):
+        kind, fits = _kind(field)
+        value = getattr(config, field.name)
+        if isinstance(value, np.generic):
+            value = value.item()
+        if field.type is str and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not fits(value):
+            raise ValueError(f"{field.name} must be {kind}, got {value!r}")
+        setattr(config, field.name, value)
 
 
 def check_settings(settings, where):
