@@ -566,10 +566,8 @@ def _write_shards(model, texts, args, client, progress):
 
 def _write_atomically(path, write):
     """write(binary file) to a temporary file beside path, then rename it to path."""
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    from fastattn.io.atomic import write_atomic
+    write_atomic(path, write)
 
 
 def main(argv=None):

@@ -224,3 +224,115 @@ def test_seq2seq_config_checks_types_and_keeps_numpy_scalars():
         Seq2SeqTrainConfig(tokenizer=5)
     cfg = TrainConfig(max_iters=np.int64(7), learning_rate=np.float32(0.5), min_lr=0.0)
     assert type(cfg.max_iters) is int and cfg.max_iters == 7 and type(cfg.learning_rate) is float
+
+
+# -- item 11: unclear or lax ------------------------------------------------------------------
+
+def test_backward_with_a_wrong_shaped_grad_names_the_shapes():
+    from fastattn import nn
+    x = np.random.default_rng(0).standard_normal((2, 3, 8)).astype(np.float32)
+    for module, args in [(nn.LayerNorm(8), (x,)), (nn.Dropout(0.5, seed=0), (x,)),
+                         (nn.Dropout(0.5, seed=0).eval(), (x,)), (nn.PositionalEncoding(8, seed=0), (x,)),
+                         (nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, seed=0), (x,)),
+                         (nn.TransformerDecoderLayer(8, 2, 16, batch_first=True, seed=0, norm_first=True), (x, x))]:
+        for shape in [(2, 3, 5), (1, 3, 8), (3, 8)]:  # (1, 3, 8) and (3, 8) broadcast against (2, 3, 8)
+            module(*args)
+            with pytest.raises(ValueError, match=r"grad_output must have the output's shape \(2, 3, 8\), got "
+                                                 + str(shape).replace("(", r"\(").replace(")", r"\)")):
+                module.backward(np.ones(shape, np.float32))
+
+
+def test_positional_encoding_refuses_float16_in_both_modes():
+    from fastattn import nn
+    pe = nn.PositionalEncoding(8, seed=0)
+    x = np.zeros((1, 3, 8), np.float16)
+    with pytest.raises(TypeError, match="float32 or float64, got float16"):
+        pe(x)
+    with pytest.raises(TypeError, match="float32 or float64, got float16"):
+        pe.eval()(x)
+
+
+@pytest.mark.parametrize("inputs, message", [
+    (None, "got NoneType"), (5, "got int"), (b"hello", "got bytes: decode it"), ({"a": 1}, "got dict"),
+    ({"a", "b"}, "got set"),
+])
+def test_sentence_encoder_refuses_what_is_not_text(model_dir, inputs, message):
+    from fastattn import SentenceEncoder, embed
+    with pytest.raises(TypeError, match=f"inputs must be a str or a list of str, {message}"):
+        SentenceEncoder(model_dir).encode(inputs)
+    with pytest.raises(TypeError, match=message):
+        embed(inputs, str(model_dir))
+
+
+def test_a_toml_config_with_a_bom_is_read(tmp_path):
+    pytest.importorskip("tomllib")
+    from fastattn.training.trainer import read_config_file
+    (tmp_path / "c.toml").write_bytes(b"\xef\xbb\xbfmax_iters = 5\nlearning_rate = 0.01\n")
+    assert read_config_file(tmp_path / "c.toml") == {"max_iters": 5, "learning_rate": 0.01}
+
+
+@pytest.mark.parametrize("line, message", [(" \t ", "line 2: the source (before the tab) is only white space"),
+                                           ("\t", "line 2: the source (before the tab) is empty"),
+                                           ("  \tx", "only white space")])
+def test_a_pairs_line_of_white_space_around_a_tab_is_named(tmp_path, line, message):
+    from fastattn.io.pairs import read_pairs
+    (tmp_path / "p.tsv").write_text(f"a\tb\n{line}\nc\td\n\n   \n", encoding="utf-8")
+    with pytest.raises(ValueError) as error:
+        read_pairs(tmp_path / "p.tsv")
+    assert f"p.tsv {message}" in str(error.value) if message.startswith("line") else message in str(error.value)
+    (tmp_path / "q.tsv").write_text("a\tb\n\n   \nc\t \n", encoding="utf-8")  # blank lines skip; target may be
+    assert read_pairs(tmp_path / "q.tsv") == [("a", "b"), ("c", " ")]
+
+
+def test_prepare_refuses_a_text_too_short_to_split(tmp_path, capsys):
+    (tmp_path / "one.txt").write_text("a")
+    assert main(["prepare", "--data", str(tmp_path / "one.txt"), "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert "gives 1 tokens: too few for a train and a validation split" in err and not (tmp_path / "p").exists()
+    (tmp_path / "two.txt").write_text("ab")
+    assert main(["prepare", "--data", str(tmp_path / "two.txt"), "--out", str(tmp_path / "p")]) == 0
+
+
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    import builtins
+    import errno
+    from fastattn import GPT, GPTConfig, save_checkpoint
+    from fastattn.io.token_files import write_token_dir
+    from fastattn.io.tokenizer import CharTokenizer
+    tok = CharTokenizer("ab")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(np, "savez", full)
+    model = GPT(GPTConfig(vocab_size=2, block_size=4, n_layer=1, n_head=1, n_embd=4), seed=0)
+    with pytest.raises(OSError, match=f"No space left on device \\(writing {tmp_path / 'c.npz'}\\)"):
+        save_checkpoint(str(tmp_path / "c.npz"), model, tok)
+    assert os.listdir(tmp_path) == []
+    real_open = builtins.open
+
+    def open_full(file, mode="r", *args, **kwargs):  # a temporary file on a full disk: /dev/full
+        if str(file).endswith(".tmp") and "w" in mode:
+            return real_open("/dev/full", mode, *args, **kwargs)
+        return real_open(file, mode, *args, **kwargs)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    monkeypatch.setattr(builtins, "open", open_full)
+    with pytest.raises(OSError, match=f"\\(writing {tmp_path / 'd' / 'train.bin'}\\)"):
+        write_token_dir(tmp_path / "d", np.zeros(1 << 16, np.int64), np.array([0]), tok)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert os.listdir(tmp_path / "d") == []
+
+
+def test_translate_refuses_a_beam_that_cannot_fit_up_front(tmp_path, capsys, monkeypatch):
+    import time
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_seq2seq_cli import TINY, _pairs_file
+    data = _pairs_file(tmp_path / "pairs.tsv", 20)
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
+                       "--max-iters", 1, *TINY)
+    assert code == 0, err
+    start = time.perf_counter()
+    code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", tmp_path / "o", "--beam-size",
+                         100000000, stdin="abc\n")
+    assert code == 1 and "beam_size 100000000 does not fit" in err and "at most" in err and out == "", err
+    assert time.perf_counter() - start < 10

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from fastattn.io.atomic import write_atomic
 from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer
 
 FORMAT = "fastattn-tokens"
@@ -29,18 +30,6 @@ def token_dtype(vocab_size):
     return np.dtype("<u2") if vocab_size <= 65535 else np.dtype("<u4")
 
 
-def _write_atomic(path, write):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_token_dir(out_dir, train_ids, val_ids, tokenizer):
     """Writes train.bin, val.bin, meta.json (and tokenizer.json for a PretrainedTokenizer) to
     out_dir; the ids must lie in [0, tokenizer.vocab_size). Returns meta.json's dict."""
@@ -52,7 +41,7 @@ def write_token_dir(out_dir, train_ids, val_ids, tokenizer):
         ids = np.asarray(ids)
         if ids.size and (ids.min() < 0 or ids.max() >= vocab):
             raise ValueError(f"the {name} ids must lie in [0, {vocab}), got [{ids.min()}, {ids.max()}]")
-        _write_atomic(os.path.join(out_dir, f"{name}.bin"), ids.astype(dtype).tofile)
+        write_atomic(os.path.join(out_dir, f"{name}.bin"), ids.astype(dtype).tofile)
         meta[f"{name}_tokens"] = int(ids.size)
     if isinstance(tokenizer, PretrainedTokenizer):
         tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
@@ -60,7 +49,7 @@ def write_token_dir(out_dir, train_ids, val_ids, tokenizer):
     else:
         meta["tokenizer"] = tokenizer.to_json()
     text = json.dumps(meta)
-    _write_atomic(os.path.join(out_dir, "meta.json"), lambda f: f.write(text.encode()))
+    write_atomic(os.path.join(out_dir, "meta.json"), lambda f: f.write(text.encode()))
     return meta
 
 

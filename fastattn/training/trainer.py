@@ -179,7 +179,7 @@ def read_config_file(path):
                 raise ImportError(f"reading the TOML config {path} needs Python 3.11+ or the tomli package "
                                   "(pip install tomli); or write it as JSON") from None
         try:
-            data = tomllib.loads(raw.decode("utf-8"))
+            data = tomllib.loads(raw.decode("utf-8-sig"))  # (a BOM, as an editor may write, is not TOML's)
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path} is not TOML: {e}") from None
     else:
