@@ -333,7 +333,18 @@ def _translate(args):
     lines = text.split("\n")  # (as embed: "\n" alone ends a line)
     if lines[-1] == "":
         lines.pop()
-    sources = [ckpt.src_vocab.encode(line.rstrip("\r")) for line in lines]
+    sources = []
+    for i, line in enumerate(lines):
+        line = line.rstrip("\r")
+        try:  # refused, as embed and the GPT's sample refuse them, never decoded as UNK
+            line.encode("utf-8")
+        except UnicodeEncodeError as e:  # (stdin's surrogateescape: bytes that are not UTF-8)
+            raise ValueError(f"stdin line {i + 1} is not UTF-8 text (byte {ord(line[e.start]) - 0xDC00:#04x} "
+                             f"at position {e.start})") from None
+        try:
+            sources.append(ckpt.src_vocab.encode(line, strict=True))
+        except ValueError as e:
+            raise ValueError(f"stdin line {i + 1}: {e} of the model's sources ({path})") from None
     limit = model.config["max_len"]
     for i, ids in enumerate(sources):
         if len(ids) > limit:

@@ -336,3 +336,70 @@ def test_translate_refuses_a_beam_that_cannot_fit_up_front(tmp_path, capsys, mon
                          100000000, stdin="abc\n")
     assert code == 1 and "beam_size 100000000 does not fit" in err and "at most" in err and out == "", err
     assert time.perf_counter() - start < 10
+
+
+# -- items 5 and 4: seq2seq refuses unknown characters and too-long pairs before training ------
+
+SEQ2SEQ_TINY = ["--d-model", 8, "--nhead", 2, "--num-encoder-layers", 1, "--num-decoder-layers", 1,
+                "--dim-feedforward", 16, "--batch-size", 4, "--eval-pairs", 4, "--eval-interval", 2, "--no-progress"]
+
+
+def _words_file(path, n=30, letters="abcdefgh", extra=()):
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list(letters), rng.integers(1, 6))) for _ in range(n)]
+    path.write_text("".join(f"{w}\t{w[::-1]}\n" for w in words) + "".join(extra), encoding="utf-8")
+    return path
+
+
+def test_resume_refuses_pairs_with_unseen_characters(tmp_path, capsys, monkeypatch):
+    data = _words_file(tmp_path / "p.tsv")
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
+                       "--max-iters", 2, *SEQ2SEQ_TINY)
+    assert code == 0, err
+    lines = data.read_text().splitlines()
+    lines[4] = "abz\tzba"  # z: in neither vocabulary
+    data.write_text("\n".join(lines) + "\n")
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
+                       "--max-iters", 4, "--resume", "--no-progress")
+    assert code == 1 and f"{data} line 5: the source's character 'z' at position 2 is not in the vocabulary" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_new_run_has_every_pairs_characters(tmp_path, capsys, monkeypatch):
+    # a character that only the validation pairs hold is in the vocabulary: no UNK is evaluated
+    data = _words_file(tmp_path / "p.tsv", extra=["ab\tq\n"] * 1)
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
+                       "--max-iters", 1, *SEQ2SEQ_TINY)
+    assert code == 0, err
+    from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint
+    ckpt = load_seq2seq_checkpoint(tmp_path / "o" / "ckpt.npz")
+    assert "q" in ckpt.tgt_vocab.chars
+
+
+def test_translate_refuses_unknown_characters_and_bytes_that_are_not_utf8(tmp_path, capsys, monkeypatch):
+    data = _words_file(tmp_path / "p.tsv")
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
+                       "--max-iters", 1, *SEQ2SEQ_TINY)
+    assert code == 0, err
+    code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", tmp_path / "o", stdin="ab\n€€€\n")
+    assert code == 1 and out == "" and "stdin line 2: character '€' at position 0 is not in the vocabulary" in err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ab\n\xffab\n"), encoding="utf-8",
+                                                       errors="surrogateescape"))
+    code = main(["translate", "--checkpoint", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and "stdin line 2 is not UTF-8 text (byte 0xff at position 0)" in err, err
+
+
+def test_a_too_long_pair_is_found_before_training(tmp_path, capsys, monkeypatch):
+    from fastattn.training import seq2seq_trainer
+    data = _words_file(tmp_path / "p.tsv", extra=["a" * 5200 + "\tb\n", "c\td\n", "e\tf\n"])
+    steps = []
+    monkeypatch.setattr(seq2seq_trainer, "train_step", lambda *a: steps.append(1) or 1.0)
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
+                       "--max-iters", 60, *SEQ2SEQ_TINY)
+    assert code == 1 and f"{data} line 31: the source is 5200 tokens: the model takes at most 5000" in err, err
+    assert steps == [] and not (tmp_path / "o").exists()
+    data = _words_file(tmp_path / "q.tsv", extra=["a\t" + "b" * 5000 + "\n", "c\td\n", "e\tf\n"])
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
+                       "--max-iters", 60, *SEQ2SEQ_TINY)
+    assert code == 1 and "line 31: the target is 5000 tokens (with bos or eos, 5001)" in err, err

@@ -1,6 +1,7 @@
 """Sentence pairs for a sequence-to-sequence model: a UTF-8 file of `source<TAB>target` lines.
 
     pairs = read_pairs("pairs.tsv")           # [(source, target), ...] in file order
+    numbered = read_pairs("pairs.tsv", line_numbers=True)   # [(line, source, target), ...]
     train, val = split_pairs(pairs)           # the last 10% validate
 
 Blank lines (no tab) are skipped. A line needs exactly one tab and a source that is not only
@@ -9,9 +10,10 @@ the line.
 """
 
 
-def read_pairs(path):
-    """[(source, target), ...] from the file at path, or ValueError (FileNotFoundError's message
-    is turned into one too) that says what is wrong and where."""
+def read_pairs(path, line_numbers=False):
+    """[(source, target), ...] from the file at path (with line_numbers: [(line, source, target),
+    ...], line counted from 1, for messages about a pair), or ValueError (FileNotFoundError's
+    message is turned into one too) that says what is wrong and where."""
     try:
         with open(path, encoding="utf-8", newline="") as f:
             text = f.read()
@@ -33,7 +35,7 @@ def read_pairs(path):
         if not source.strip():
             raise ValueError(f"{path} line {number}: the source (before the tab) is "
                              f"{'empty' if not source else 'only white space'}")
-        pairs.append((source, target))
+        pairs.append((number, source, target) if line_numbers else (source, target))
     if not pairs:
         raise ValueError(f"{path} is empty: it needs source<TAB>target lines")
     return pairs
