@@ -180,6 +180,9 @@ def _parser():
                         "which loads --model from the same path (pip install \"fastattn[dask]\")")
     p.add_argument("--scheduler-timeout", type=float, default=10, metavar="SECONDS",
                    help="give up connecting to --scheduler after this long (default: %(default)s)")
+    p.add_argument("--worker-timeout", type=float, default=60, metavar="SECONDS",
+                   help="fail a --scheduler job whose cluster has had no worker this long (every worker "
+                        "killed) instead of waiting for one (default: %(default)s); a lost scheduler fails it too")
     _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
     _add_export_command(sub)
@@ -484,8 +487,9 @@ def _embed(args):
     if not args.out and not args.out_dir and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
         raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
                          "or pass --out FILE")
-    if not args.scheduler_timeout > 0:
-        raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
+    for flag in ("scheduler_timeout", "worker_timeout"):
+        if not getattr(args, flag) > 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be > 0 seconds, got {getattr(args, flag):g}")
     if args.out and os.path.isdir(args.out):
         raise IsADirectoryError(f"--out {args.out} is a directory: give the .npy file to write (or --out-dir DIR "
                                 "for shards)")
@@ -517,7 +521,7 @@ def _embed(args):
             _write_shards(model, texts, args, client, progress)
             return
         vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=not args.no_normalize,
-                               show_progress_bar=progress, client=client)
+                               show_progress_bar=progress, client=client, worker_timeout=args.worker_timeout)
     except Exception as e:  # Dask's own (KilledWorker, FutureCancelledError, ...): one line too
         if client is None or not type(e).__module__.startswith("distributed"):
             raise  # (a worker's error comes as itself, e.g. FileNotFoundError)
@@ -525,7 +529,7 @@ def _embed(args):
         raise OSError(f"the Dask job failed: {type(e).__name__}: {reason}") from None
     finally:
         if client is not None:
-            client.close()
+            client.close(timeout=args.scheduler_timeout)  # (a lost scheduler: do not wait for it)
     if args.out:  # the name as given (np.save(name) would add .npy), complete once there
         _write_atomically(args.out, lambda f: np.save(f, vectors))
     else:
@@ -539,6 +543,13 @@ def _dask_client(address, timeout):
         from distributed import Client
     except ImportError:
         raise ImportError('--scheduler needs Dask: pip install "fastattn[dask]"') from None
+    import logging
+    # the command's errors are one line: Dask's own log (a lost scheduler: ~30 lines of traceback
+    # from its reconnection attempts) is kept to what is critical
+    quiet = ("distributed", "tornado", "asyncio")  # (asyncio: Dask's abandoned gathers, "never retrieved")
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in quiet] + list(quiet):
+        # (Dask's config gives some of its loggers a level of their own)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=timeout)
     except (OSError, ValueError, TypeError) as e:  # (TimeoutError is an OSError)
@@ -555,7 +566,8 @@ def _write_shards(model, texts, args, client, progress):
     import numpy as np
     out = args.out_dir
     os.makedirs(out, exist_ok=True)
-    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client)
+    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client,
+                                   worker_timeout=args.worker_timeout)
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, total=-(-len(texts) // args.batch_size), unit="batch", desc="embed")
