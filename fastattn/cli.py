@@ -185,6 +185,17 @@ def _parser():
                         "killed) instead of waiting for one (default: %(default)s); a lost scheduler fails it too")
     _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
+    p = sub.add_parser("launch", help="run a fastattn command on N MPI ranks; non-zero status unless every rank "
+                                      "finished it",
+                       description="Run `fastattn COMMAND ...` under an MPI launcher (mpiexec -n N), and end with "
+                                   "a non-zero status unless every rank finished the command: the launcher's own "
+                                   "status when it is not 0, else 1 when a rank did not finish (MPICH's "
+                                   "mpiexec.gforker can end with 0 when a rank was killed).")
+    p.add_argument("-n", type=int, required=True, help="ranks (processes)")
+    p.add_argument("--mpiexec", help="the launcher: a path or a name, e.g. mpiexec.gforker (default: the mpiexec "
+                                     "beside this Python, else PATH's)")
+    p.add_argument("fastattn_command", nargs=argparse.REMAINDER, metavar="COMMAND ...",
+                   help="the fastattn command and its flags, e.g. train --data D --out O")
     _add_export_command(sub)
     _add_report_command(sub)
     _add_viz_command(sub)
@@ -603,6 +614,10 @@ def main(argv=None):
             fastattn.set_num_threads(args.threads)
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
+        if args.command == "launch":
+            from fastattn.training import launch
+            return launch.run(args.n, args.fastattn_command, args.mpiexec,
+                              log=lambda m: print(m, file=sys.stderr))
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
          "export": _export, "report": _report, "viz": _viz}[args.command](args)
@@ -615,6 +630,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"fastattn {args.command}: interrupted", file=sys.stderr)
         return 130
+    from fastattn.training.launch import mark_done
+    mark_done()  # (under `fastattn launch`: this rank finished)
     return 0
 
 

@@ -3,6 +3,7 @@
 a Dask job whose every worker dies ends with a one-line error instead of waiting forever. (The
 checkpoint ones are in test_untrusted_files.py: a killed run's temporaries are removed.)"""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -168,3 +169,53 @@ def test_a_dask_job_whose_scheduler_is_killed_fails_in_one_line(standalone_clust
     assert len(err) == 1 and err[0].startswith("fastattn embed: error: lost the connection to the Dask "
                                                f"scheduler at {address}"), done.stderr
     assert not (tmp_path / "v.npy").exists()
+
+
+# ---- MPI: rank 0 killed under mpiexec.gforker, which may end with status 0 ----
+
+KILL_RANK_0 = """
+    # sitecustomize of a rank: rank 0 SIGKILLs itself at training step 3, as the OOM killer would
+    import os, signal
+    if os.environ.get("PMI_RANK") == "0":
+        from fastattn.training import trainer
+        real, steps = trainer.train_step, [0]
+        def train_step(*args, **kwargs):
+            steps[0] += 1
+            if steps[0] == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        trainer.train_step = train_step
+"""
+
+
+def _fastattn_launch(tmp_path, corpus, kill, *extra):
+    from test_distributed import LOCAL_ONLY, TINY, _mpiexec
+    gforker = os.path.join(os.path.dirname(_mpiexec()), "mpiexec.gforker")
+    if not os.path.exists(gforker):
+        pytest.skip("needs MPICH's mpiexec.gforker")
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")}
+    env.update(LOCAL_ONLY)
+    if kill:
+        (tmp_path / "site").mkdir()
+        (tmp_path / "site" / "sitecustomize.py").write_text(textwrap.dedent(KILL_RANK_0))
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), env.get("PYTHONPATH", "")])
+    argv = [sys.executable, "-m", "fastattn", "launch", "-n", "2", "--mpiexec", gforker, "train", "--data",
+            str(corpus), "--out", str(tmp_path / "o"), "--max-iters", "6", *TINY, *extra]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+
+
+def test_fastattn_launch_fails_when_gforker_hides_a_killed_rank_0(corpus_file, tmp_path):
+    done = _fastattn_launch(tmp_path, corpus_file, kill=True)
+    assert "signaled with Killed" in done.stderr and "usage:" not in done.stderr, done.stderr  # (killed, by gforker)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "final:" not in done.stdout
+    if done.returncode == 1:  # gforker said 0: the markers tell
+        assert re.search(r"fastattn launch: error: ranks? (0|0, 1) of 2 did not finish `fastattn train` \(killed\?\), "
+                         "though mpiexec.gforker ended with status 0", done.stderr), done.stderr
+
+
+def test_fastattn_launch_passes_a_finished_job(corpus_file, tmp_path):
+    done = _fastattn_launch(tmp_path, corpus_file, kill=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("final: step 6 ")
+    assert "did not finish" not in done.stderr
