@@ -574,3 +574,144 @@ def linear_backward(grad_output, input, weight):
         M, N = int(np.prod(x.shape[:-1], dtype=np.int64)), w.shape[0]
         return np.zeros(x.shape, x.dtype), np.zeros(w.shape, x.dtype), g.reshape(M, N).sum(axis=0)
     return _backend.current().linear_backward(g, x, w)
+
+
+def _normalized(a, normalized_shape):
+    """normalized_shape (an int or a tuple of ints) as a tuple that ends a.shape, or ValueError."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+    if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in shape):
+        raise TypeError(f"normalized_shape must be an int or a non-empty tuple of ints, got {normalized_shape!r}")
+    if a.shape[a.ndim - len(shape):] != shape or len(shape) > a.ndim:
+        raise ValueError(f"normalized_shape {shape} must be the last dimensions of input {a.shape}")
+    return shape
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None, return_rstd=False):
+    """RMSNorm (torch.nn.functional.rms_norm): input / sqrt(mean(input^2) + eps) * weight, the
+    mean over the last len(normalized_shape) dimensions. weight None or of shape normalized_shape;
+    eps None: the machine epsilon of input's dtype (torch's default). return_rstd: also return
+    rstd = 1 / sqrt(mean + eps), shape input.shape[:-len(normalized_shape)], for rms_norm_backward.
+    """
+    a = _float_array("input", input)
+    shape = _normalized(a, normalized_shape)
+    if weight is not None:
+        weight = _same_as("weight", _float_array("weight", weight), "input", a, shape)
+    eps = float(np.finfo(a.dtype).eps) if eps is None else _real("eps", eps)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    lead = a.shape[:a.ndim - len(shape)]
+    C = int(np.prod(shape))
+    if a.size == 0:
+        y, rstd = np.empty(a.shape, a.dtype), np.empty(lead, a.dtype)
+    else:
+        w = None if weight is None else weight.reshape(C)
+        y, rstd = _backend.current().rms_norm(a.reshape(lead + (C,)), w, eps, True)
+        y, rstd = y.reshape(a.shape), rstd.reshape(lead)
+    return (y, rstd) if return_rstd else y
+
+
+def rms_norm_backward(grad_output, input, rstd, normalized_shape, weight=None):
+    """Gradients (grad_input, grad_weight) of rms_norm(input, normalized_shape, weight, eps), given
+    the rstd its forward returned; grad_weight is None without a weight.
+
+        x_hat = input * rstd,  g = grad_output * weight
+        grad_input = rstd * (g - x_hat * mean(g * x_hat)),  grad_weight = sum of grad_output * x_hat
+    """
+    a = _float_array("input", input)
+    shape = _normalized(a, normalized_shape)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "input", a)
+    lead = a.shape[:a.ndim - len(shape)]
+    r = _same_as("rstd", _float_array("rstd", rstd), "input", a, lead)
+    w = None if weight is None else _same_as("weight", _float_array("weight", weight), "input", a, shape)
+    C = int(np.prod(shape))
+    if a.size == 0:
+        return np.zeros(a.shape, a.dtype), None if w is None else np.zeros(shape, a.dtype)
+    dx, dw = _backend.current().rms_norm_backward(g.reshape(lead + (C,)), a.reshape(lead + (C,)), r,
+                                                  None if w is None else w.reshape(C))
+    return dx.reshape(a.shape), None if dw is None else dw.reshape(shape)
+
+
+def silu(input):
+    """SiLU (swish): input * sigmoid(input), elementwise (torch.nn.functional.silu)."""
+    a = _float_array("input", input)
+    return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().silu(a)
+
+
+def silu_backward(grad_output, input):
+    """grad_output * silu'(input), silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)."""
+    a = _float_array("input", input)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "input", a)
+    return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().silu_backward(g, a)
+
+
+def swiglu(input, weight_gate, weight_up, return_pre=False):
+    """A Llama MLP's gated product silu(input @ weight_gate.T) * (input @ weight_up.T), the two
+    products on the linear engine (F.linear) and the gate fused with the product in one pass.
+
+    input (..., C); weight_gate, weight_up (I, C) -> (..., I). return_pre: also return
+    (gate, up), the two products, which swiglu_backward needs.
+    """
+    x, wg, _ = _linear_args(input, weight_gate, None)
+    _, wu, _ = _linear_args(input, weight_up, None)
+    _same_as("weight_up", wu, "weight_gate", wg)
+    if x.size == 0 or wg.size == 0:
+        gate = up = _linear_empty(x, wg, None)
+        y = np.zeros_like(gate)
+    else:
+        ops = _backend.current()
+        gate, up = ops.linear(x, wg, None), ops.linear(x, wu, None)
+        y = ops.silu_mul(gate, up)
+    return (y, (gate, up)) if return_pre else y
+
+
+def swiglu_backward(grad_output, input, weight_gate, weight_up, gate, up):
+    """Gradients (grad_input, grad_weight_gate, grad_weight_up) of swiglu, given the (gate, up)
+    its forward returned with return_pre=True."""
+    x, wg, _ = _linear_args(input, weight_gate, None)
+    _, wu, _ = _linear_args(input, weight_up, None)
+    _same_as("weight_up", wu, "weight_gate", wg)
+    out_shape = x.shape[:-1] + (wg.shape[0],)
+    g, gate, up = (_same_as(n, _float_array(n, a), "input", x, out_shape)
+                   for n, a in (("grad_output", grad_output), ("gate", gate), ("up", up)))
+    if g.size == 0:
+        dgate = dup = np.zeros(out_shape, x.dtype)
+    else:
+        dgate, dup = _backend.current().silu_mul_backward(g, gate, up)
+    dx_g, dwg, _ = linear_backward(dgate, x, wg)
+    dx_u, dwu, _ = linear_backward(dup, x, wu)
+    return dx_g + dx_u, dwg, dwu
+
+
+def _rotary_args(x, cos, sin, name):
+    a = _float_array(name, x)
+    if a.ndim < 2 or a.shape[-1] % 2:
+        raise ValueError(f"{name} must have shape (..., T, D) with D even, got {a.shape}")
+    T, D = a.shape[-2:]
+    allowed = [(T, D)] + ([a.shape[:-3] + (T, D)] if a.ndim >= 3 else [])
+    tables = []
+    for tname, t in (("cos", cos), ("sin", sin)):
+        t = _float_array(tname, t)
+        if t.shape not in allowed:
+            raise ValueError(f"{tname} must have shape {' or '.join(map(str, allowed))} for {name} "
+                             f"of shape {a.shape}, got {t.shape}")
+        tables.append(t.astype(a.dtype, copy=False))
+    return a, tables[0], tables[1]
+
+
+def rotary_embedding(x, cos, sin):
+    """Rotary position embedding, Hugging Face's rotate-half convention: x * cos + rotate_half(x) * sin,
+    rotate_half([x1, x2]) = [-x2, x1] (the halves of the head dimension D).
+
+    x (..., H, T, D) (queries or keys; any strides); cos, sin (T, D), or x.shape[:-3] + (T, D)
+    for a table per batch row (left-padded prompts), as fastattn.nn.RotaryEmbedding makes them;
+    shared by the H heads. Returns a new contiguous array of x's shape.
+    """
+    a, c, s = _rotary_args(x, cos, sin, "x")
+    return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().rotary_embedding(a, c, s)
+
+
+def rotary_embedding_backward(grad_output, cos, sin):
+    """The gradient of rotary_embedding with respect to x: the rotation transposed,
+    grad_output * cos - rotate_half(grad_output * sin)."""
+    g, c, s = _rotary_args(grad_output, cos, sin, "grad_output")
+    return np.empty(g.shape, g.dtype) if g.size == 0 else _backend.current().rotary_embedding_backward(g, c, s)
