@@ -355,11 +355,14 @@ def _translate(args):
 
 def _load_for_sampling(path):
     """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
-    GPT-2 directory (config.json, model.safetensors, tokenizer.json)."""
+    GPT-2, Llama, Qwen2 or Mistral directory (config.json, model.safetensors, tokenizer.json)."""
     from fastattn.io.hf_files import is_pretrained_dir
     if os.path.isdir(path) and is_pretrained_dir(path):
         from fastattn.io.tokenizer import load_tokenizer
-        return fastattn.GPT.from_pretrained(path), load_tokenizer(path)
+        from fastattn.models.pretrained import model_type
+        if model_type(path) == "bert":
+            raise ValueError(f"{path} holds a BERT encoder: it embeds text (fastattn embed), it does not generate")
+        return fastattn.from_pretrained(path), load_tokenizer(path)
     from fastattn.training.checkpoint import load_checkpoint
     ckpt = load_checkpoint(_checkpoint_file(path))
     if ckpt.tokenizer is None:
@@ -450,6 +453,8 @@ def _sample(args):
 def _attention_map(args):
     from fastattn.inference import attention_map
     model, tokenizer = _load_for_sampling(args.checkpoint)
+    if not isinstance(model, fastattn.GPT):
+        raise ValueError(f"{args.checkpoint} holds a {model.config.model_type} model: attention-map draws GPT checkpoints")
     cfg = model.config
     if not 0 <= args.layer < cfg.n_layer:
         raise ValueError(f"--layer must be in [0, {cfg.n_layer}), got {args.layer}")
