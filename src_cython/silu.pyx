@@ -2,6 +2,7 @@
 fastattn/reference/silu.py): elementwise, in chunks over threads."""
 import numpy as np
 
+cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -66,10 +67,36 @@ def silu_backward(grad_output, x):
     return out
 
 
+def _silu_mul_rows(const floating[:, :] gate, const floating[:, :] up, floating[:, ::1] out,
+                   int num_threads):
+    # gate, up (rows, I) with contiguous rows, any row stride (the two halves of one fused
+    # gate/up product), out (rows, I)
+    cdef Py_ssize_t rows = out.shape[0], I = out.shape[1], r, i
+    cdef const floating* g
+    cdef const floating* u
+    if (gate.shape[0] != rows or up.shape[0] != rows or gate.shape[1] != I or up.shape[1] != I
+            or num_threads < 1 or (I > 1 and (gate.strides[1] != sizeof(floating) or up.strides[1] != sizeof(floating)))):
+        raise ValueError("silu_mul: inconsistent shapes, rows that are not contiguous, or num_threads < 1")
+    if rows == 0 or I == 0:
+        return
+    for r in prange(rows, nogil=True, schedule="static", num_threads=num_threads):
+        g = &gate[r, 0]
+        u = &up[r, 0]
+        for i in range(I):
+            out[r, i] = g[i] * sigmoid(g[i]) * u[i]
+
+
+@cython.wraparound(True)
 def silu_mul(gate, up):
-    """silu(gate) * up. Inputs are validated by fastattn.functional."""
-    out = np.empty(np.shape(gate), dtype=gate.dtype)
-    _elementwise(2, _flat(gate), _flat(up), None, out.reshape(-1), None, threads_for(20 * out.size))
+    """silu(gate) * up, gate and up read in place when their rows are contiguous (e.g. the two
+    column halves of one (..., 2I) product). Inputs are validated by fastattn.functional."""
+    shape = np.shape(gate)
+    out = np.empty(shape, dtype=gate.dtype)
+    if gate.ndim == 0 or gate.size == 0:
+        _elementwise(2, _flat(gate), _flat(up), None, out.reshape(-1), None, 1)
+        return out
+    rows = lambda a: a.reshape(-1, shape[-1]) if a.strides[-1] == a.itemsize else np.ascontiguousarray(a).reshape(-1, shape[-1])  # noqa: E731
+    _silu_mul_rows(rows(gate), rows(up), out.reshape(-1, shape[-1]), threads_for(20 * out.size))
     return out
 
 

@@ -23,8 +23,21 @@ from fastattn.models.llama_config import LlamaConfig, llama_config, parameter_sh
 from fastattn.nn.module import _skip_init
 
 
-def _data(param):
-    return None if param is None else param.data
+def _fuse(*linears):
+    """One (sum of out_features, in) weight (and bias) for Linears that read the same input,
+    each Linear's weight (bias) rebound to its rows, a view: one product instead of several at
+    inference (q/k/v, gate/up), the same Parameters for training and loading."""
+    weight = np.concatenate([m.weight.data for m in linears])
+    has_bias = linears[0].bias is not None
+    bias = np.concatenate([m.bias.data for m in linears]) if has_bias else None
+    start = 0
+    for m in linears:
+        n = m.weight.data.shape[0]
+        m.weight.data = weight[start:start + n]
+        if has_bias:
+            m.bias.data = bias[start:start + n]
+        start += n
+    return weight, bias
 
 
 def _rms_infer(norm, x, ops):  # an nn.RMSNorm's forward without keeping x for a backward
@@ -41,15 +54,18 @@ class LlamaMLP(nn.Module):
         self.gate_proj = nn.Linear(E, I, False, dtype, rng)
         self.up_proj = nn.Linear(E, I, False, dtype, rng)
         self.down_proj = nn.Linear(I, E, False, dtype, rng)
+        self._gate_up = _fuse(self.gate_proj, self.up_proj)[0]  # (2I, E)
 
     def forward(self, x):  # (B, T, E) -> (B, T, E)
         a, (gate, up) = F.swiglu(x, self.gate_proj.weight.data, self.up_proj.weight.data, return_pre=True)
         self._save(x, gate, up)
         return self.down_proj(a)
 
-    def infer(self, x, ops):  # inference: nothing kept
-        wg, wu = self.gate_proj.weight.data, self.up_proj.weight.data
-        a = F.swiglu(x, wg, wu) if ops is F else ops.silu_mul(ops.linear(x, wg, None), ops.linear(x, wu, None))
+    def infer(self, x, ops):  # inference: nothing kept; gate and up from one product (..., 2I)
+        I = self.gate_proj.out_features
+        gate_up = ops.linear(x, self._gate_up, None)
+        a = (F.silu(gate_up[..., :I]) * gate_up[..., I:] if ops is F
+             else ops.silu_mul(gate_up[..., :I], gate_up[..., I:]))
         return ops.linear(a, self.down_proj.weight.data, None)
 
     def backward(self, dout):
@@ -71,6 +87,8 @@ class LlamaDecoderLayer(nn.Module):
                                                   cfg.rope_scaling, window, dtype, rng)
         self.post_attention_layernorm = nn.RMSNorm(E, cfg.rms_norm_eps, dtype=dtype)
         self.mlp = LlamaMLP(E, cfg.intermediate_size, dtype, rng)
+        a = self.self_attn
+        self._qkv = _fuse(a.q_proj, a.k_proj, a.v_proj)  # ((H + 2 H_kv) D, E) and its bias
 
     def forward(self, x):  # pre-norm residual block, positions 0 .. T-1
         x = x + self.self_attn(self.input_layernorm(x))
@@ -87,8 +105,9 @@ class LlamaDecoderLayer(nn.Module):
         B, T, _ = x.shape
         H, H_kv, D = attn.num_heads, attn.num_kv_heads, attn.head_dim
         h = _rms_infer(self.input_layernorm, x, ops)
-        proj = [ops.linear(h, m.weight.data, _data(m.bias)) for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
-        q, k, v = (p.reshape(B, T, n, D).transpose(0, 2, 1, 3) for p, n in zip(proj, (H, H_kv, H_kv)))
+        qkv = ops.linear(h, *self._qkv)  # (B, T, (H + 2 H_kv) D): q, k, v side by side
+        q, k, v = (qkv[..., a * D:b * D].reshape(B, T, b - a, D).transpose(0, 2, 1, 3)
+                   for a, b in ((0, H), (H, H + H_kv), (H + H_kv, H + 2 * H_kv)))
         end = cache.length + T
         cache.k[layer, :, :, cache.length:end] = ops.rotary_embedding(k, cos, sin)
         cache.v[layer, :, :, cache.length:end] = v
