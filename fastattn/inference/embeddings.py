@@ -97,11 +97,13 @@ def _padded(ids, rows, dtype=np.int64):
 
 
 class SentenceEncoder:
-    """A sentence-embedding model kept loaded: SentenceEncoder(model_dir).encode(texts)."""
+    """A sentence-embedding model kept loaded: SentenceEncoder(model_dir).encode(texts).
+    compute_type: the weights' precision ("float32", "int8", "bfloat16", "int8_bfloat16" or
+    "auto"; see docs/lower-precision.md)."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, compute_type="float32"):
         self.model_dir = model_dir
-        self.encoder = Encoder.from_pretrained(model_dir)
+        self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
         self._configure(self.encoder.config)
 
     @classmethod
