@@ -33,7 +33,7 @@ from fastattn._backend import get_backend, set_backend
 
 RETRIES = 2  # reruns of a batch that raised (a dead worker's batches are rerun by the scheduler)
 
-_LOADED = {}  # in each worker process: model_dir -> (its model.safetensors' mtime, SentenceEncoder)
+_LOADED = {}  # in each worker process: (model_dir, load) -> (its model.safetensors' mtime, SentenceEncoder)
 _LOCK = threading.Lock()  # a worker with several threads loads a model once
 
 
@@ -41,10 +41,11 @@ def _loaded(load, model_dir):
     """The SentenceEncoder of model_dir in this (worker) process, loaded once; loaded again if its
     model.safetensors has changed since."""
     stamp = os.stat(os.path.join(model_dir, "model.safetensors")).st_mtime_ns
+    key = (model_dir, repr(load))  # (load may be SentenceEncoder with a compute_type: a partial)
     with _LOCK:
-        kept = _LOADED.get(model_dir)
+        kept = _LOADED.get(key)
         if kept is None or kept[0] != stamp:
-            kept = _LOADED[model_dir] = (stamp, load(model_dir))
+            kept = _LOADED[key] = (stamp, load(model_dir))
         return kept[1]
 
 
