@@ -33,7 +33,7 @@ from fastattn._backend import get_backend, set_backend
 
 RETRIES = 2  # reruns of a batch that raised (a dead worker's batches are rerun by the scheduler)
 
-_LOADED = {}  # in each worker process: (model_dir, load) -> (its model.safetensors' mtime, SentenceEncoder)
+_LOADED = {}  # in each worker process: model_dir -> (its model.safetensors' mtime, SentenceEncoder)
 _LOCK = threading.Lock()  # a worker with several threads loads a model once
 
 
@@ -41,7 +41,8 @@ def _loaded(load, model_dir):
     """The SentenceEncoder of model_dir in this (worker) process, loaded once; loaded again if its
     model.safetensors has changed since."""
     stamp = os.stat(os.path.join(model_dir, "model.safetensors")).st_mtime_ns
-    key = (model_dir, repr(load))  # (load may be SentenceEncoder with a compute_type: a partial)
+    # (load is SentenceEncoder, or a partial of it with a compute_type: kept apart)
+    key = model_dir if isinstance(load, type) else f"{model_dir} compute_type={load.keywords['compute_type']}"
     with _LOCK:
         kept = _LOADED.get(key)
         if kept is None or kept[0] != stamp:
