@@ -49,6 +49,14 @@ def _add_runtime_flags(p, under_mpi=False):
     p.add_argument("--backend", choices=("compiled", "reference"), help="kernel backend (default: the active one)")
 
 
+def _add_compute_type_flag(p):
+    p.add_argument("--compute-type", default="float32",
+                   choices=("float32", "int8", "bfloat16", "int8_bfloat16", "auto"),
+                   help="the weights' precision for the linear products: int8 and bfloat16 are faster "
+                        "and smaller, a little less exact; auto: the fastest this CPU runs "
+                        "(docs/lower-precision.md; default: %(default)s)")
+
+
 def _add_config_flags(p, config_class, helps):
     """One flag per field of the dataclass (--n-layer for n_layer), unset unless given: a bool
     field is --x / --no-x, a str field (a directory) takes DIR, the others an int or a float."""
@@ -142,6 +150,7 @@ def _parser():
     p.add_argument("--no-cache", action="store_true",
                    help="run the whole context at every step instead of using the KV cache (slower)")
     _add_runtime_flags(p)
+    _add_compute_type_flag(p)
 
     p = sub.add_parser("attention-map", help="draw a model's attention weights over a prompt",
                        description="Draw the attention weights of one head (or every head of a layer) "
@@ -153,6 +162,7 @@ def _parser():
     p.add_argument("--all-heads", action="store_true", help="draw every head of the layer, in a grid")
     p.add_argument("--out", required=True, help="image file to write (e.g. map.png)")
     _add_runtime_flags(p)
+    _add_compute_type_flag(p)
 
     p = sub.add_parser("embed", help="sentence embeddings of the lines of stdin (a BERT-family model)",
                        description="Embed each line of stdin (one text per line) with a BERT-family "
@@ -184,6 +194,7 @@ def _parser():
                    help="fail a --scheduler job whose cluster has had no worker this long (every worker "
                         "killed) instead of waiting for one (default: %(default)s); a lost scheduler fails it too")
     _add_runtime_flags(p)
+    _add_compute_type_flag(p)
     _add_seq2seq_commands(sub)
     p = sub.add_parser("launch", help="run a fastattn command on N MPI ranks; non-zero status unless every rank "
                                       "finished it",
@@ -284,6 +295,7 @@ def _add_seq2seq_commands(sub):
                    help="alpha of GNMT's length penalty ((5 + length) / 6)^alpha (default: %(default)s)")
     p.add_argument("--max-len", type=int, help="most output tokens (default: 2 x the source's + 10)")
     _add_runtime_flags(p)
+    _add_compute_type_flag(p)
 
 
 def _bench(args):
@@ -340,7 +352,7 @@ def _translate(args):
     if args.beam_size < 1:
         raise ValueError(f"--beam-size must be >= 1, got {args.beam_size}")
     ckpt = load_seq2seq_checkpoint(path)
-    model = ckpt.build_model().eval()
+    model = ckpt.build_model(compute_type=args.compute_type).eval()
     text = sys.stdin.read()
     if not text:
         raise ValueError("no input: give one source a line on stdin")
@@ -379,18 +391,22 @@ def _translate(args):
     sys.stdout.flush()
 
 
-def _load_for_sampling(path):
+def _load_for_sampling(path, compute_type="float32"):
     """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
-    GPT-2 directory (config.json, model.safetensors, tokenizer.json)."""
+    GPT-2, Llama, Qwen2 or Mistral directory (config.json, model.safetensors, tokenizer.json);
+    compute_type: the weights' precision."""
     from fastattn.io.hf_files import is_pretrained_dir
     if os.path.isdir(path) and is_pretrained_dir(path):
         from fastattn.io.tokenizer import load_tokenizer
-        return fastattn.GPT.from_pretrained(path), load_tokenizer(path)
+        from fastattn.models.pretrained import model_type
+        if model_type(path) == "bert":
+            raise ValueError(f"{path} holds a BERT encoder: it embeds text (fastattn embed), it does not generate")
+        return fastattn.from_pretrained(path, compute_type=compute_type), load_tokenizer(path)
     from fastattn.training.checkpoint import load_checkpoint
     ckpt = load_checkpoint(_checkpoint_file(path))
     if ckpt.tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer: cannot decode its tokens")
-    return ckpt.build_model(), ckpt.tokenizer
+    return ckpt.build_model(compute_type), ckpt.tokenizer
 
 
 def _load_for_export(path):
@@ -446,7 +462,7 @@ def _viz(args):
 
 
 def _sample(args):
-    model, tokenizer = _load_for_sampling(args.checkpoint)
+    model, tokenizer = _load_for_sampling(args.checkpoint, args.compute_type)
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.top_k < 0:
@@ -475,7 +491,9 @@ def _sample(args):
 
 def _attention_map(args):
     from fastattn.inference import attention_map
-    model, tokenizer = _load_for_sampling(args.checkpoint)
+    model, tokenizer = _load_for_sampling(args.checkpoint, args.compute_type)
+    if not isinstance(model, fastattn.GPT):
+        raise ValueError(f"{args.checkpoint} holds a {model.config.model_type} model: attention-map draws GPT checkpoints")
     cfg = model.config
     if not 0 <= args.layer < cfg.n_layer:
         raise ValueError(f"--layer must be in [0, {cfg.n_layer}), got {args.layer}")
@@ -527,7 +545,8 @@ def _embed(args):
     client = _dask_client(args.scheduler, args.scheduler_timeout) if args.scheduler else None
     try:
         # with a scheduler, the workers load the weights; here only the tokenizer and config
-        model = SentenceEncoder._without_weights(args.model) if client else SentenceEncoder(args.model)
+        model = (SentenceEncoder._without_weights(args.model, args.compute_type) if client
+                 else SentenceEncoder(args.model, compute_type=args.compute_type))
         if args.out_dir:
             _write_shards(model, texts, args, client, progress)
             return

@@ -31,6 +31,7 @@ import numpy as np
 
 from fastattn import functional as F
 from fastattn.nn.activation import GELU
+from fastattn.nn.attention import _weight_rows
 
 
 def _data(p):
@@ -66,7 +67,7 @@ class _IncrementalDecoder:
         for layer in self.layers:
             attn = layer.multihead_attn
             b = _data(attn.in_proj_bias)
-            kv = F.linear(memory, attn.in_proj_weight.data[E:], None if b is None else b[E:])  # (N, S, 2E)
+            kv = F.linear(memory, _weight_rows(attn.in_proj_weight.data, slice(E, None)), None if b is None else b[E:])  # (N, S, 2E)
             k, v = kv.reshape(N, S, 2, self.H, hs).transpose(2, 0, 3, 1, 4)  # each (N, H, S, hs)
             self.mem_kv.append((np.ascontiguousarray(k), np.ascontiguousarray(v)))
         shape = (len(self.layers), N, self.H, max_len, hs)
@@ -91,7 +92,7 @@ class _IncrementalDecoder:
     def _cross_attention(self, i, layer, x):
         attn, (N, _, E) = layer.multihead_attn, x.shape
         b = _data(attn.in_proj_bias)
-        q = F.linear(x, attn.in_proj_weight.data[:E], None if b is None else b[:E])
+        q = F.linear(x, _weight_rows(attn.in_proj_weight.data, slice(0, E)), None if b is None else b[:E])
         q = q.reshape(N, 1, self.H, E // self.H).transpose(0, 2, 1, 3)
         k, v = self.mem_kv[i]
         return self._attend(attn, q, k, v, self.mem_mask)

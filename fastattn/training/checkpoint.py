@@ -38,11 +38,12 @@ class Checkpoint:
     optimizer_state: dict
     meta: dict
 
-    def build_model(self):
-        """A GPT of this config and dtype holding these weights."""
+    def build_model(self, compute_type="float32"):
+        """A GPT of this config and dtype holding these weights (compute_type: their precision
+        for inference, see Module.quantize)."""
         model = GPT(self.config, dtype=self.dtype)
         model.load_state_dict(self.model_state)
-        return model
+        return model.quantize(compute_type)
 
 
 def save_checkpoint(path, model, tokenizer=None, optimizer=None, step=0, meta=None):
