@@ -9,7 +9,8 @@ with 0 in most runs ("[0]0:Return code = 0, signaled with Killed"), so `mpiexec.
 next-step` would go on. Here each rank, once its command has returned 0, writes a marker file
 (rank-R) in a directory named by FASTATTN_DONE_DIR; after the launcher ends, a missing marker
 makes the status 1, with a line naming the ranks that did not finish. A launcher's own non-zero
-status is passed on as it is.
+status is passed on as it is. The markers' directory is a new one under $TMPDIR (tempfile's):
+over several machines, point TMPDIR at a directory that every rank can write.
 """
 import os
 import shutil
