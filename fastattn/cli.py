@@ -370,7 +370,7 @@ def _translate(args):
         try:
             sources.append(ckpt.src_vocab.encode(line, strict=True))
         except ValueError as e:
-            raise ValueError(f"stdin line {i + 1}: {e} of the model's sources ({path})") from None
+            raise ValueError(f"stdin line {i + 1}: {e} (the source vocabulary of {path})") from None
     limit = model.config["max_len"]
     for i, ids in enumerate(sources):
         if len(ids) > limit:

@@ -403,3 +403,16 @@ def test_a_too_long_pair_is_found_before_training(tmp_path, capsys, monkeypatch)
     code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
                        "--max-iters", 60, *SEQ2SEQ_TINY)
     assert code == 1 and "line 31: the target is 5000 tokens (with bos or eos, 5001)" in err, err
+
+
+def test_a_tokenizer_vocabulary_refuses_what_it_would_encode_as_its_unknown_token(tmp_path, capsys, monkeypatch):
+    from fastattn.io.seq2seq_vocab import Seq2SeqVocab
+    tok_dir = padded_tokenizer_dir(tmp_path / "tok")
+    vocab = Seq2SeqVocab.from_tokenizer_dir(tok_dir)
+    assert vocab.encode("az").tolist() == [4, 4 + len(CHARS) + 1]  # (without strict: its [UNK])
+    with pytest.raises(ValueError, match="token 1 is the tokenizer's unknown token"):
+        vocab.encode("az", strict=True)
+    data = _words_file(tmp_path / "p.tsv", extra=["abz\tzba\n", "ab\tba\n", "ab\tba\n"])
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o",
+                       "--tokenizer", tok_dir, "--max-iters", 1, *SEQ2SEQ_TINY)
+    assert code == 1 and f"{data} line 31: the source's token 2 is the tokenizer's unknown token" in err, err

@@ -58,11 +58,18 @@ class Seq2SeqVocab:
 
     def encode(self, text, strict=False):
         """str -> int64 ids; a character outside a character vocabulary is UNK, or with
-        strict=True a ValueError naming it and its position (what the trainer and translate use)."""
+        strict=True a ValueError naming it and its position (what the trainer and translate use);
+        with a tokenizer, strict=True refuses a text that it encodes with its unknown token."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if self._tok is not None:
-            return self._tok.encode(text) + len(SPECIALS)
+            ids = self._tok.encode(text)
+            unk = self._tok.unk_id
+            if strict and unk is not None and (ids == unk).any() and self._tok.decode([unk]) not in text:
+                token = int(np.argmax(ids == unk))
+                raise ValueError(f"token {token} is the tokenizer's unknown token: the text holds characters "
+                                 "that its vocabulary does not")
+            return ids + len(SPECIALS)
         get = self._stoi.get
         ids = np.fromiter((get(c, UNK) for c in text), dtype=np.int64, count=len(text))
         if strict and (ids == UNK).any():

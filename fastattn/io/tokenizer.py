@@ -147,6 +147,13 @@ class PretrainedTokenizer:
     def vocab_size(self):
         return self._tok.get_vocab_size()
 
+    @property
+    def unk_id(self):
+        """The id of the model's unknown token (WordPiece's [UNK], a WordLevel's unk_token), or
+        None when it has none (a byte-level BPE encodes any text)."""
+        token = getattr(self._tok.model, "unk_token", None)
+        return None if token is None else self._tok.token_to_id(token)
+
     def encode(self, text):
         """str -> int64 array of token ids (no special tokens added)."""
         if not isinstance(text, str):
