@@ -153,6 +153,35 @@ def test_mutated_token_directories_are_checked(token_dir, tmp_path_factory, file
         tok.decode(ids)
 
 
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats() | st.text(max_size=6),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                    max_leaves=6)
+
+
+@fuzz
+@given(field=st.sampled_from(["format", "version", "dtype", "vocab_size", "train_tokens", "val_tokens",
+                              "tokenizer", None]), value=JSON)
+def test_any_json_value_in_meta_json_is_checked(token_dir, tmp_path_factory, field, value):
+    from fastattn.io.token_files import read_token_dir
+    path = tmp_path_factory.mktemp("meta")
+    for name in ("train.bin", "val.bin"):
+        (path / name).write_bytes((token_dir / name).read_bytes())
+    meta = json.loads((token_dir / "meta.json").read_text())
+    if field is None:
+        meta = value  # not an object, or another one
+    else:
+        meta[field] = value
+    (path / "meta.json").write_text(json.dumps(meta))
+    try:
+        splits, tok = read_token_dir(str(path))
+    except (ValueError, FileNotFoundError) as e:
+        assert str(path) in str(e), e
+        return
+    for split in splits.values():
+        ids = split[:]
+        assert ids.min() >= 0 and ids.max() < tok.vocab_size
+
+
 # ---- config files mutated byte by byte ----
 
 GOOD_CONFIGS = {
@@ -179,6 +208,28 @@ def test_mutated_config_files_are_checked(tmp_path_factory, name, edits, bom):
         assert str(e).strip() and "\n" not in str(e).strip(), e
     if bytes(data) == GOOD_CONFIGS[name]:
         TrainConfig(**read_config_file(path))  # a BOM alone changes nothing
+
+
+@fuzz
+@given(data=st.data(), value=JSON | st.floats(allow_nan=True, allow_infinity=True))
+def test_any_value_of_any_setting_is_checked(data, value):
+    """A config file's value, or the Python call's (fastattn.train(**settings)): a ValueError
+    naming the setting, or a config that holds it as given (a NumPy scalar as a Python one)."""
+    import dataclasses
+    from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig
+    from fastattn.training.trainer import TrainConfig, check_settings
+    config = data.draw(st.sampled_from([TrainConfig, Seq2SeqTrainConfig]))
+    name = data.draw(st.sampled_from([f.name for f in dataclasses.fields(config)]))
+    for given_value in (value, np.float64(value) if isinstance(value, float) else value):
+        try:
+            if config is TrainConfig:
+                check_settings({name: given_value}, "c.json")
+            cfg = config(**{name: given_value})
+        except ValueError as e:
+            assert name in str(e) or "learning rate" in str(e) or "schedule" in str(e), e
+            continue
+        got = getattr(cfg, name)
+        assert type(got) in (int, float, bool, str, type(None)) and (got == given_value or name == "lr_decay_iters")
 
 
 # ---- pairs files with random control characters ----
