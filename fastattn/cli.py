@@ -1,11 +1,12 @@
 """The command line: `fastattn bench`, `fastattn prepare`, `fastattn train`, `fastattn sample`,
-`fastattn attention-map`, `fastattn embed`, `fastattn train-seq2seq` and `fastattn translate`
-(also `python -m fastattn ...`).
+`fastattn attention-map`, `fastattn embed`, `fastattn train-seq2seq`, `fastattn translate` and
+`fastattn launch` (also `python -m fastattn ...`).
 
     fastattn bench --quick
     fastattn train --data input.txt --out out-shakespeare-char
     fastattn prepare --data input.txt --out data-bpe --tokenizer bpe --vocab-size 512
     mpiexec -n 2 fastattn train --data data-bpe --out out-bpe --config train.toml
+    fastattn launch -n 2 --mpiexec mpiexec.gforker train --data data-bpe --out out-bpe   # status 1 if a rank dies
     fastattn sample --checkpoint out-shakespeare-char --prompt "ROMEO:" --max-new-tokens 500
     fastattn attention-map --checkpoint out-shakespeare-char --prompt "ROMEO:" --layer 3 --all-heads --out map.png
     fastattn embed --model all-MiniLM-L6-v2 < lines.txt > vectors.npy
