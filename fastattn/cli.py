@@ -100,11 +100,13 @@ def _parser():
 
     from fastattn.training.trainer import TrainConfig
     p = sub.add_parser("prepare", help="tokenize a text file into train.bin / val.bin for `fastattn train`",
-                       description="Tokenize a UTF-8 text file and write DIR/train.bin (its first 90%% of "
+                       description="Tokenize a UTF-8 text file and write DIR/train.bin (its first 90% of "
                        "tokens) and DIR/val.bin (the rest) as uint16 (uint32 above 65,535 tokens), with "
                        "DIR/meta.json and the tokenizer: nanoGPT's prepare.py layout. `fastattn train "
                        "--data DIR` reads them through np.memmap.")
-    p.add_argument("--data", required=True, help="UTF-8 text file")
+    p.add_argument("--data", required=True,
+                   help="UTF-8 text file, or 'shakespeare': Tiny Shakespeare, which ships with fastattn "
+                        "(a file or directory of that name wins)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tokenizer", default="char",
                    help="'char' (the text's characters), 'bpe' (a byte-level BPE trained on the text, "
@@ -119,7 +121,8 @@ def _parser():
                        "DIR/metrics.jsonl and DIR/config.json (the settings); the last line printed "
                        "is 'final: step N train_loss X val_loss Y'.")
     _add_training_flags(p, "UTF-8 text file (its characters are the tokens, unless --init-from brings a "
-                           "tokenizer) or a directory from `fastattn prepare`", TrainConfig, _TRAIN_HELP,
+                           "tokenizer), a directory from `fastattn prepare`, or 'shakespeare': Tiny "
+                           "Shakespeare, which ships with fastattn (a file or directory of that name wins)", TrainConfig, _TRAIN_HELP,
                         extra=_init_and_config_flags, under_mpi=True)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint",

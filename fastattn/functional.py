@@ -21,6 +21,16 @@ import numpy as np
 
 from fastattn import _backend
 
+__all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_backward", "attention_weights",
+           "masked_softmax", "masked_softmax_backward", "softmax", "layer_norm", "layer_norm_backward",
+           "gelu", "gelu_backward", "relu", "relu_backward", "cross_entropy", "cross_entropy_backward",
+           "adamw_step", "linear", "linear_gelu", "linear_backward"]
+
+
+def __dir__():
+    """dir(F): the kernels only, not the modules this file imports (np, numbers, _backend)."""
+    return sorted(__all__)
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 

@@ -158,9 +158,20 @@ def test_public_surface():
                                      "AdamW", "clip_grad_norm_", "CharTokenizer", "PretrainedTokenizer",
                                      "load_tokenizer", "Checkpoint",
                                      "save_checkpoint", "load_checkpoint", "TrainConfig", "train",
-                                     "BertConfig", "Encoder", "SentenceEncoder", "embed", "Seq2SeqTransformer"}
+                                     "BertConfig", "Encoder", "SentenceEncoder", "embed", "Seq2SeqTransformer",
+                                     "datasets"}
     for name in ("scaled_dot_product_attention", "masked_softmax", "softmax", "layer_norm", "gelu"):
         assert callable(getattr(F, name))
+
+
+def test_dir_of_functional_is_its_kernels():
+    """dir(F) lists the kernels (every public function defined in functional.py), not the modules
+    it imports (np, numbers, _backend)."""
+    import inspect
+    defined = {n for n, f in inspect.getmembers(F, inspect.isfunction)
+               if f.__module__ == F.__name__ and not n.startswith("_")}
+    assert set(dir(F)) == set(F.__all__) == defined
+    assert {"relu", "relu_backward", "linear"} <= defined
 
 
 @pytest.mark.parametrize("name", fastattn.available_backends())

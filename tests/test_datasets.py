@@ -151,3 +151,34 @@ def test_a_dataset_of_another_tokenizer_is_refused_on_resume(corpus_file, tmp_pa
     prepare(other, tmp_path / "d")
     with pytest.raises(ValueError, match="was prepared with another tokenizer"):
         train(str(tmp_path / "d"), tmp_path / "o", resume=True, progress=False, max_iters=9)
+
+
+def test_tiny_shakespeare_ships_with_the_package(tmp_path, monkeypatch, capsys):
+    import fastattn
+    text = fastattn.datasets.shakespeare()
+    assert len(text) == 1_115_394 and len(set(text)) == 65
+    assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
+    assert dir(fastattn.datasets) == ["NAMES", "shakespeare"]
+    # --data shakespeare: prepare writes its 90% / 10% split, as of a file holding the text
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare", "--data", "shakespeare", "--out", "d"]) == 0
+    tok = CharTokenizer.from_text(text)
+    n = int(0.9 * len(text))
+    assert tok.decode(np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)) == text[:n]
+    splits, read_tok = load_splits("shakespeare", block_size=16)
+    assert read_tok == tok and tok.decode(splits["val"]) == text[n:]
+    # a file of that name wins over the packaged text
+    (tmp_path / "shakespeare").write_text("to be or not to be, " * 10)
+    splits, read_tok = load_splits("shakespeare", block_size=16)
+    assert read_tok.vocab_size == len(set("to be or not to be, "))
+
+
+def test_pyproject_ships_the_compressed_text():
+    """`pip install .` puts fastattn/datasets/*.txt.gz in the package (pyproject's package-data)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as f:
+        pyproject = f.read()
+    section = pyproject[pyproject.index("[tool.setuptools.package-data]"):]
+    assert '"fastattn.datasets" = ["*.txt.gz"]' in section.split("\n[")[0]
+    import fastattn
+    assert os.path.isfile(os.path.join(os.path.dirname(fastattn.datasets.__file__), "tinyshakespeare.txt.gz"))

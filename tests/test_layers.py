@@ -12,7 +12,7 @@ PACKAGE = os.path.dirname(os.path.abspath(fastattn.__file__))
 # layer or lower ones
 LAYERS = {
     "_backend": 0, "_build_info": 0, "_threads": 0, "reference": 0, "_compiled": 0, "functional": 0,
-    "io": 1, "nn": 1, "optim": 1,
+    "io": 1, "datasets": 1, "nn": 1, "optim": 1,
     "models": 2,
     "training": 3, "inference": 3,
     "bench": 4, "cli": 4, "__main__": 4, "__init__": 4,
