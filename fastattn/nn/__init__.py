@@ -28,7 +28,8 @@ from fastattn.nn.attention import MultiheadAttention
 from fastattn.nn.transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
                                      TransformerEncoderLayer)
 from fastattn.nn.positional import PositionalEncoding
+from fastattn.nn.loss import CrossEntropyLoss
 
 __all__ = ["Module", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "ReLU", "GELU", "Sequential",
            "ModuleList", "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer",
-           "TransformerEncoder", "TransformerDecoder", "Transformer", "PositionalEncoding"]
+           "TransformerEncoder", "TransformerDecoder", "Transformer", "PositionalEncoding", "CrossEntropyLoss"]
