@@ -60,7 +60,8 @@ def test_train_then_sample(corpus_file, tmp_path, capsys):
      "block_size 64 does not fit the data"),
     ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o", "--resume", "--n-layer", "3"],
      "from another config: n_layer is 1 there, 3 was asked"),
-    ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o"], "already holds a checkpoint"),
+    ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o"],
+     "already holds a checkpoint: pass --resume (resume=True in Python) to continue it"),
     (None, ["sample", "--checkpoint", "{tmp}"], "holds no checkpoint: neither best.npz/ckpt.npz (fastattn train) "
      "nor config.json + model.safetensors (Hugging Face)"),
     (None, ["sample", "--checkpoint", "{tmp}/gpt2"], "gpt2: no such directory; fastattn never downloads: pass a "

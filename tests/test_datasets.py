@@ -182,3 +182,50 @@ def test_pyproject_ships_the_compressed_text():
     assert '"fastattn.datasets" = ["*.txt.gz"]' in section.split("\n[")[0]
     import fastattn
     assert os.path.isfile(os.path.join(os.path.dirname(fastattn.datasets.__file__), "tinyshakespeare.txt.gz"))
+
+
+def _nanogpt_prepare(text, out):
+    """What nanoGPT's data/shakespeare_char/prepare.py writes (written here, as it does it)."""
+    import pickle
+    chars = sorted(set(text))
+    stoi, itos = {ch: i for i, ch in enumerate(chars)}, {i: ch for i, ch in enumerate(chars)}
+    n = len(text)
+    os.makedirs(out)
+    np.array([stoi[c] for c in text[:int(n * 0.9)]], dtype=np.uint16).tofile(os.path.join(out, "train.bin"))
+    np.array([stoi[c] for c in text[int(n * 0.9):]], dtype=np.uint16).tofile(os.path.join(out, "val.bin"))
+    with open(os.path.join(out, "meta.pkl"), "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
+
+
+def test_nanogpts_own_prepare_directories_train(corpus_file, tmp_path):
+    """nanoGPT's prepare.py layout: train.bin / val.bin without meta.json, the vocabulary in meta.pkl."""
+    text = corpus_file.read_text()
+    _nanogpt_prepare(text, str(tmp_path / "shakespeare_char"))
+    splits, tok = load_splits(str(tmp_path / "shakespeare_char"), block_size=16)
+    assert tok == CharTokenizer.from_text(text) and tok.decode(splits["val"][:]) == text[int(0.9 * len(text)):]
+    train(str(tmp_path / "shakespeare_char"), tmp_path / "from_nanogpt", progress=False, log=lambda s: None, **TINY)
+    train(corpus_file, tmp_path / "from_text", progress=False, log=lambda s: None, **TINY)
+    assert curve(tmp_path / "from_nanogpt") == curve(tmp_path / "from_text")
+
+
+def test_a_nanogpt_directory_without_a_vocabulary(tmp_path):
+    import pickle
+    d = tmp_path / "owt"
+    d.mkdir()
+    (np.arange(100, dtype=np.uint16) % 7).tofile(d / "train.bin")
+    (np.arange(40, dtype=np.uint16) % 7).tofile(d / "val.bin")
+    with pytest.raises(ValueError, match="no meta.json, meta.pkl or tokenizer.json, so its vocabulary is unknown"):
+        read_token_dir(str(d))
+    splits, tok = read_token_dir(str(d), CharTokenizer("abcdefg"))  # the model's tokenizer (--init-from)
+    assert tok == CharTokenizer("abcdefg") and len(splits["train"]) == 100
+    with pytest.raises(ValueError, match=r"token 6 at position 6 is outside the vocabulary \[0, 5\)"):
+        read_token_dir(str(d), CharTokenizer("abcde"))
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("echo ran > ran.txt",))
+    with open(d / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": 7, "itos": Boom()}, f)
+    with pytest.raises(ValueError, match="meta.pkl as nanoGPT's meta.pkl .*never runs a pickle's code"):
+        read_token_dir(str(d))
+    assert not os.path.exists("ran.txt") and not (d / "ran.txt").exists()

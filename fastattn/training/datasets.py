@@ -77,7 +77,7 @@ def load_splits(data_path, block_size, tokenizer=None, source=None):
     directory brings its own, which must equal `tokenizer` when one is given (source: what it came
     from, for the error message)."""
     if os.path.isdir(data_path):
-        splits, own = read_token_dir(data_path)
+        splits, own = read_token_dir(data_path, tokenizer)
         if tokenizer is not None and own != tokenizer:
             raise ValueError(f"{data_path} was prepared with another tokenizer ({own!r}) than the one of "
                              f"{source} ({tokenizer!r}): the data must be tokenized with the model's tokenizer")

@@ -178,8 +178,8 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
     else:
         cfg = Seq2SeqTrainConfig(**settings)
         if os.path.exists(ckpt_path):
-            raise ValueError(f"{out_dir} already holds a checkpoint: pass resume to continue it, or "
-                             "choose another output directory")
+            raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume (resume=True in Python) "
+                             "to continue it, or choose another output directory")
         src_vocab, tgt_vocab = _vocabularies(cfg, train_text)
         model = Seq2SeqTransformer(src_vocab.vocab_size, tgt_vocab.vocab_size, cfg.d_model, cfg.nhead,
                                    cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.dim_feedforward,
@@ -223,6 +223,7 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
         while step < cfg.max_iters:
             if step % cfg.eval_interval == 0 and record is None:
                 record = evaluate_and_save(step)
+                bar.unpause()  # the bar's rate and ETA count iterations, not the evaluation's time
             batch = make_batch([train_pairs[i] for i in batch_rng.integers(0, len(train_pairs), cfg.batch_size)])
             loss = train_step(model, optimizer, batch, lr_at(step), cfg.label_smoothing)
             if not math.isfinite(loss):

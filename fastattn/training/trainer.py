@@ -356,8 +356,8 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
     else:
         cfg = TrainConfig(**settings)
         if os.path.exists(ckpt_path):
-            raise ValueError(f"{out_dir} already holds a checkpoint: pass resume to continue it, or "
-                             "choose another output directory")
+            raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume (resume=True in Python) "
+                             "to continue it, or choose another output directory")
         if init_from is not None:
             model, tokenizer = _initial_model(init_from)
             shape = {name: getattr(model.config, name) for name in MODEL_SHAPE}
@@ -416,6 +416,7 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
         while step < cfg.max_iters:
             if step % cfg.eval_interval == 0 and record is None:
                 record = evaluate_and_save(step)
+                bar.unpause()  # the bar's rate and ETA count iterations, not the evaluation's time
             t_iter = time.perf_counter()
             loss = train_step(model, optimizer, micro_batches(model, splits["train"], cfg, step, mine),
                               get_lr(step, cfg), cfg.grad_clip, world, grads)
