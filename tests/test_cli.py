@@ -169,6 +169,25 @@ def test_bench_command_from_the_clone_root(tmp_path):
         assert table["rows"][0]["compiled_ms"] > 0 and "compiled backend: OpenMP" in done.stdout
 
 
+def test_bench_quick_takes_short_pauses(monkeypatch):
+    """--quick (the README's first command) pauses QUICK_SETTLE_S before each timing and needs
+    QUICK_MIN_TIME_S per cell, not the full table's SETTLE_S and MIN_TIME_S."""
+    from fastattn import bench
+    seen = []
+
+    def record(fns, repeat, budget_s=bench.BUDGET_S, settle_s=bench.SETTLE_S, min_time_s=bench.MIN_TIME_S):
+        seen.append((settle_s, min_time_s))
+        return {name: (1.0, 1) for name in fns}
+
+    monkeypatch.setattr(bench, "medians_ms", record)
+    bench.run(1, 1, quick=True, only="gelu (1024", out=lambda line: None)
+    assert seen and set(seen) == {(bench.QUICK_SETTLE_S, bench.QUICK_MIN_TIME_S)}
+    assert bench.QUICK_SETTLE_S < bench.SETTLE_S and bench.QUICK_MIN_TIME_S < bench.MIN_TIME_S
+    seen.clear()
+    bench.run(1, 1, quick=False, only="gelu (32768", out=lambda line: None)
+    assert seen and set(seen) == {(bench.SETTLE_S, bench.MIN_TIME_S)}
+
+
 def test_bench_module_keeps_working(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fastattn.bench", "--help"], capture_output=True, text=True,
                           cwd=tmp_path)
