@@ -102,7 +102,7 @@ def main():
     with open(os.path.join(args.model, "config.json")) as f:
         c = json.load(f)
     H, inner, L = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
-    real = sum(len(ids) for ids in fastattn.SentenceEncoder(args.model).tokenize(texts))
+    real = int(fastattn.SentenceEncoder(args.model).tokenize(texts)["attention_mask"].sum())
     flops_qkv, flops_rest = L * 2 * 3 * H * H, L * 2 * (H * H + 2 * H * inner)  # per token
     os.system("lscpu | grep -m1 'Model name'")
     print(f"# {args.threads} threads, {len(texts)} texts ({source}), {real} real tokens")

@@ -263,7 +263,7 @@ def minilm(args, built):
     if installed(args, "fastattn"):
         model = fastattn.SentenceEncoder(model_dir)
         engines["fastattn"] = lambda t: model.encode(t, batch_size=batch)
-        lengths["fastattn"] = [len(i) for i in model.tokenize(texts)]
+        lengths["fastattn"] = list(model.tokenize(texts)["attention_mask"].sum(axis=1))
     if installed(args, "torch", "torch", "sentence_transformers"):
         from sentence_transformers import SentenceTransformer
         st = SentenceTransformer(model_dir, device="cpu")

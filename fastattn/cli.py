@@ -171,8 +171,8 @@ def _parser():
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.add_argument("--out", help="the .npy file to write (default: stdout, which must not be a terminal)")
     p.add_argument("--no-normalize", action="store_true",
-                   help="keep the pooled vectors' lengths (unless the model's modules.json has a Normalize "
-                        "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
+                   help="keep the pooled vectors' lengths (an error for a model whose modules.json has a "
+                        "Normalize module, as all-MiniLM-L6-v2's has: its vectors are unit length)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows from 1000 lines)")
     p.add_argument("--out-dir", metavar="DIR",
                    help="instead of one .npy: write each batch's vectors to DIR/shard-NNNNN.npy as it "
@@ -499,6 +499,9 @@ def _embed(args):
     try:
         # with a scheduler, the workers load the weights; here only the tokenizer and config
         model = SentenceEncoder._without_weights(args.model) if client else SentenceEncoder(args.model)
+        if args.no_normalize and model.normalized:
+            raise ValueError(f"--no-normalize: {args.model}'s modules.json has a Normalize module, so its vectors "
+                             "are unit length (as sentence-transformers gives them); drop --no-normalize")
         if args.out_dir:
             _write_shards(model, texts, args, client, progress)
             return
