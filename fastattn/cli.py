@@ -257,9 +257,12 @@ def _add_seq2seq_commands(sub):
     p = sub.add_parser("train-seq2seq", help="train an encoder-decoder Transformer on source<TAB>target pairs",
                        description="Train a Seq2SeqTransformer (\"Attention Is All You Need\") on a UTF-8 file "
                        "of source<TAB>target lines; the last 10% validate. Writes DIR/ckpt.npz (latest state, "
-                       "for --resume), DIR/best.npz (best val loss) and DIR/metrics.jsonl; the last line printed "
-                       "is 'final: step N train_loss X val_loss Y'.")
-    _add_training_flags(p, "UTF-8 file, one source<TAB>target pair a line", Seq2SeqTrainConfig, _SEQ2SEQ_HELP)
+                       "for --resume), DIR/best.npz (best val loss), DIR/metrics.jsonl and DIR/config.json (the "
+                       "settings, a --config file); the last line printed is 'final: step N train_loss X val_loss Y'.")
+    _add_training_flags(p, "UTF-8 file, one source<TAB>target pair a line", Seq2SeqTrainConfig, _SEQ2SEQ_HELP,
+                        extra=lambda p: p.add_argument(
+                            "--config", help="JSON or TOML (.toml) file of settings named as Seq2SeqTrainConfig's "
+                                             "fields (d_model, ...); flags given here override it"))
 
     p = sub.add_parser("translate", help="decode each line of stdin with a train-seq2seq checkpoint",
                        description="Read one source a line on stdin and write its output, one line each, to "
@@ -271,6 +274,9 @@ def _add_seq2seq_commands(sub):
     p.add_argument("--length-penalty", type=float, default=0.6,
                    help="alpha of GNMT's length penalty ((5 + length) / 6)^alpha (default: %(default)s)")
     p.add_argument("--max-len", type=int, help="most output tokens (default: 2 x the source's + 10)")
+    p.add_argument("--replace-unknown", action="store_true",
+                   help="decode a character outside the model's source vocabulary as <unk>, with a warning "
+                        "on stderr (default: such a line is an error)")
     _add_runtime_flags(p)
 
 
@@ -306,8 +312,10 @@ def _train(args):
 
 def _train_seq2seq(args):
     from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig, train_seq2seq
+    from fastattn.training.trainer import read_config_file
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Seq2SeqTrainConfig) if hasattr(args, f.name)}
-    settings = {**_preset(args, "SEQ2SEQ_PRESETS"), **settings}
+    from_file = read_config_file(args.config, Seq2SeqTrainConfig) if args.config else {}
+    settings = {**_preset(args, "SEQ2SEQ_PRESETS"), **from_file, **settings}
     from tqdm import tqdm
     record = train_seq2seq(args.data, args.out, resume=args.resume, progress=not args.no_progress,
                            log=tqdm.write, **settings)
@@ -335,7 +343,19 @@ def _translate(args):
     lines = text.split("\n")  # (as embed: "\n" alone ends a line)
     if lines[-1] == "":
         lines.pop()
-    sources = [ckpt.src_vocab.encode(line.rstrip("\r")) for line in lines]
+    lines = [line.rstrip("\r") for line in lines]
+    unknown = {i: ckpt.src_vocab.unknown(line) for i, line in enumerate(lines)}
+    unknown = {i: where for i, where in unknown.items() if where}
+    if unknown:
+        i, where = next(iter(unknown.items()))
+        first = f"line {i + 1}: character {lines[i][where[0]]!r} at position {where[0]} is not in the model's source vocabulary"
+        if not args.replace_unknown:
+            raise ValueError(f"{first} (pass --replace-unknown to decode such characters as <unk>)")
+        chars = sorted({lines[i][p] for i, where in unknown.items() for p in where})
+        count = sum(len(where) for where in unknown.values())
+        print(f"fastattn translate: warning: {count} character(s) on {len(unknown)} line(s) are not in the model's "
+              f"source vocabulary, decoded as <unk>: {''.join(chars)!r} ({first})", file=sys.stderr)
+    sources = [ckpt.src_vocab.encode(line) for line in lines]
     limit = model.config["max_len"]
     for i, ids in enumerate(sources):
         if len(ids) > limit:

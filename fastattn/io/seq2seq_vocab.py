@@ -56,6 +56,13 @@ class Seq2SeqVocab:
         n = len(self.chars) if self._tok is None else self._tok.vocab_size
         return len(SPECIALS) + n
 
+    def unknown(self, text):
+        """The positions of text's characters outside a character vocabulary (those encode makes
+        UNK); [] for a tokenizer.json vocabulary, whose tokenizer covers any text its own way."""
+        if self._tok is not None:
+            return []
+        return [i for i, c in enumerate(text) if c not in self._stoi]
+
     def encode(self, text):
         """str -> int64 ids; a character outside a character vocabulary is UNK."""
         if not isinstance(text, str):

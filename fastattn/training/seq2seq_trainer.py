@@ -18,6 +18,7 @@ out/metrics.jsonl, the whole state to out/ckpt.npz (for resume) and the best wei
 validation loss to out/best.npz, as `fastattn train` does (fastattn/training/trainer.py).
 """
 import dataclasses
+import json
 import math
 import os
 import time
@@ -188,6 +189,8 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
     train_pairs, val_pairs = _encode(train_text, src_vocab, tgt_vocab), _encode(val_text, src_vocab, tgt_vocab)
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_temporaries(out_dir)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:  # itself a --config file: repeats the run
+        json.dump(dataclasses.asdict(cfg), f, indent=1)
 
     optimizer = AdamW(model.parameters(), lr=0.0, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.0)
     batch_rng = np.random.default_rng([cfg.seed, 0])

@@ -92,6 +92,8 @@ class TrainConfig:
 
 def _kind(field):
     default = field.default
+    if field.type in (str, "str") and "choices" not in field.metadata:  # a path, e.g. seq2seq's tokenizer
+        return "a str or null", lambda v: v is None or isinstance(v, str)
     if isinstance(default, str):
         return f"one of {', '.join(field.metadata['choices'])}", lambda v: v in field.metadata["choices"]
     if isinstance(default, bool):
@@ -103,13 +105,14 @@ def _kind(field):
     return "an int", lambda v: isinstance(v, int) and not isinstance(v, bool)
 
 
-def check_settings(settings, where):
-    """ValueError unless settings (a dict) holds TrainConfig field names only, each with a value
-    of its type; `where` names the source in the message."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+def check_settings(settings, where, config_class=None):
+    """ValueError unless settings (a dict) holds config_class's (default: TrainConfig's) field
+    names only, each with a value of its type; `where` names the source in the message."""
+    config_class = TrainConfig if config_class is None else config_class
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
     unknown = sorted(set(settings) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown settings {unknown}; the settings are TrainConfig's fields: "
+        raise ValueError(f"{where}: unknown settings {unknown}; the settings are {config_class.__name__}'s fields: "
                          f"{', '.join(fields)}")
     for name, value in settings.items():
         kind, fits = _kind(fields[name])
@@ -118,9 +121,10 @@ def check_settings(settings, where):
     return dict(settings)
 
 
-def read_config_file(path):
-    """TrainConfig settings (a dict) from a JSON file, or a TOML one (by its .toml suffix; tomllib,
-    Python 3.11+, or the tomli package). Unknown keys and values of the wrong type: ValueError."""
+def read_config_file(path, config_class=None):
+    """config_class's (default: TrainConfig's) settings, a dict, from a JSON file, or a TOML one
+    (by its .toml suffix; tomllib, Python 3.11+, or the tomli package). Unknown keys and values of
+    the wrong type: ValueError."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -147,7 +151,7 @@ def read_config_file(path):
             raise ValueError(f"{path} is not JSON ({e}); a TOML config needs the .toml suffix") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold one table (a JSON object) of settings, got {type(data).__name__}")
-    return check_settings(data, path)
+    return check_settings(data, path, config_class)
 
 
 def get_lr(it, cfg):
