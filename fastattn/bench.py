@@ -327,7 +327,7 @@ def _format_row(cells):
 
 
 def markdown(info, rows):
-    """The table as Markdown (for the README)."""
+    """The table as Markdown (as in docs/performance.md)."""
     lines = [f"{info['cpu']}, {info['logical_cores']} logical cores, {info['threads']} threads "
              f"(OpenMP {'on' if info['openmp'] else 'off'}), linear products on {info['gemm']}, "
              f"numpy {info['numpy']}, scipy {info['scipy']}, "

@@ -94,7 +94,7 @@ def _parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     from fastattn import bench
-    p = sub.add_parser("bench", help="time the kernels: reference, compiled and PyTorch (the README's table)",
+    p = sub.add_parser("bench", help="time the kernels: reference, compiled and PyTorch (docs/performance.md's table; --quick: seconds)",
                        description=f"{bench.DESCRIPTION} The same as `python -m fastattn.bench`.")
     bench.add_arguments(p)
 

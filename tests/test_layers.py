@@ -1,6 +1,6 @@
 """The package's folders are its layers, and imports point down them, never back up nor in a
-circle (README "Layout"). Read from the source with ast, so a late import inside a function
-counts as much as one at the top of a file."""
+circle (docs/development.md, "Layout"). Read from the source with ast, so a late import inside a
+function counts as much as one at the top of a file."""
 import ast
 import os
 
@@ -51,7 +51,7 @@ def _layer(name):
 
 def test_every_module_has_a_layer():
     unknown = sorted(n for n in _modules() if n != "fastattn" and n.split(".")[1] not in LAYERS)
-    assert not unknown, f"modules in no layer of LAYERS (add their folder there and to the README): {unknown}"
+    assert not unknown, f"modules in no layer of LAYERS (add their folder there and to "Layout" in docs/development.md): {unknown}"
 
 
 def test_imports_point_down():

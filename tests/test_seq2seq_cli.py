@@ -226,3 +226,25 @@ def test_checkpoint_round_trip_and_a_config_that_does_not_fit(tmp_path):
     _write(tmp_path / "bad.npz", header, {})
     with pytest.raises(ValueError, match="the arrays do not fit its config"):
         load_seq2seq_checkpoint(tmp_path / "bad.npz")
+
+
+def test_the_progress_bar_does_not_count_the_evaluation_as_an_iteration(tmp_path, capsys, monkeypatch):
+    """The step-0 evaluation (here made to take 1.5 s) is not in the bar's time, rate or ETA."""
+    import time
+
+    from fastattn.training import seq2seq_trainer
+    real, calls = seq2seq_trainer.mean_loss, []
+
+    def slow_first(model, pairs, batch_size):
+        if not calls:
+            time.sleep(1.5)
+        calls.append(1)
+        return real(model, pairs, batch_size)
+
+    monkeypatch.setattr(seq2seq_trainer, "mean_loss", slow_first)
+    data = _pairs_file(tmp_path / "pairs.tsv", 30)
+    seq2seq_trainer.train_seq2seq(data, tmp_path / "o", progress=True, log=lambda s: None, max_iters=4,
+                                  eval_interval=100, d_model=16, nhead=2, num_encoder_layers=1,
+                                  num_decoder_layers=1, dim_feedforward=32, batch_size=4, eval_pairs=4, warmup=2)
+    bars = [part for part in capsys.readouterr().err.replace("\r", "\n").split("\n") if "4/4" in part]
+    assert bars and all("[00:00<00:00" in bar for bar in bars), bars
