@@ -51,8 +51,8 @@ def _layer(name):
 
 def test_every_module_has_a_layer():
     unknown = sorted(n for n in _modules() if n != "fastattn" and n.split(".")[1] not in LAYERS)
-    assert not unknown, f"modules in no layer of LAYERS (add their folder there and to "Layout" in "
-                        f"docs/development.md): {unknown}"
+    assert not unknown, ("modules in no layer of LAYERS (add their folder there and to 'Layout' in "
+                         f"docs/development.md): {unknown}")
 
 
 def test_imports_point_down():
