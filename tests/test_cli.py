@@ -169,6 +169,14 @@ def test_bench_command_from_the_clone_root(tmp_path):
         assert table["rows"][0]["compiled_ms"] > 0 and "compiled backend: OpenMP" in done.stdout
 
 
+def test_help_texts_show_percent_signs_once(capsys):
+    """argparse formats a help string with %: "90%%" in a description would print as is."""
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    out = capsys.readouterr().out
+    assert "first 90% of" in " ".join(out.split()) and "%%" not in out
+
+
 def test_bench_quick_takes_short_pauses(monkeypatch):
     """--quick (the README's first command) pauses QUICK_SETTLE_S before each timing and needs
     QUICK_MIN_TIME_S per cell, not the full table's SETTLE_S and MIN_TIME_S."""

@@ -239,3 +239,18 @@ def test_ci_installs_and_tests_as_the_readme_says():
     ci_part = ci[ci.index('# --- README: "Run the tests" ---'):].split("\n")[1:]
     want = [line for line in block.split("\n") if line.strip()]
     assert [line for line in ci_part if line.strip()][:len(want)] == want
+
+
+def test_the_manual_lists_every_public_function_and_module():
+    """docs/kernels.md's table names every function of fastattn.functional, docs/nn.md every module
+    of fastattn.nn."""
+    from fastattn import functional as F
+    from fastattn import nn
+    with open(os.path.join(ROOT, "docs", "kernels.md"), encoding="utf-8") as f:
+        kernels = f.read()
+    missing = [name for name in F.__all__ if f"`F.{name}(" not in kernels]
+    assert not missing, f"docs/kernels.md does not list {missing}"
+    with open(os.path.join(ROOT, "docs", "nn.md"), encoding="utf-8") as f:
+        modules = f.read()
+    missing = [name for name in nn.__all__ if f"`{name}`" not in modules]
+    assert not missing, f"docs/nn.md does not list {missing}"
