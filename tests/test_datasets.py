@@ -214,7 +214,7 @@ def test_a_nanogpt_directory_without_a_vocabulary(tmp_path):
     d.mkdir()
     (np.arange(100, dtype=np.uint16) % 7).tofile(d / "train.bin")
     (np.arange(40, dtype=np.uint16) % 7).tofile(d / "val.bin")
-    with pytest.raises(ValueError, match="no meta.json, meta.pkl or tokenizer.json, so its vocabulary is unknown"):
+    with pytest.raises(ValueError, match="no meta.json, so its vocabulary is unknown: a `fastattn prepare` that did not finish"):
         read_token_dir(str(d))
     splits, tok = read_token_dir(str(d), CharTokenizer("abcdefg"))  # the model's tokenizer (--init-from)
     assert tok == CharTokenizer("abcdefg") and len(splits["train"]) == 100

@@ -60,6 +60,7 @@ def test_train_translate_and_resume(tmp_path, capsys, monkeypatch):
     assert [(r["step"], r["train_loss"], r["val_loss"]) for r in once] == \
         [(r["step"], r["train_loss"], r["val_loss"]) for r in resumed]
 
+    # (an unknown character is refused: test_translate_refuses_characters_outside_the_vocabulary)
     code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", out_dir, stdin="abc\n\nde\nea\n")
     assert code == 0, err
     lines = out.split("\n")
@@ -78,8 +79,8 @@ def test_translate_refuses_characters_outside_the_vocabulary(tmp_path, capsys, m
     assert code == 0, err
     code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", tmp_path / "o", stdin="abc\n€€€\n")
     assert code == 1 and out == ""
-    assert ("line 2: character '€' at position 0 is not in the model's source vocabulary (pass --replace-unknown "
-            "to decode such characters as <unk>)") in err and len(err.strip().splitlines()) == 1
+    assert "stdin line 2: character '€' at position 0 is not in the vocabulary of the model's sources" in err
+    assert "; pass --replace-unknown to decode such characters as <unk>" in err and len(err.strip().splitlines()) == 1
     code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", tmp_path / "o", "--replace-unknown",
                          "--beam-size", "1", stdin="abc\n€€€\nazb\n")
     assert code == 0 and out.count("\n") == 3
