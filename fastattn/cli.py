@@ -27,7 +27,9 @@ import fastattn
 from fastattn.training.checkpoint import NEVER_DOWNLOADS, checkpoint_file as _checkpoint_file  # noqa: F401
 
 _TRAIN_HELP = {
+    "arch": "gpt (nanoGPT's) or llama (RoPE, RMSNorm, SwiGLU, grouped-query; docs/llama.md)",
     "n_layer": "transformer blocks", "n_head": "attention heads", "n_embd": "channels",
+    "n_kv_head": "arch llama: key/value heads, a divisor of n_head (default: n_head)",
     "block_size": "context length (tokens)", "dropout": "dropout in train mode",
     "bias": "biases in Linear and LayerNorm layers", "batch_size": "sequences per micro-batch",
     "gradient_accumulation_steps": "micro-batches per optimizer step, on each process",
