@@ -184,3 +184,15 @@ def test_torch_twins(backend, rng):
     g3 = rng.standard_normal(q.shape)
     (tq * torch.tensor(cos) + rotated * torch.tensor(sin)).backward(torch.tensor(g3))
     np.testing.assert_allclose(F.rotary_embedding_backward(g3, cos, sin), tq.grad.numpy(), rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_mul_on_the_halves_of_one_product(backend, rng, dtype):
+    both = rng.standard_normal((3, 5, 2 * 17)).astype(dtype)
+    gate, up = both[..., :17], both[..., 17:]  # strided views, rows contiguous
+    s = sigmoid(gate)
+    oracle.assert_close(F.silu_mul(gate, up), gate * s * up, dtype, scale=np.abs(both).max() ** 2)
+    g = rng.standard_normal(gate.shape).astype(dtype)
+    dg, du = F.silu_mul_backward(g, gate, up)
+    oracle.assert_close(dg, g * up * s * (1 + gate * (1 - s)), dtype, scale=np.abs(both).max() ** 2)
+    oracle.assert_close(du, g * gate * s, dtype, scale=np.abs(both).max())

@@ -64,8 +64,7 @@ class LlamaMLP(nn.Module):
     def infer(self, x, ops):  # inference: nothing kept; gate and up from one product (..., 2I)
         I = self.gate_proj.out_features
         gate_up = ops.linear(x, self._gate_up, None)
-        a = (F.silu(gate_up[..., :I]) * gate_up[..., I:] if ops is F
-             else ops.silu_mul(gate_up[..., :I], gate_up[..., I:]))
+        a = ops.silu_mul(gate_up[..., :I], gate_up[..., I:])
         return ops.linear(a, self.down_proj.weight.data, None)
 
     def backward(self, dout):
