@@ -157,3 +157,20 @@ def test_sample_cli_with_tokenizer_json(saved, capsys):
               "--temperature", "0"])
     out = capsys.readouterr().out
     assert out.startswith("the king") and len(out.rstrip("\n")) > len("the king")
+
+
+def test_config_mapping():
+    from fastattn.models.llama_config import llama_config
+    base = dict(vocab_size=10, hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=4)
+    qwen = llama_config({**base, "model_type": "qwen2", "use_sliding_window": True, "max_window_layers": 2,
+                         "sliding_window": 5})
+    assert qwen.windows == [None, None, 5, 5] and qwen.attention_bias
+    assert llama_config({**base, "model_type": "qwen2", "sliding_window": 5}).windows == [None] * 4
+    mistral = llama_config({**base, "model_type": "mistral", "sliding_window": 5, "num_key_value_heads": 2})
+    assert mistral.windows == [5] * 4 and mistral.num_key_value_heads == 2 and not mistral.attention_bias
+    newer = llama_config({**base, "model_type": "llama", "rope_parameters": {"rope_theta": 5e5, **LLAMA3}})
+    assert newer.rope_theta == 5e5 and newer.rope_scaling["rope_type"] == "llama3"
+    for bad, match in (({"hidden_act": "gelu"}, "hidden_act"), ({"attention_bias": True}, "attention_bias"),
+                       ({"model_type": "phi3"}, "phi3"), ({"num_key_value_heads": 3}, "multiple")):
+        with pytest.raises(ValueError, match=match):
+            llama_config({**base, "model_type": "llama", **bad})
