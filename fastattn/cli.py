@@ -382,6 +382,8 @@ def _load_for_export(path):
         if kind not in ("gpt2", None):
             raise ValueError(f"{path} holds a {kind!r} model: export knows GPT-2 and BERT directories")
     model, tokenizer = _load_for_sampling(path)
+    if not isinstance(model, fastattn.GPT):
+        raise ValueError(f"{path} holds a {model.config.model_type} model: export knows GPT-2 and BERT")
     return "gpt", model, tokenizer
 
 
@@ -455,8 +457,6 @@ def _sample(args):
 def _attention_map(args):
     from fastattn.inference import attention_map
     model, tokenizer = _load_for_sampling(args.checkpoint)
-    if not isinstance(model, fastattn.GPT):
-        raise ValueError(f"{args.checkpoint} holds a {model.config.model_type} model: attention-map draws GPT checkpoints")
     cfg = model.config
     if not 0 <= args.layer < cfg.n_layer:
         raise ValueError(f"--layer must be in [0, {cfg.n_layer}), got {args.layer}")

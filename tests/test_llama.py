@@ -174,3 +174,14 @@ def test_config_mapping():
                        ({"model_type": "phi3"}, "phi3"), ({"num_key_value_heads": 3}, "multiple")):
         with pytest.raises(ValueError, match=match):
             llama_config({**base, "model_type": "llama", **bad})
+
+
+def test_attention_maps(saved):
+    kind, theirs, path = saved
+    ours = fastattn.from_pretrained(path)
+    maps = ours.attention_maps(PROMPT[:1, :12])
+    assert len(maps) == 2 and maps[0].shape == (1, 6, 12, 12)
+    np.testing.assert_allclose(maps[0].sum(axis=-1), 1, rtol=1e-5)
+    assert np.all(np.triu(maps[1][0, 0], 1) == 0)  # causal
+    if kind == "mistral":  # window 7: query 11 sees keys 5 .. 11
+        assert np.all(maps[1][0, :, 11, :5] == 0) and np.all(maps[1][0, :, 11, 5:] > 0)

@@ -239,6 +239,17 @@ class Llama(nn.Module):
         finally:
             self.train(was_training)
 
+    def attention_maps(self, idx):
+        """idx (B, T) -> one (B, H, T, T) array per layer: each head's attention weights (rows sum
+        to 1), from the rotated queries and keys the layer's forward kept. Runs in eval mode."""
+        with self._eval_mode():
+            self(idx)
+        maps = []
+        for layer in self.model.layers:
+            q, k = layer.self_attn._saved[:2]
+            maps.append(F.attention_weights(q, k, is_causal=True, enable_gqa=True, window=layer.self_attn.window))
+        return maps
+
     def _forward_cached(self, idx, positions, valid, cache, ops=F):
         """As GPT._forward_cached: idx (B, Tn) at positions (B, Tn), valid (B, Tn) False for
         left padding; keys and values appended to the cache; returns the last position's
