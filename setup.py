@@ -89,7 +89,9 @@ class BuildExt(build_ext):
             # no threads, but keep the `omp simd` reductions of row_ops_template.h vectorised
             compile_args.append("-fopenmp-simd")
         for ext in self.extensions:
-            ext.extra_compile_args = compile_args
+            # (linear_lowp's row loops must round as the reference does: no fused multiply-add)
+            ext.extra_compile_args = compile_args + (["-ffp-contract=off"] if ext.name.endswith("linear_lowp")
+                                                     and not msvc else [])
             ext.extra_link_args = link_args + ext.extra_link_args  # (onednn's own, see extensions())
         if not msvc and "-g" not in os.environ.get("CFLAGS", "").split():
             # Python's own CFLAGS carry -g: debug information for about 1.5 MB of generated C
@@ -136,7 +138,7 @@ def extensions():
             depends=sorted(str(p) for p in (HERE / SRC).glob("*.h")),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
-        if pyx.stem == "onednn":
+        if pyx.stem in ("onednn", "linear_lowp"):
             if onednn is None:
                 print("fastattn: the onednn-devel-cpu-gomp wheel is not installed: building without "
                       "the oneDNN GEMM (the linear products run on the BLAS)")

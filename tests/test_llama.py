@@ -22,7 +22,7 @@ LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_fr
 def _build(kind):
     torch.manual_seed(0)
     if kind == "llama":
-        cfg = transformers.LlamaConfig(**COMMON, tie_word_embeddings=False, rope_theta=5000.0, rope_scaling=LLAMA3)
+        cfg = transformers.LlamaConfig(**COMMON, tie_word_embeddings=False, rope_theta=5000.0, rope_scaling=dict(LLAMA3))
         model = transformers.LlamaForCausalLM(cfg)
     elif kind == "qwen2":
         cfg = transformers.Qwen2Config(**COMMON, tie_word_embeddings=True)
@@ -168,7 +168,7 @@ def test_config_mapping():
     assert llama_config({**base, "model_type": "qwen2", "sliding_window": 5}).windows == [None] * 4
     mistral = llama_config({**base, "model_type": "mistral", "sliding_window": 5, "num_key_value_heads": 2})
     assert mistral.windows == [5] * 4 and mistral.num_key_value_heads == 2 and not mistral.attention_bias
-    newer = llama_config({**base, "model_type": "llama", "rope_parameters": {"rope_theta": 5e5, **LLAMA3}})
+    newer = llama_config({**base, "model_type": "llama", "rope_parameters": {**LLAMA3, "rope_theta": 5e5}})
     assert newer.rope_theta == 5e5 and newer.rope_scaling["rope_type"] == "llama3"
     for bad, match in (({"hidden_act": "gelu"}, "hidden_act"), ({"attention_bias": True}, "attention_bias"),
                        ({"model_type": "phi3"}, "phi3"), ({"num_key_value_heads": 3}, "multiple")):

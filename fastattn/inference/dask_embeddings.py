@@ -41,10 +41,12 @@ def _loaded(load, model_dir):
     """The SentenceEncoder of model_dir in this (worker) process, loaded once; loaded again if its
     model.safetensors has changed since."""
     stamp = os.stat(os.path.join(model_dir, "model.safetensors")).st_mtime_ns
+    # (load is SentenceEncoder, or a partial of it with a compute_type: kept apart)
+    key = model_dir if isinstance(load, type) else f"{model_dir} compute_type={load.keywords['compute_type']}"
     with _LOCK:
-        kept = _LOADED.get(model_dir)
+        kept = _LOADED.get(key)
         if kept is None or kept[0] != stamp:
-            kept = _LOADED[model_dir] = (stamp, load(model_dir))
+            kept = _LOADED[key] = (stamp, load(model_dir))
         return kept[1]
 
 

@@ -23,11 +23,13 @@ does not depend on the batch it lands in (padding is masked) beyond float roundi
 With client= a dask.distributed.Client, the same batches run on its workers and give the same
 vectors, bit for bit (dask_embeddings.py, imported only then).
 """
+import functools
 import numbers
 import os
 
 import numpy as np
 
+from fastattn import _lowp
 from fastattn.models.bert import BertConfig, Encoder
 from fastattn.io.hf_files import read_json
 
@@ -96,20 +98,34 @@ def _padded(ids, rows, dtype=np.int64):
     return batch, lengths
 
 
-class SentenceEncoder:
-    """A sentence-embedding model kept loaded: SentenceEncoder(model_dir).encode(texts)."""
+def _text_list(inputs):
+    """list(inputs) for a sequence of texts; TypeError for what is not one: bytes (not text: its
+    items are ints), a dict or set (keys, in no meaningful order), None, a number."""
+    if isinstance(inputs, (bytes, bytearray, memoryview)):
+        raise TypeError(f"inputs must be a str or a list of str, got {type(inputs).__name__}: decode it to str first")
+    if isinstance(inputs, (dict, set, frozenset)) or not hasattr(inputs, "__iter__"):
+        raise TypeError(f"inputs must be a str or a list of str, got {type(inputs).__name__}")
+    return list(inputs)
 
-    def __init__(self, model_dir):
+
+class SentenceEncoder:
+    """A sentence-embedding model kept loaded: SentenceEncoder(model_dir).encode(texts).
+    compute_type: the weights' precision ("float32", "int8", "bfloat16", "int8_bfloat16" or
+    "auto"; see docs/lower-precision.md)."""
+
+    def __init__(self, model_dir, compute_type="float32"):
         self.model_dir = model_dir
-        self.encoder = Encoder.from_pretrained(model_dir)
+        self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
+        self.compute_type = getattr(self.encoder, "compute_type", "float32")
         self._configure(self.encoder.config)
 
     @classmethod
-    def _without_weights(cls, model_dir):
+    def _without_weights(cls, model_dir, compute_type="float32"):
         """The tokenizer and settings alone (config.json read, model.safetensors not): what a Dask
-        driver needs, whose workers load the weights."""
+        driver needs, whose workers load the weights (with compute_type)."""
         self = cls.__new__(cls)
         self.model_dir, self.encoder = model_dir, None
+        self.compute_type = _lowp.check_compute_type(compute_type)
         self._configure(BertConfig.from_hf(read_json(os.path.join(model_dir, "config.json"), dict)))
         return self
 
@@ -154,7 +170,7 @@ class SentenceEncoder:
                 raise TypeError("pass show_progress_bar or its older name progress, not both")
             show_progress_bar = progress
         single = isinstance(inputs, str)
-        texts = [inputs] if single else list(inputs)
+        texts = [inputs] if single else _text_list(inputs)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             kind = type(texts[bad[0]]).__name__
@@ -188,9 +204,15 @@ class SentenceEncoder:
             # shipped as uint16 ids where the vocabulary allows (BERT's 30,522): 2 bytes a token
             dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
             return dask_embeddings.embedded_batches(
-                client, type(self), os.path.abspath(self.model_dir),  # (a worker's working directory is not ours)
+                client, self._loader(), os.path.abspath(self.model_dir),  # (a worker's working directory is not ours)
                 ((rows, *_padded(ids, rows, dtype)) for rows in batches), normalize)
         return ((rows, self._forward(*_padded(ids, rows), normalize)) for rows in batches)
+
+    def _loader(self):
+        """What a Dask worker calls with the model directory to load this encoder."""
+        if self.compute_type == "float32":
+            return type(self)
+        return functools.partial(type(self), compute_type=self.compute_type)
 
     def _forward(self, batch, lengths, normalize):
         """batch (B, T) token ids, right-padded; lengths (B,) real tokens of each -> (B, dimension)

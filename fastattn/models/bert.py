@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastattn import _lowp
 from fastattn import functional as F
 from fastattn import nn
 from fastattn.nn.module import _skip_init
@@ -128,6 +129,15 @@ class _SelfAttention(nn.Module):
             layer.weight.data = self._qkv_weight[i * H:(i + 1) * H]
             layer.bias.data = self._qkv_bias[i * H:(i + 1) * H]
 
+    def _quantize_own(self, compute_type):
+        # the fused (3H, H) weight quantized as one (its rows' scales are those of q, k and v),
+        # q, k and v its row blocks again (quantize() reaches them after this: they are done)
+        H = self._qkv_weight.shape[1]
+        self._qkv_weight = _lowp.quantize(self._qkv_weight, "bfloat16" if compute_type == "bfloat16" else "int8")
+        for i, layer in enumerate((self.query, self.key, self.value)):
+            layer.weight.data = self._qkv_weight._rows(i * H, (i + 1) * H)
+            layer.weight.grad = np.zeros(0, np.float32)
+
 
 class _DenseLayerNorm(nn.Module):  # BERT's SelfOutput and Output: dense, then LayerNorm
     def __init__(self, n_in, H, eps, dtype):
@@ -186,16 +196,18 @@ class Encoder(nn.Module):
         self.eval()
 
     @classmethod
-    def from_pretrained(cls, path, dtype=np.float32):
+    def from_pretrained(cls, path, dtype=np.float32, compute_type="float32"):
         """The encoder in a Hugging Face BERT directory (config.json + model.safetensors, as
         transformers' save_pretrained writes it, or a sentence-transformers model directory).
-        Missing, unexpected or mis-shaped tensors: a ValueError naming them."""
+        Missing, unexpected or mis-shaped tensors: a ValueError naming them. compute_type: see
+        Module.quantize ("float32": the weights as stored)."""
+        _lowp.check_compute_type(compute_type)  # (before reading the weights)
         hf_config, tensors = read_hf_dir(path, _check_bert_shapes)
         config = BertConfig.from_hf(hf_config)
         weights = {(n[len("bert."):] if n.startswith("bert.") else n): a for n, a in tensors.items()}
         if len(weights) != len(tensors):
             raise ValueError("model.safetensors holds tensors both with and without the 'bert.' prefix")
-        return cls(config, weights, dtype)
+        return cls(config, weights, dtype).quantize(compute_type)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
         return self.forward(input_ids, attention_mask, token_type_ids)

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from fastattn import _lowp
 from fastattn import functional as F
 from fastattn import nn
 from fastattn.nn.module import _skip_init
@@ -169,15 +170,18 @@ class GPT(nn.Module):
         self._last = None  # what backward() needs from the last forward with targets
 
     @classmethod
-    def from_pretrained(cls, path, dtype=np.float32):
+    def from_pretrained(cls, path, dtype=np.float32, compute_type="float32"):
         """The GPT-2 in a Hugging Face model directory (config.json + model.safetensors, as
         transformers' save_pretrained writes it); see fastattn/models/gpt2_files.py. Missing,
         unexpected or mis-shaped tensors: a ValueError naming them. Its tokenizer:
-        fastattn.load_tokenizer(path)."""
+        fastattn.load_tokenizer(path). compute_type: see Module.quantize ("float32": the
+        weights as stored)."""
+        _lowp.check_compute_type(compute_type)  # (before reading the weights)
         config, state = read_gpt2_dir(path)
         model = cls(config, dtype=dtype)
         model.load_state_dict(state)  # names what is missing or mis-shaped
-        return model
+        del state
+        return model.quantize(compute_type)
 
     def __call__(self, idx, targets=None):
         return self.forward(idx, targets)

@@ -17,6 +17,11 @@ from fastattn.nn.linear import Linear
 from fastattn.nn.module import Module, Parameter, _dtype, _generator, _positive_int, _probability
 
 
+def _weight_rows(w, rows):
+    """Rows `rows` (a slice) of a projection weight: a view, also of an int8 / bfloat16 one."""
+    return w[rows] if isinstance(w, np.ndarray) else w._rows(rows.start, rows.stop)
+
+
 def _xavier_uniform(rng, shape, dtype):
     """U(-b, b), b = sqrt(6 / (fan_in + fan_out)), the fans as torch counts them."""
     receptive = int(np.prod(shape[2:], dtype=np.int64))
@@ -157,6 +162,10 @@ class MultiheadAttention(Module):
             if p is not None:  # xavier normal of a (1, 1, E) tensor: fan_in = fan_out = E
                 p.data[...] = rng.normal(0, math.sqrt(1 / self.embed_dim), p.data.shape)
 
+    def _quantize_own(self, compute_type):
+        for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            self._quantize_param(name, "bfloat16" if compute_type == "bfloat16" else "int8")
+
     @property
     def _dtype(self):
         return self.out_proj.weight.data.dtype
@@ -232,7 +241,7 @@ class MultiheadAttention(Module):
         for x, W, rows, parts in groups:
             b = self.in_proj_bias
             b = None if b is None else b.data[self._bias_rows(parts)]
-            p = F.linear(x, W.data[rows], b)
+            p = F.linear(x, _weight_rows(W.data, rows), b)
             views = self._heads(p.reshape(p.shape[:2] + (len(parts), H, hs)), bf)
             for i, part in enumerate(parts):
                 heads[part] = views[i]

@@ -63,6 +63,11 @@ class Embedding(Module):
             self.weight.data.dtype, copy=False)
         return None
 
+    def _quantize_own(self, compute_type):
+        # (rows quantized one by one: a lookup reads rows; a table tied to an output layer, as
+        # GPT's, is that layer's weight too. int8_bfloat16 keeps the tables in bfloat16.)
+        self._quantize_param("weight", "int8" if compute_type == "int8" else "bfloat16")
+
     def extra_repr(self):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}"

@@ -50,5 +50,8 @@ class Linear(Module):
             self.bias.grad += db
         return dx
 
+    def _quantize_own(self, compute_type):
+        self._quantize_param("weight", "bfloat16" if compute_type == "bfloat16" else "int8")
+
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

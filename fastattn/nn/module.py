@@ -9,6 +9,8 @@ import numbers
 
 import numpy as np
 
+from fastattn import _lowp
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -257,6 +259,38 @@ class Module:
             if name in arrays:
                 p.data[...] = arrays[name]
         return missing, unexpected
+
+    # -- lower precision ------------------------------------------------------------------------
+    def quantize(self, compute_type="int8"):
+        """Stores the weights of the linear products (and the embedding tables) in fewer bytes, in
+        place, for inference: compute_type "int8", "bfloat16", "int8_bfloat16" or "auto" (see
+        fastattn/_lowp.py; "float32" changes nothing). Each weight is converted once and its
+        float32 array let go; the module then runs forward only (backward raises). Modules
+        built of nn.Linear, nn.Embedding and nn.MultiheadAttention are covered, as
+        torch.ao.quantization.quantize_dynamic covers nn.Linear; a module with weights of its
+        own converts them in its _quantize_own. Returns the module. ValueError when this CPU
+        cannot run compute_type, TypeError for a float64 module."""
+        compute_type = _lowp.check_compute_type(compute_type)
+        if compute_type != "float32":
+            for module in self._walk():
+                module._quantize_own(compute_type)
+            object.__setattr__(self, "compute_type", compute_type)
+        return self
+
+    def _quantize_own(self, compute_type):
+        """Converts this module's own weights for compute_type (not its children's): nothing here."""
+
+    def _quantize_param(self, name, kind):
+        """Parameter `name` as a weight of kind "int8" or "bfloat16" (once: a tied Parameter that
+        another module converted already stays as it is)."""
+        p = self._parameters.get(name)
+        if p is None or isinstance(p.data, _lowp.LOW_PRECISION):
+            return
+        if p.data.dtype != np.float32:
+            raise TypeError(f"quantize: {type(self).__name__}.{name} is {p.data.dtype}; int8 and bfloat16 "
+                            "weights replace float32 ones (build the model with dtype=np.float32)")
+        p.data = _lowp.quantize(p.data, kind)
+        p.grad = np.zeros(0, np.float32)  # (no training from here: no gradient kept)
 
     # -- modes ----------------------------------------------------------------------------------
     def train(self, mode=True):

@@ -54,7 +54,10 @@ class LayerNorm(Module):
 
     def backward(self, grad_output):
         x2, mean, rstd, shape = self._take()
-        g = np.asarray(grad_output).reshape(x2.shape)
+        g = np.asarray(grad_output)
+        if g.shape != shape:
+            raise ValueError(f"LayerNorm: grad_output must have the output's shape {shape}, got {g.shape}")
+        g = g.reshape(x2.shape)
         w = None if self.weight is None else self.weight.data.reshape(-1)
         dx, dw, db = F.layer_norm_backward(g, x2, mean, rstd, w)
         if self.weight is not None:

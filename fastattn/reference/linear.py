@@ -1,7 +1,13 @@
+import numpy as np
+
 from fastattn.reference.gelu import gelu
+from fastattn.reference.linear_lowp import linear_lowp
 
 def linear(input, weight, bias=None):
-    """input (..., in) @ weight.T + bias: weight (out, in), bias (out,) -> (..., out)."""
+    """input (..., in) @ weight.T + bias: weight (out, in), bias (out,) -> (..., out). weight may
+    be an int8 or bfloat16 weight of fastattn/_lowp.py (see linear_lowp.py)."""
+    if not isinstance(weight, np.ndarray):
+        return linear_lowp(input, weight, bias)
     y = input @ weight.T
     return y if bias is None else y + bias
 

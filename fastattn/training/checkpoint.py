@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 
+from fastattn.io.atomic import named_error
 from fastattn.io.tokenizer import tokenizer_from_json
 from fastattn.models.gpt import GPT
 from fastattn.models.gpt_config import GPTConfig, parameter_shapes
@@ -39,11 +40,12 @@ class Checkpoint:
     optimizer_state: dict
     meta: dict
 
-    def build_model(self):
-        """A GPT (or Llama, for a LlamaConfig) of this config and dtype holding these weights."""
+    def build_model(self, compute_type="float32"):
+        """A GPT (or Llama, for a LlamaConfig) of this config and dtype holding these weights
+        (compute_type: their precision for inference, see Module.quantize; float32 only for a Llama)."""
         model = (Llama if isinstance(self.config, LlamaConfig) else GPT)(self.config, dtype=self.dtype)
         model.load_state_dict(self.model_state)
-        return model
+        return model.quantize(compute_type)
 
 
 def save_checkpoint(path, model, tokenizer=None, optimizer=None, step=0, meta=None):
@@ -91,6 +93,9 @@ def _write(path, header, arrays):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        raise named_error(e, path) from None  # (a full disk's error names no file)
     except BaseException:
         os.unlink(tmp)
         raise

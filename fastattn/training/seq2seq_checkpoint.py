@@ -26,15 +26,16 @@ class Seq2SeqCheckpoint:
     optimizer_state: dict
     meta: dict
 
-    def build_model(self, **overrides):
-        """The model with these weights; overrides: constructor arguments to change (dropout)."""
+    def build_model(self, compute_type="float32", **overrides):
+        """The model with these weights; overrides: constructor arguments to change (dropout).
+        compute_type: the weights' precision for inference (Module.quantize)."""
         model = Seq2SeqTransformer(**{**self.config, **overrides}, dtype=self.dtype, seed=0)
         # the file holds a tied Parameter once, under its first name; state_dict() names it under each
         first, state = {}, dict(self.model_state)
         for name, p in model.named_parameters(remove_duplicate=False):
             state.setdefault(name, state[first.setdefault(id(p), name)])
         model.load_state_dict(state)
-        return model
+        return model.quantize(compute_type)
 
 
 def save_seq2seq_checkpoint(path, model, src_vocab, tgt_vocab, optimizer=None, step=0, meta=None):

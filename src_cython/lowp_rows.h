@@ -1,0 +1,98 @@
+/* The row loops around the int8 and bfloat16 products (src_cython/linear_lowp.pyx): quantizing an
+   activation row, rounding a row to bfloat16, and the int8 epilogue. Each does exactly the float32
+   operations of fastattn/reference/linear_lowp.py, in the same order (SSE2 is part of x86-64; no
+   FMA: setup.py builds this module with -ffp-contract=off), so that the two backends agree bit
+   for bit. */
+#ifndef FASTATTN_LOWP_ROWS_H
+#define FASTATTN_LOWP_ROWS_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+/* A row whose largest |x| is below this quantizes to zeros (scale 0): 127 / amax would overflow
+   float32 below ~3.7e-37, and such a row contributes at most K * 2^-100 * max|w| anyway. */
+#define FA_INT8_TINY 7.888609052210118e-31f /* 2^-100 */
+
+/* q[k] = clip(rint(x[k] * (127 / amax)), -127, 127), amax = max_k |x[k]|; returns the row's scale
+   amax / 127 (0 for a zero or tiny row, NaN for a row holding NaN or inf: its outputs are NaN). */
+static inline float fa_quantize_row_s8(const float* x, int64_t n, int8_t* q)
+{
+    float amax = 0.0f;
+    int bad = 0;
+    for (int64_t k = 0; k < n; k++) {
+        float a = fabsf(x[k]);
+        bad |= !(a <= 3.4028234663852886e38f);  /* NaN or inf */
+        amax = a > amax ? a : amax;
+    }
+    if (bad || amax < FA_INT8_TINY) {
+        for (int64_t k = 0; k < n; k++)
+            q[k] = 0;
+        return bad ? NAN : 0.0f;
+    }
+    float inv = 127.0f / amax;
+    int64_t k = 0;
+#ifdef __SSE2__
+    __m128 vinv = _mm_set1_ps(inv), hi = _mm_set1_ps(127.0f), lo = _mm_set1_ps(-127.0f);
+    for (; k + 16 <= n; k += 16) {
+        __m128i i0 = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(x + k), vinv), lo), hi));
+        __m128i i1 = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(x + k + 4), vinv), lo), hi));
+        __m128i i2 = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(x + k + 8), vinv), lo), hi));
+        __m128i i3 = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(x + k + 12), vinv), lo), hi));
+        /* (cvtps rounds to nearest, ties to even, as np.rint; the packs cannot saturate here) */
+        _mm_storeu_si128((__m128i*)(q + k), _mm_packs_epi16(_mm_packs_epi32(i0, i1), _mm_packs_epi32(i2, i3)));
+    }
+#endif
+    for (; k < n; k++) {
+        float v = x[k] * inv;
+        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+        q[k] = (int8_t)nearbyintf(v);
+    }
+    return amax / 127.0f;
+}
+
+/* The bfloat16 nearest to x[k] (ties to even), as its 16 bits; NaN stays a (quiet) NaN. */
+static inline uint16_t fa_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline void fa_bf16_row(const float* x, int64_t n, uint16_t* out)
+{
+    for (int64_t k = 0; k < n; k++)
+        out[k] = fa_bf16(x[k]);
+}
+
+/* y[c] = float(acc[c]) * sx * sw[c] + b[c] for c < n: acc is the int32 output of the product,
+   which may be where y is (same size: each element is read before it is overwritten). b may be
+   NULL (then no addition). */
+static inline void fa_int8_epilogue_row(float* y, const int32_t* acc, float sx, const float* sw,
+                                        const float* b, int64_t n)
+{
+    int64_t c = 0;
+#ifdef __SSE2__
+    __m128 vs = _mm_set1_ps(sx);
+    for (; c + 4 <= n; c += 4) {
+        __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(_mm_loadu_si128((const __m128i*)(acc + c))), vs),
+                              _mm_loadu_ps(sw + c));
+        if (b != NULL)
+            v = _mm_add_ps(v, _mm_loadu_ps(b + c));
+        _mm_storeu_ps(y + c, v);
+    }
+#endif
+    for (; c < n; c++) {
+        int32_t a;
+        memcpy(&a, acc + c, 4);
+        float v = (float)a * sx * sw[c];
+        y[c] = b != NULL ? v + b[c] : v;
+    }
+}
+
+#endif

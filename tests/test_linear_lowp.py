@@ -1,0 +1,184 @@
+"""int8 and bfloat16 weights (fastattn/_lowp.py): the linear products on both backends against a
+float64 oracle, within bounds derived from the quantization steps, and the compiled kernels
+against the reference ones (int8: bit for bit; bfloat16: within float32 summation's bound)."""
+import numpy as np
+import pytest
+
+import fastattn
+from fastattn import _lowp
+from fastattn import functional as F
+from threads import at_thread_counts
+
+U = 2.0 ** -24  # float32's unit roundoff
+
+SHAPES = [(1, 1, 1), (1, 768, 300), (7, 13, 9), (3, 5, 130), (130, 77, 300), (64, 384, 1536), (200, 33, 65)]
+
+
+def _needs(compute_type, backend):
+    try:
+        _lowp.check_compute_type(compute_type, backend)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+
+
+def _case(rng, M, K, N, kind):
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    w = (rng.standard_normal((N, K)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    if kind == "zeros":  # a zero input row, an all-zero weight row (its scale is 0)
+        x[0] = 0
+        w[N // 2] = 0
+    elif kind == "outliers":  # one huge value in a row drowns the others (they quantize to 0)
+        x[M // 2, K // 2] = 1e6
+        w[0, K - 1] = -3e4
+    elif kind == "tiny":  # a row far below the quantization range of float32's 127 / amax
+        x[-1] *= 1e-38
+    return x, w, b
+
+
+def _int8_bound(x, w, b, q):
+    """|y - x w^T - b| for the int8 arithmetic: with sx = max|x_m| / 127 and sw the weight scales,
+    x = sx qx + ex, |ex| <= sx (1/2 + 2^-15) (the rounding to the grid, and float32's in 127 / amax
+    and x * that), w = sw qw + ew, |ew| <= sw / 2, so the product is off by at most
+    max|ex| |w|_1 + max|ew| |x^|_1, x^ = sx qx; then 4 float32 roundings of |y| (int32 -> float32,
+    the two scale products, the bias). A row with max|x| < 2^-100 quantizes to 0: |ex| <= max|x|."""
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    amax = np.abs(x64).max(axis=1)
+    ex = np.where(amax < 2.0 ** -100, amax, amax / 127 * (0.5 + 2.0 ** -15))
+    xhat_l1 = np.abs(x64).sum(axis=1) + x.shape[1] * ex
+    sw = q.scale.astype(np.float64)
+    quant = ex[:, None] * np.abs(w64).sum(axis=1)[None, :] + xhat_l1[:, None] * (sw / 2)[None, :]
+    return quant + 4 * U * (np.abs(x64) @ np.abs(w64).T + quant + np.abs(b)) + 1e-30
+
+
+def _bf16_bound(x, w, b):
+    """bfloat16 keeps 8 significant bits: |x - bf16(x)| <= 2^-8 |x|, so a product is off by at most
+    (2^-7 + 2^-16) |x| |w|; summed in float32 (K + 1 terms with the bias): gamma_{K+1} = (K + 1) u
+    / (1 - (K + 1) u) of the sum of magnitudes, then the rounding of the result."""
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    mag = np.abs(x64) @ np.abs(w64).T
+    K = x.shape[1]
+    gamma = (K + 1) * U / (1 - (K + 1) * U)
+    return (2.0 ** -7 + 2.0 ** -16) * mag + gamma * (mag * (1 + 2.0 ** -6) + np.abs(b)) + U * (mag + np.abs(b))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind", ["plain", "zeros", "outliers", "tiny"])
+@pytest.mark.parametrize("compute_type", ["int8", "bfloat16"])
+def test_matches_oracle(backend, rng, shape, kind, compute_type):
+    _needs(compute_type, backend)
+    x, w, b = _case(rng, *shape, kind)
+    q = _lowp.quantize(w, compute_type)
+    got = F.linear(x, q, b)
+    assert got.dtype == np.float32 and got.shape == (shape[0], shape[2])
+    want = x.astype(np.float64) @ w.astype(np.float64).T + b
+    bound = _int8_bound(x, w, b, q) if compute_type == "int8" else _bf16_bound(x, w, b)
+    err = np.abs(got - want)
+    assert np.all(err <= bound), f"worst error / bound {np.max(err / bound):.3g}"
+    # the bound is not vacuous: the quantization error is at least a tenth of it somewhere
+    if kind == "plain" and shape[1] > 30:
+        assert np.max(err / bound) > 0.01
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind", ["plain", "zeros", "outliers", "tiny"])
+def test_compiled_int8_is_the_reference_bit_for_bit(rng, shape, kind):
+    _needs("int8", "compiled")
+    x, w, b = _case(rng, *shape, kind)
+    q = _lowp.quantize_int8(w)
+    with fastattn.use_backend("reference"):
+        want = F.linear(x, q, b)
+        want_nobias = F.linear(x, q)
+    for got, got_nobias in at_thread_counts(lambda: (F.linear(x, q, b), F.linear(x, q))):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_nobias, want_nobias)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(1, 768, 50257)], ids=str)
+def test_compiled_bf16_against_the_reference(rng, shape):
+    _needs("bfloat16", "compiled")
+    x, w, b = _case(rng, *shape, "zeros")
+    q = _lowp.to_bfloat16(w)
+    with fastattn.use_backend("reference"):
+        want = F.linear(x, q, b)
+    xb, wb = (_lowp.bfloat16_values(_lowp.bfloat16_bits(a)).astype(np.float64) for a in (x, w))
+    K = x.shape[1]
+    gamma = (K + 1) * U / (1 - (K + 1) * U)
+    bound = gamma * (np.abs(xb) @ np.abs(wb).T + np.abs(b)) + U * np.abs(want)
+    first, second = at_thread_counts(lambda: F.linear(x, q, b))
+    np.testing.assert_array_equal(first, second)  # (the grid depends on the shapes only)
+    assert np.all(np.abs(first - want) <= bound)
+
+
+def test_nonfinite_input_rows_give_nan(backend, rng):
+    _needs("int8", backend)
+    x, w, b = _case(rng, 4, 16, 8, "plain")
+    x[1, 3] = np.inf
+    x[2, 0] = np.nan
+    y = F.linear(x, _lowp.quantize_int8(w), b)
+    assert np.isnan(y[1]).all() and np.isnan(y[2]).all() and np.isfinite(y[[0, 3]]).all()
+
+
+def test_linear_gelu_and_batch_dims(backend, rng):
+    _needs("int8", backend)
+    x = rng.standard_normal((2, 3, 24)).astype(np.float32)
+    w = rng.standard_normal((10, 24)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    q = _lowp.quantize_int8(w)
+    y = F.linear(x, q, b)
+    np.testing.assert_array_equal(y.reshape(6, 10), F.linear(x.reshape(6, 24), q, b))
+    act, pre = F.linear_gelu(x, q, b, return_pre=True)
+    np.testing.assert_array_equal(pre, y)
+    np.testing.assert_array_equal(act, F.gelu(y))
+
+
+def test_quantize_int8_rows():
+    w = np.array([[0.0, 0.0, 0.0], [1.0, -0.5, 0.25], [-254.0, 127.0, 1.0]], np.float32)
+    q = _lowp.quantize_int8(w)
+    assert q.scale[0] == 0 and not q.q[0].any()  # an all-zero row: scale 0, no NaN
+    np.testing.assert_array_equal(q.q[1], [127, -64, 32])  # (-63.5 rounds to even -64, 31.75 to 32)
+    np.testing.assert_array_equal(q.q[2], [-127, 64, 0])  # (63.5 -> 64, 0.5 -> 0)
+    assert np.all(np.abs(q.dequantize() - w) <= q.scale[:, None] / 2)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        _lowp.quantize_int8(np.array([[np.nan]], np.float32))
+
+
+def test_bfloat16_rounding():
+    x = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -0.0, np.inf, 3e38], np.float32)
+    got = _lowp.bfloat16_values(_lowp.bfloat16_bits(x))
+    # ties to even: 1 + 2^-8 -> 1, 1 + 3 * 2^-8 -> 1 + 2^-6; above the tie rounds up
+    np.testing.assert_array_equal(got[:6], np.array([1, 1, 1 + 2 ** -6, 1 + 2 ** -7, -0.0, np.inf], np.float32))
+    assert np.isnan(_lowp.bfloat16_values(_lowp.bfloat16_bits(np.array([np.nan], np.float32))))[0]
+    assert abs(got[6] - 3e38) <= 3e38 * 2 ** -8
+
+
+def test_bad_arguments(backend, rng):
+    _needs("int8", backend)
+    q = _lowp.quantize_int8(rng.standard_normal((4, 6)).astype(np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        F.linear(np.ones((2, 6)), q)
+    with pytest.raises(ValueError, match=r"\(4, 6\)"):
+        F.linear(np.ones((2, 5), np.float32), q)
+    with pytest.raises(ValueError, match="bias"):
+        F.linear(np.ones((2, 6), np.float32), q, np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="inference only"):
+        F.linear_backward(np.ones((2, 4), np.float32), np.ones((2, 6), np.float32), q)
+    assert F.linear(np.ones((0, 6), np.float32), q).shape == (0, 4)
+    with pytest.raises(ValueError, match="compute_type must be one of"):
+        _lowp.check_compute_type("int4")
+
+
+def test_cpu_and_engine_errors(monkeypatch):
+    pytest.importorskip("fastattn._compiled.linear_lowp")
+    from fastattn._compiled import _gemm_engine
+
+    assert _lowp.check_compute_type("int8", "reference") == "int8"  # (NumPy runs anywhere)
+    monkeypatch.setattr(_gemm_engine._lib, "dnnl_get_effective_cpu_isa", lambda: 0x27)  # avx512_core
+    with pytest.raises(ValueError, match="AVX512-VNNI or AVX-VNNI"):
+        _lowp.check_compute_type("int8", "compiled")
+    with pytest.raises(ValueError, match="AVX512-BF16 or AMX-BF16"):
+        _lowp.check_compute_type("bfloat16", "compiled")
+    assert _lowp.check_compute_type("auto", "compiled") == "float32"
+    monkeypatch.setattr(_gemm_engine, "ENGINE", "openblas")
+    with pytest.raises(ValueError, match="oneDNN engine"):
+        _lowp.check_compute_type("bfloat16", "compiled")

@@ -1,0 +1,134 @@
+"""Module.quantize (int8 / bfloat16 weights in the models): what is converted, what it costs in
+memory, and that the quantized models run (their products are checked in test_linear_lowp.py)."""
+import numpy as np
+import pytest
+
+import fastattn
+from fastattn import _lowp, nn
+from fastattn.models.gpt import GPT, GPTConfig
+from fastattn.models.seq2seq import Seq2SeqTransformer
+
+
+def _needs(compute_type):
+    try:
+        _lowp.check_compute_type(compute_type)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+
+
+def _gpt(seed=0):
+    return GPT(GPTConfig(block_size=32, vocab_size=97, n_layer=2, n_head=2, n_embd=32), seed=seed)
+
+
+def _weight_bytes(model):
+    return sum(p.data.nbytes for p in model.parameters())
+
+
+def _expected_bytes(model, compute_type):
+    """int8: a byte a weight and a float32 scale a row; bfloat16: 2 bytes; 1-D parameters stay float32.
+    int8_bfloat16: the embedding tables (the token table is also the LM head) in bfloat16."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    total = 0
+    for p in model.parameters():
+        if p.data.ndim == 1:
+            total += 4 * p.data.size
+        elif compute_type == "int8" or (compute_type == "int8_bfloat16" and id(p) not in tables):
+            total += p.data.size + 4 * p.data.shape[0]
+        else:
+            total += 2 * p.data.size
+    return total
+
+
+@pytest.mark.parametrize("compute_type", ["int8", "bfloat16", "int8_bfloat16"])
+def test_gpt_weights_shrink_and_stay_tied(backend, compute_type):
+    _needs(compute_type)
+    model = _gpt()
+    expected = _expected_bytes(model, compute_type)
+    idx = np.arange(24).reshape(2, 12)
+    want, _ = model(idx)
+    model.quantize(compute_type)
+    t = model.transformer
+    table = t.wte.weight.data
+    assert isinstance(table, _lowp.Int8Weight if compute_type == "int8" else _lowp.BFloat16Weight)
+    assert isinstance(t.h[0].mlp.c_fc.weight.data, _lowp.BFloat16Weight if compute_type == "bfloat16"
+                      else _lowp.Int8Weight)
+    assert t.ln_f.weight.data.dtype == np.float32  # (layer norms stay float32)
+    assert _weight_bytes(model) == expected
+    assert model.num_parameters() == _gpt().num_parameters()
+    got, _ = model(idx)
+    # (a loose sanity check: every product rounds its inputs to 8 (bfloat16) or 7 bits (int8) and
+    # the logits move by a small part of their spread; the bounds that matter are per product,
+    # in test_linear_lowp.py)
+    assert np.abs(got - want).max() < 0.05 * want.std() * np.sqrt(want.shape[-1])
+    assert model.generate(idx[:1], 4, temperature=0).shape == (1, 16)
+    model(idx, targets=idx)
+    with pytest.raises(TypeError, match="inference only"):
+        model.backward()
+
+
+def test_generation_with_and_without_cache_agree(backend):
+    _needs("int8")
+    model = _gpt(1).quantize("int8")
+    idx = np.arange(5)[None]
+    np.testing.assert_array_equal(model.generate(idx, 6, temperature=0),
+                                  model.generate(idx, 6, temperature=0, use_cache=False))
+
+
+def test_seq2seq_and_multihead_attention(backend):
+    _needs("int8")
+    from fastattn.models import seq2seq_decoding
+
+    def build():
+        return Seq2SeqTransformer(40, 41, d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=1,
+                                  dim_feedforward=64, seed=0).eval()
+    model, src = build(), np.arange(3, 12).reshape(1, 9)
+    q = build()
+    q.load_state_dict(model.state_dict())
+    q.quantize("int8")
+    assert isinstance(q.transformer.encoder.layers[0].self_attn.in_proj_weight.data, _lowp.Int8Weight)
+    want, got = model(src, src[:, :5]), q(src, src[:, :5])
+    assert np.abs(got - want).max() < 0.05 * want.std() * np.sqrt(want.shape[-1])
+    out = seq2seq_decoding.greedy(q, src, max_len=6)
+    np.testing.assert_array_equal(out[0], seq2seq_decoding.greedy(q, src, max_len=6, use_cache=False)[0])
+    seq2seq_decoding.beam_search(q, src, max_len=6)
+
+
+def test_quantize_refuses_float64_and_unknown_types():
+    with fastattn.use_backend("reference"):  # (NumPy runs int8 anywhere)
+        with pytest.raises(TypeError, match="float64"):
+            nn.Linear(4, 3, dtype=np.float64).quantize("int8")
+    with pytest.raises(ValueError, match="compute_type must be one of"):
+        nn.Linear(4, 3).quantize("fp8")
+    layer = nn.Linear(4, 3)
+    before = layer.weight.data
+    assert layer.quantize("float32").weight.data is before  # float32: nothing changes
+
+
+def test_linear_module_matches_functional(backend, rng):
+    _needs("int8")
+    layer = nn.Linear(20, 7, seed=0)
+    w = layer.weight.data.copy()
+    layer.quantize("int8")
+    x = rng.standard_normal((5, 20)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x), fastattn.functional.linear(x, _lowp.quantize_int8(w), layer.bias.data))
+
+
+def test_bert_qkv_blocks_share_the_fused_weight():
+    _needs("int8")
+    from fastattn.models.bert import BertConfig, Encoder
+
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=20, type_vocab_size=2)
+    from fastattn.models.bert import _parameter_shapes
+
+    rng = np.random.default_rng(0)
+    shapes = _parameter_shapes(cfg)
+    enc = Encoder(cfg, {n: (rng.standard_normal(s) * 0.1).astype(np.float32) for n, s in shapes.items()})
+    ids = rng.integers(0, 50, (2, 7))
+    want = enc(ids)
+    enc.quantize("int8")
+    sa = enc.encoder.layer[0].attention.self
+    assert isinstance(sa._qkv_weight, _lowp.Int8Weight)
+    assert np.shares_memory(sa.key.weight.data.q, sa._qkv_weight.q)
+    got = enc(ids)
+    assert np.abs(got - want).max() < 0.05 * want.std() * np.sqrt(want.shape[-1])
