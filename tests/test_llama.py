@@ -185,3 +185,19 @@ def test_attention_maps(saved):
     assert np.all(np.triu(maps[1][0, 0], 1) == 0)  # causal
     if kind == "mistral":  # window 7: query 11 sees keys 5 .. 11
         assert np.all(maps[1][0, :, 11, :5] == 0) and np.all(maps[1][0, :, 11, 5:] > 0)
+
+
+def test_fused_inference_weights_follow_training(saved):
+    """q/k/v and gate/up are single products at inference, over row views of the Linears'
+    weights: after an optimizer step the cached path still equals the training forward."""
+    from fastattn.models.generation import KVCache
+    _, _, path = saved
+    ours = fastattn.from_pretrained(path)
+    opt = ours.configure_optimizers(0.1, 1e-2, (0.9, 0.95))
+    ours(PROMPT[:, :-1], PROMPT[:, 1:])
+    ours.backward()
+    opt.step()
+    idx = PROMPT[:1, :15]
+    cache = KVCache(ours.config, 1, 15, np.float32)
+    last = ours._forward_cached(idx, np.arange(15)[None], np.ones((1, 15), bool), cache)
+    np.testing.assert_allclose(last, ours(idx)[:, -1], rtol=1e-4, atol=1e-4)
