@@ -660,21 +660,22 @@ def silu_backward(grad_output, input):
 
 
 def silu_mul(gate, up):
-    """silu(gate) * up, elementwise, in one pass: the SwiGLU product of two projections (gate and
-    up may be the column halves of one (..., 2I) product: rows are read in place)."""
-    g = _float_array("gate", gate)
-    u = _same_as("up", _float_array("up", up), "gate", g)
-    return np.empty(g.shape, g.dtype) if g.size == 0 else _backend.current().silu_mul(g, u)
+    """silu(gate) * up, elementwise: the gated product of a SwiGLU MLP (swiglu) once its two
+    products are made. gate and up: the same shape (views, e.g. two halves of one product, are read
+    in place)."""
+    a = _float_array("gate", gate)
+    b = _same_as("up", _float_array("up", up), "gate", a)
+    return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().silu_mul(a, b)
 
 
 def silu_mul_backward(grad_output, gate, up):
-    """(grad_gate, grad_up) of silu_mul(gate, up): grad * up * silu'(gate), grad * silu(gate)."""
-    g = _float_array("gate", gate)
-    u = _same_as("up", _float_array("up", up), "gate", g)
-    d = _same_as("grad_output", _float_array("grad_output", grad_output), "gate", g)
-    if g.size == 0:
-        return np.empty(g.shape, g.dtype), np.empty(g.shape, g.dtype)
-    return _backend.current().silu_mul_backward(d, g, u)
+    """(grad_gate, grad_up) of silu_mul(gate, up)."""
+    a = _float_array("gate", gate)
+    b = _same_as("up", _float_array("up", up), "gate", a)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "gate", a)
+    if a.size == 0:
+        return np.empty(a.shape, a.dtype), np.empty(a.shape, a.dtype)
+    return _backend.current().silu_mul_backward(g, a, b)
 
 
 def swiglu(input, weight_gate, weight_up, return_pre=False):
