@@ -104,15 +104,15 @@ class LlamaDecoderLayer(nn.Module):
         B, T, _ = x.shape
         H, H_kv, D = attn.num_heads, attn.num_kv_heads, attn.head_dim
         h = _rms_infer(self.input_layernorm, x, ops)
-        qkv = ops.linear(h, *self._qkv)  # (B, T, (H + 2 H_kv) D): q, k, v side by side
-        q, k, v = (qkv[..., a * D:b * D].reshape(B, T, b - a, D).transpose(0, 2, 1, 3)
-                   for a, b in ((0, H), (H, H + H_kv), (H + H_kv, H + 2 * H_kv)))
+        qkv = ops.linear(h, *self._qkv).reshape(B, T, H + 2 * H_kv, D)  # q, k, v heads side by side
+        # q and k rotated in one call: (B, H + H_kv, T, D), then split by heads (views)
+        qk = ops.rotary_embedding(qkv[:, :, :H + H_kv].transpose(0, 2, 1, 3), cos, sin)
         end = cache.length + T
-        cache.k[layer, :, :, cache.length:end] = ops.rotary_embedding(k, cos, sin)
-        cache.v[layer, :, :, cache.length:end] = v
+        cache.k[layer, :, :, cache.length:end] = qk[:, H:]
+        cache.v[layer, :, :, cache.length:end] = qkv[:, :, H + H_kv:].transpose(0, 2, 1, 3)
+        q = qk[:, :H]
         if last_only:  # (the last query sees every key: causal, bottom-right)
-            q, cos, sin, T = q[:, :, -1:], cos[:, -1:], sin[:, -1:], 1
-        q = ops.rotary_embedding(q, cos, sin)
+            q, T = q[:, :, -1:], 1
         y = np.empty((B, T, H, D), dtype=x.dtype)
         ops.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end],
                                          attn_mask=key_mask, is_causal=True, out=y.transpose(0, 2, 1, 3),
