@@ -27,7 +27,9 @@ import fastattn
 from fastattn.training.checkpoint import NEVER_DOWNLOADS, checkpoint_file as _checkpoint_file  # noqa: F401
 
 _TRAIN_HELP = {
+    "arch": "gpt (nanoGPT's) or llama (RoPE, RMSNorm, SwiGLU, grouped-query; docs/llama.md)",
     "n_layer": "transformer blocks", "n_head": "attention heads", "n_embd": "channels",
+    "n_kv_head": "arch llama: key/value heads, a divisor of n_head (default: n_head)",
     "block_size": "context length (tokens)", "dropout": "dropout in train mode",
     "bias": "biases in Linear and LayerNorm layers", "batch_size": "sequences per micro-batch",
     "gradient_accumulation_steps": "micro-batches per optimizer step, on each process",
@@ -429,6 +431,8 @@ def _load_for_export(path):
         if kind not in ("gpt2", None):
             raise ValueError(f"{path} holds a {kind!r} model: export knows GPT-2 and BERT directories")
     model, tokenizer = _load_for_sampling(path)
+    if not isinstance(model, fastattn.GPT):
+        raise ValueError(f"{path} holds a {model.config.model_type} model: export knows GPT-2 and BERT")
     return "gpt", model, tokenizer
 
 
@@ -502,8 +506,6 @@ def _sample(args):
 def _attention_map(args):
     from fastattn.inference import attention_map
     model, tokenizer = _load_for_sampling(args.checkpoint, args.compute_type)
-    if not isinstance(model, fastattn.GPT):
-        raise ValueError(f"{args.checkpoint} holds a {model.config.model_type} model: attention-map draws GPT checkpoints")
     cfg = model.config
     if not 0 <= args.layer < cfg.n_layer:
         raise ValueError(f"--layer must be in [0, {cfg.n_layer}), got {args.layer}")

@@ -64,8 +64,7 @@ class LlamaMLP(nn.Module):
     def infer(self, x, ops):  # inference: nothing kept; gate and up from one product (..., 2I)
         I = self.gate_proj.out_features
         gate_up = ops.linear(x, self._gate_up, None)
-        a = (F.silu(gate_up[..., :I]) * gate_up[..., I:] if ops is F
-             else ops.silu_mul(gate_up[..., :I], gate_up[..., I:]))
+        a = ops.silu_mul(gate_up[..., :I], gate_up[..., I:])
         return ops.linear(a, self.down_proj.weight.data, None)
 
     def backward(self, dout):
@@ -105,15 +104,15 @@ class LlamaDecoderLayer(nn.Module):
         B, T, _ = x.shape
         H, H_kv, D = attn.num_heads, attn.num_kv_heads, attn.head_dim
         h = _rms_infer(self.input_layernorm, x, ops)
-        qkv = ops.linear(h, *self._qkv)  # (B, T, (H + 2 H_kv) D): q, k, v side by side
-        q, k, v = (qkv[..., a * D:b * D].reshape(B, T, b - a, D).transpose(0, 2, 1, 3)
-                   for a, b in ((0, H), (H, H + H_kv), (H + H_kv, H + 2 * H_kv)))
+        qkv = ops.linear(h, *self._qkv).reshape(B, T, H + 2 * H_kv, D)  # q, k, v heads side by side
+        # q and k rotated in one call: (B, H + H_kv, T, D), then split by heads (views)
+        qk = ops.rotary_embedding(qkv[:, :, :H + H_kv].transpose(0, 2, 1, 3), cos, sin)
         end = cache.length + T
-        cache.k[layer, :, :, cache.length:end] = ops.rotary_embedding(k, cos, sin)
-        cache.v[layer, :, :, cache.length:end] = v
+        cache.k[layer, :, :, cache.length:end] = qk[:, H:]
+        cache.v[layer, :, :, cache.length:end] = qkv[:, :, H + H_kv:].transpose(0, 2, 1, 3)
+        q = qk[:, :H]
         if last_only:  # (the last query sees every key: causal, bottom-right)
-            q, cos, sin, T = q[:, :, -1:], cos[:, -1:], sin[:, -1:], 1
-        q = ops.rotary_embedding(q, cos, sin)
+            q, T = q[:, :, -1:], 1
         y = np.empty((B, T, H, D), dtype=x.dtype)
         ops.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end],
                                          attn_mask=key_mask, is_causal=True, out=y.transpose(0, 2, 1, 3),
@@ -171,6 +170,14 @@ class Llama(nn.Module):
         model = cls(config, dtype=dtype)
         model.load_state_dict(tensors)
         return model
+
+    def quantize(self, compute_type="float32"):
+        """The Llama family runs in float32 only: "float32" and "auto" keep it as it is (returns
+        the model), any other compute_type is a ValueError."""
+        if compute_type not in ("float32", "auto"):
+            raise ValueError(f"compute_type={compute_type!r}: the Llama family runs in float32 only "
+                             "(int8 and bfloat16 cover gpt2 and bert)")
+        return self
 
     @property
     def head_weight(self):
@@ -239,6 +246,17 @@ class Llama(nn.Module):
             yield self
         finally:
             self.train(was_training)
+
+    def attention_maps(self, idx):
+        """idx (B, T) -> one (B, H, T, T) array per layer: each head's attention weights (rows sum
+        to 1), from the rotated queries and keys the layer's forward kept. Runs in eval mode."""
+        with self._eval_mode():
+            self(idx)
+        maps = []
+        for layer in self.model.layers:
+            q, k = layer.self_attn._saved[:2]
+            maps.append(F.attention_weights(q, k, is_causal=True, enable_gqa=True, window=layer.self_attn.window))
+        return maps
 
     def _forward_cached(self, idx, positions, valid, cache, ops=F):
         """As GPT._forward_cached: idx (B, Tn) at positions (B, Tn), valid (B, Tn) False for
