@@ -195,9 +195,23 @@ def _parser():
                         "which loads --model from the same path (pip install \"fastattn[dask]\")")
     p.add_argument("--scheduler-timeout", type=float, default=10, metavar="SECONDS",
                    help="give up connecting to --scheduler after this long (default: %(default)s)")
+    p.add_argument("--worker-timeout", type=float, default=60, metavar="SECONDS",
+                   help="fail a --scheduler job whose cluster has had no worker this long (every worker "
+                        "killed) instead of waiting for one (default: %(default)s); a lost scheduler fails it too")
     _add_runtime_flags(p)
     _add_compute_type_flag(p)
     _add_seq2seq_commands(sub)
+    p = sub.add_parser("launch", help="run a fastattn command on N MPI ranks; non-zero status unless every rank "
+                                      "finished it",
+                       description="Run `fastattn COMMAND ...` under an MPI launcher (mpiexec -n N), and end with "
+                                   "a non-zero status unless every rank finished the command: the launcher's own "
+                                   "status when it is not 0, else 1 when a rank did not finish (MPICH's "
+                                   "mpiexec.gforker can end with 0 when a rank was killed).")
+    p.add_argument("-n", type=int, required=True, help="ranks (processes)")
+    p.add_argument("--mpiexec", help="the launcher: a path or a name, e.g. mpiexec.gforker (default: the mpiexec "
+                                     "beside this Python, else PATH's)")
+    p.add_argument("fastattn_command", nargs=argparse.REMAINDER, metavar="COMMAND ...",
+                   help="the fastattn command and its flags, e.g. train --data D --out O")
     _add_export_command(sub)
     _add_report_command(sub)
     _add_viz_command(sub)
@@ -528,8 +542,9 @@ def _embed(args):
     if not args.out and not args.out_dir and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
         raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
                          "or pass --out FILE")
-    if not args.scheduler_timeout > 0:
-        raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
+    for flag in ("scheduler_timeout", "worker_timeout"):
+        if not getattr(args, flag) > 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be > 0 seconds, got {getattr(args, flag):g}")
     if args.out and os.path.isdir(args.out):
         raise IsADirectoryError(f"--out {args.out} is a directory: give the .npy file to write (or --out-dir DIR "
                                 "for shards)")
@@ -565,7 +580,7 @@ def _embed(args):
             _write_shards(model, texts, args, client, progress)
             return
         vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=not args.no_normalize,
-                               show_progress_bar=progress, client=client)
+                               show_progress_bar=progress, client=client, worker_timeout=args.worker_timeout)
     except Exception as e:  # Dask's own (KilledWorker, FutureCancelledError, ...): one line too
         if client is None or not type(e).__module__.startswith("distributed"):
             raise  # (a worker's error comes as itself, e.g. FileNotFoundError)
@@ -573,7 +588,7 @@ def _embed(args):
         raise OSError(f"the Dask job failed: {type(e).__name__}: {reason}") from None
     finally:
         if client is not None:
-            client.close()
+            client.close(timeout=args.scheduler_timeout)  # (a lost scheduler: do not wait for it)
     if args.out:  # the name as given (np.save(name) would add .npy), complete once there
         _write_atomically(args.out, lambda f: np.save(f, vectors))
     else:
@@ -587,6 +602,13 @@ def _dask_client(address, timeout):
         from distributed import Client
     except ImportError:
         raise ImportError('--scheduler needs Dask: pip install "fastattn[dask]"') from None
+    import logging
+    # the command's errors are one line: Dask's own log (a lost scheduler: ~30 lines of traceback
+    # from its reconnection attempts) is kept to what is critical
+    quiet = ("distributed", "tornado", "asyncio")  # (asyncio: Dask's abandoned gathers, "never retrieved")
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in quiet] + list(quiet):
+        # (Dask's config gives some of its loggers a level of their own)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=timeout)
     except (OSError, ValueError, TypeError) as e:  # (TimeoutError is an OSError)
@@ -603,7 +625,8 @@ def _write_shards(model, texts, args, client, progress):
     import numpy as np
     out = args.out_dir
     os.makedirs(out, exist_ok=True)
-    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client)
+    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client,
+                                   worker_timeout=args.worker_timeout)
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, total=-(-len(texts) // args.batch_size), unit="batch", desc="embed")
@@ -639,6 +662,10 @@ def main(argv=None):
             fastattn.set_num_threads(args.threads)
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
+        if args.command == "launch":
+            from fastattn.training import launch
+            return launch.run(args.n, args.fastattn_command, args.mpiexec,
+                              log=lambda m: print(m, file=sys.stderr))
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
          "export": _export, "report": _report, "viz": _viz}[args.command](args)
@@ -651,6 +678,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"fastattn {args.command}: interrupted", file=sys.stderr)
         return 130
+    from fastattn.training.launch import mark_done
+    mark_done()  # (under `fastattn launch`: this rank finished)
     return 0
 
 
