@@ -29,7 +29,13 @@ turns within each repeat, so that whatever else runs on the machine weighs on al
    a float32 matrix-vector product in NumPy measured in the same run. "model's sgemvs" is NumPy's
    own sgemv over matrices of the model's shapes (K = 768 or 3072: shorter rows than the floor's
    4096), one call each: the products of a decode step in the BLAS alone.
-3. shakespeare: the Tiny Shakespeare model's shape (train_shakespeare_char.py's CONFIG, random
+3. smollm2: SmolLM2-135M's shapes (transformers.LlamaConfig: 30 layers, hidden 576, 9 heads on 3
+   key/value heads, intermediate 1536, vocabulary 49152, tied embeddings, rope_theta 100000;
+   random weights seeded with torch.manual_seed(0)), timed as gpt2 is: a 128-token random prompt,
+   64 greedy tokens, prefill = time to the first token, decode = median step after it.
+   fastattn: fastattn.from_pretrained (fastattn.Llama); transformers: LlamaForCausalLM with its
+   KV cache; CTranslate2: its converter's Llama, float32.
+4. shakespeare: the Tiny Shakespeare model's shape (train_shakespeare_char.py's CONFIG, random
    weights), batch 1, a 1-token prompt, temperature 0.8 and top-k 200: tokens/s of fastattn with
    its KV cache against nanoGPT's generate() in PyTorch (generate.py's torch_generate, no cache),
    for 500 new tokens and for the first 63 (all within block_size, where the cache applies).
@@ -63,7 +69,7 @@ from embed import sentences  # noqa: E402
 from generate import TEMPERATURE, TOP_K, shakespeare_model, tokens_per_second, torch_generate  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKLOADS = ("minilm", "gpt2", "shakespeare")
+WORKLOADS = ("minilm", "gpt2", "smollm2", "shakespeare")
 ENGINES = ("fastattn", "torch", "onnxruntime", "ctranslate2")
 MIN_COSINE = 0.99999  # fastattn against sentence-transformers
 GPT2_PROMPT = 128
@@ -322,12 +328,32 @@ def build_gpt2(out):
     a tokenizer, and a random model has none."""
     import torch
     import transformers
-    from tokenizers import Tokenizer, models
     torch.manual_seed(0)
     config = transformers.GPT2Config()
     transformers.GPT2LMHeadModel(config).save_pretrained(out)
+    save_word_tokenizer(out, config.vocab_size)
+
+
+def build_smollm2(out):
+    """SmolLM2-135M's shapes (its config.json's sizes) with random weights, and a word-level
+    vocabulary as for GPT-2."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                                      num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                                      max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
+                                      tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
+    transformers.LlamaForCausalLM(config).save_pretrained(out)
+    save_word_tokenizer(out, config.vocab_size)
+
+
+def save_word_tokenizer(out, vocab_size):
+    """'t0' ... 't{V-2}', then '<|endoftext|>' (id V-1), as a tokenizer.json."""
+    import transformers
+    from tokenizers import Tokenizer, models
     eot = "<|endoftext|>"
-    vocab = {f"t{i}": i for i in range(config.vocab_size - 1)} | {eot: config.vocab_size - 1}
+    vocab = {f"t{i}": i for i in range(vocab_size - 1)} | {eot: vocab_size - 1}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=eot))
     transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=eot, eos_token=eot,
                                          unk_token=eot).save_pretrained(out)
@@ -381,7 +407,7 @@ def model_sgemv_seconds(mats, xs, threads, n):
 
 
 def fastattn_gpt2(hf_dir):
-    model = fastattn.GPT.from_pretrained(hf_dir)
+    model = fastattn.from_pretrained(hf_dir)  # (a GPT, or a Llama for smollm2)
 
     def run(prompt, n):
         """prompt (T,) ids -> (n new ids, the time from the call to each of them)."""
@@ -397,7 +423,7 @@ def fastattn_gpt2(hf_dir):
 def transformers_gpt2(hf_dir):
     import torch
     import transformers
-    model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()  # (GPT-2 or Llama)
 
     def run(prompt, n):
         tokens, stamps = [], []
@@ -409,10 +435,10 @@ def transformers_gpt2(hf_dir):
                 tokens.append(int(out.logits[0, -1].argmax()))
                 stamps.append(time.perf_counter() - t0)
                 if step + 1 < n:
-                    # the KV cache: out["cache"] in transformers 5, out["past_key_values"] before;
-                    # forward()'s second positional argument in both
-                    cache = out["cache"] if "cache" in out else out["past_key_values"]
-                    out = model(torch.tensor([[tokens[-1]]]), cache, use_cache=True)
+                    # the KV cache: out["cache"] and forward(cache=) in transformers 5,
+                    # past_key_values before
+                    name = "cache" if "cache" in out else "past_key_values"
+                    out = model(torch.tensor([[tokens[-1]]]), use_cache=True, **{name: out[name]})
         return tokens, stamps
     return run
 
@@ -497,6 +523,45 @@ def gpt2(args, built):
 
 
 # ---------------------------------------------------------------------------------------------
+# smollm2: prefill and decode of SmolLM2-135M's shapes (a Llama with grouped-query attention)
+
+def smollm2(args, built):
+    hf_dir, n_new = built.get("smollm2/hf"), 8 if args.quick else 64
+    if hf_dir is None:
+        print("\n## smollm2: skipped (creating the random checkpoint needs torch and transformers)")
+        return []
+    prompt = np.random.default_rng(0).integers(0, 49151, GPT2_PROMPT)
+    engines = {}
+    if installed(args, "fastattn"):
+        engines["fastattn"] = fastattn_gpt2(hf_dir)
+    if installed(args, "torch", "torch", "transformers"):
+        engines["transformers"] = transformers_gpt2(hf_dir)
+    if built.get("smollm2/ctranslate2"):
+        engines["ctranslate2"] = ct2_gpt2(built["smollm2/ctranslate2"], args.threads)
+    for run in engines.values():
+        run(prompt, 3)  # warm up
+    prefill, decode, tokens = ({name: [] for name in engines} for _ in range(3))
+    for _ in range(args.repeats):
+        for name, run in engines.items():
+            settle()
+            tokens[name], stamps = run(prompt, n_new)
+            prefill[name].append(stamps[0])
+            decode[name].extend(np.diff(stamps))
+    reference = tokens.get("transformers")
+    agree = {n: f"{next((i for i, (a, b) in enumerate(zip(t, reference)) if a != b), n_new)}/{n_new}"
+             for n, t in tokens.items()} if reference else {}
+    columns = ["fastattn", "transformers", "ctranslate2"]
+    rows = [(f"prefill ms ({GPT2_PROMPT} tokens)", {n: np.median(p) * 1e3 for n, p in prefill.items()}, ".1f", "lower"),
+            ("decode ms/token", {n: np.median(d) * 1e3 for n, d in decode.items()}, ".2f", "lower"),
+            ("tokens = transformers'", agree, "s", None)]
+    table(f"smollm2: SmolLM2-135M shapes (30 layers, 576 wide, 9 heads / 3 KV heads), random weights, "
+          f"{GPT2_PROMPT}-token prompt, {n_new} greedy tokens, median of {args.repeats}", columns, rows,
+          ["decode: median step over every repeat's steps after the first token; tokens = "
+           "transformers': how many leading greedy tokens agree"])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # shakespeare: the small character model, KV cache against nanoGPT's loop
 
 def shakespeare(args, built):  # (built: nothing to convert)
@@ -544,11 +609,14 @@ def build_all(args):
         "gpt2/hf": ("gpt2", None, (), build_gpt2, ("torch", "transformers")),
         "gpt2/ctranslate2": ("gpt2", "ctranslate2", ("ctranslate2",),
                              build_ct2(os.path.join(args.cache_dir, "gpt2", "hf")), ("torch", "transformers")),
+        "smollm2/hf": ("smollm2", None, (), build_smollm2, ("torch", "transformers")),
+        "smollm2/ctranslate2": ("smollm2", "ctranslate2", ("ctranslate2",),
+                                build_ct2(os.path.join(args.cache_dir, "smollm2", "hf")), ("torch", "transformers")),
     }
     for key, (workload, engine, run_modules, build, build_modules) in needs.items():
         if workload not in args.only or (engine and not installed(args, engine, *run_modules)):
             continue
-        if key == "gpt2/ctranslate2" and not built.get("gpt2/hf"):
+        if key.endswith("/ctranslate2") and key != "minilm/ctranslate2" and not built.get(key.split("/")[0] + "/hf"):
             continue
         if not os.path.isdir(os.path.join(args.cache_dir, key)) and not importable(*build_modules):
             print(f"# {key}: not in the cache, and building it needs {', '.join(build_modules)}")
@@ -605,7 +673,8 @@ def main():
     with fastattn.use_backend("compiled"), threadpool_limits(limits=args.threads, user_api="blas"):
         for workload in WORKLOADS:
             if workload in args.only:
-                summary[workload] = {"minilm": minilm, "gpt2": gpt2, "shakespeare": shakespeare}[workload](args, built)
+                summary[workload] = {"minilm": minilm, "gpt2": gpt2, "smollm2": smollm2,
+                                      "shakespeare": shakespeare}[workload](args, built)
 
     print("\n## summary: fastattn against each peer (> 1: fastattn is faster)")
     for workload, rows in summary.items():

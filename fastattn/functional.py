@@ -55,8 +55,9 @@ def _mask_array(name, mask, target_shape):
     return m
 
 
-def _attention_args(query, key, value, attn_mask, is_causal, scale):
-    """The checks shared by the attention forward and backward; returns the arrays as ndarrays."""
+def _attention_args(query, key, value, attn_mask, is_causal, scale, enable_gqa=False, window=None):
+    """The checks shared by the attention forward and backward; returns the arrays as ndarrays
+    (and the window, None or an int >= 1)."""
     q, k, v = (_float_array(n, a) for n, a in (("query", query), ("key", key), ("value", value)))
     if not q.dtype == k.dtype == v.dtype:
         raise TypeError(
@@ -64,9 +65,22 @@ def _attention_args(query, key, value, attn_mask, is_causal, scale):
     for name, a in (("query", q), ("key", k), ("value", v)):
         if a.ndim < 2:
             raise ValueError(f"{name} must have at least 2 dimensions (..., T, D), got shape {a.shape}")
-    if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+    if not isinstance(enable_gqa, (bool, np.bool_)):
+        raise TypeError(f"enable_gqa must be a bool, got {type(enable_gqa).__name__}")
+    if k.shape[:-2] != v.shape[:-2]:
+        raise ValueError(f"key {k.shape} and value {v.shape} must have the same leading dimensions")
+    if enable_gqa and q.shape[:-2] != k.shape[:-2]:
+        # grouped-query attention: (..., H, T, D) queries, (..., H_kv, T, D) keys and values
+        if q.ndim < 3 or k.ndim != q.ndim or q.shape[:-3] != k.shape[:-3] or k.shape[-3] == 0 \
+                or q.shape[-3] % k.shape[-3]:
+            raise ValueError(
+                f"enable_gqa: query {q.shape} (..., H, Tq, D) and key {k.shape}, value {v.shape} "
+                "(..., H_kv, Tk, D) must have the same batch dimensions and H a multiple of H_kv")
+    elif q.shape[:-2] != k.shape[:-2]:
         raise ValueError(
-            f"query {q.shape}, key {k.shape} and value {v.shape} must have the same leading dimensions")
+            f"query {q.shape}, key {k.shape} and value {v.shape} must have the same leading dimensions"
+            + (" (different head counts need enable_gqa=True)" if q.ndim >= 3 and q.ndim == k.ndim
+               and q.shape[:-3] == k.shape[:-3] else ""))
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"query {q.shape} and key {k.shape} must have the same last dimension D")
     if k.shape[-2] != v.shape[-2]:
@@ -75,8 +89,16 @@ def _attention_args(query, key, value, attn_mask, is_causal, scale):
         raise ValueError(f"query and key have D = 0 (shapes {q.shape}, {k.shape}); D must be >= 1")
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    if window is not None:
+        if isinstance(window, (bool, np.bool_)) or not isinstance(window, numbers.Integral):
+            raise TypeError(f"window must be None or an int, got {type(window).__name__}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 (keys each query may see), got {window}")
+        if not is_causal:
+            raise ValueError("window (sliding-window attention) needs is_causal=True")
+        window = int(window)
     mask = _mask_array("attn_mask", attn_mask, q.shape[:-2] + (q.shape[-2], k.shape[-2]))
-    return q, k, v, mask, None if scale is None else _real("scale", scale)
+    return q, k, v, mask, None if scale is None else _real("scale", scale), window
 
 
 _TooHardError = getattr(np, "exceptions", np).TooHardError
@@ -114,7 +136,7 @@ def _overlap(a, b):
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
-                                 return_lse=False, out=None):
+                                 return_lse=False, out=None, enable_gqa=False, window=None):
     """softmax(query @ key^T * scale + mask) @ value.
 
     query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> (..., Tq, Dv); the leading
@@ -127,8 +149,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     that sees no key): what scaled_dot_product_attention_backward needs.
     out: None, or an array of the output's shape and dtype (any strides) to write the output to;
     it is then returned. It must not overlap the inputs.
+    enable_gqa (torch's name): grouped-query attention, query (..., H, Tq, D) against key and
+    value (..., H_kv, Tk, D) with H a multiple of H_kv: query head h reads kv head
+    h // (H / H_kv), in place (no repeated copy of key or value is made).
+    window: None, or W >= 1 with is_causal=True: sliding-window attention, each query sees at
+    most the last W keys (itself included), query i the keys i + (Tk - Tq) - W < j <= i + (Tk - Tq)
+    (Mistral's sliding_window); key tiles outside every window are never computed.
     """
-    q, k, v, mask, scale = _attention_args(query, key, value, attn_mask, is_causal, scale)
+    q, k, v, mask, scale, window = _attention_args(query, key, value, attn_mask, is_causal, scale,
+                                                   enable_gqa, window)
     lead, Tq, Tk, Dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
     out = _out_array("out", out, lead + (Tq, Dv), q.dtype,
                      (("query", q), ("key", k), ("value", v), ("attn_mask", mask)))
@@ -143,27 +172,41 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
             return out, np.full(lead + (Tq,), -np.inf, dtype=q.dtype)
         # the output is empty but the scores are not: lse from a one-column value
         one = np.zeros(k.shape[:-1] + (1,), dtype=q.dtype)
-        return out, backend.scaled_dot_product_attention(q, k, one, mask, bool(is_causal), scale, True)[1]
+        return out, backend.scaled_dot_product_attention(q, k, one, mask, bool(is_causal), scale, True,
+                                                         None, bool(enable_gqa), window)[1]
     return backend.scaled_dot_product_attention(q, k, v, mask, bool(is_causal), scale, bool(return_lse),
-                                                out)
+                                                out, bool(enable_gqa), window)
 
 
-def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
+def _window_visible(Tq, Tk, window):
+    """(Tq, Tk) bool: the keys each query may see under the causal limit and the window."""
+    i, j = np.arange(Tq)[:, None] + (Tk - Tq), np.arange(Tk)[None, :]
+    return (j <= i) & (True if window is None else j > i - window)
+
+
+def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
+                      window=None):
     """The attention weights softmax(query @ key^T * scale + mask) themselves, (..., Tq, Tk):
     what scaled_dot_product_attention multiplies the values by (to look at, e.g. a heat map).
 
     The arguments mean what they mean for scaled_dot_product_attention. Each row sums to 1, but
     a query that may attend to no key gets a row of zeros. Unlike the attention kernel this
     builds the whole (..., Tq, Tk) array: meant for inspection, not for long sequences.
+    With enable_gqa, key (..., H_kv, Tk, D) is read by each group of query heads without a copy.
     """
-    q, k, _, mask, scale = _attention_args(query, key, key, attn_mask, is_causal, scale)
+    q, k, _, mask, scale, window = _attention_args(query, key, key, attn_mask, is_causal, scale,
+                                                   enable_gqa, window)
     Tq, Tk = q.shape[-2], k.shape[-2]
     if scale == 0:  # scores of 0 whatever q and k hold, as the kernels give
         scores = np.zeros(q.shape[:-1] + (Tk,), dtype=q.dtype)
+    elif q.shape[:-2] != k.shape[:-2]:  # grouped: (..., H_kv, group, Tq, D) @ (..., H_kv, 1, D, Tk)
+        H, H_kv = q.shape[-3], k.shape[-3]
+        grouped = q.reshape(q.shape[:-3] + (H_kv, H // H_kv) + q.shape[-2:])
+        scores = np.matmul(grouped, np.swapaxes(k, -1, -2)[..., None, :, :]).reshape(q.shape[:-1] + (Tk,))
     else:
         scores = np.matmul(q, np.swapaxes(k, -1, -2))
-    if is_causal:  # query i sees keys j <= i + (Tk - Tq), as the kernel
-        visible = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
+    if is_causal:  # query i sees keys j <= i + (Tk - Tq) (and > i + (Tk - Tq) - window), as the kernel
+        visible = _window_visible(Tq, Tk, window)
         if mask is None or mask.dtype == np.bool_:
             mask = visible if mask is None else mask & visible
         else:
@@ -172,7 +215,8 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
 
 
 def scaled_dot_product_attention_backward(grad_output, query, key, value, output, lse,
-                                          attn_mask=None, is_causal=False, scale=None, out=None):
+                                          attn_mask=None, is_causal=False, scale=None, out=None,
+                                          enable_gqa=False, window=None):
     """Gradients (grad_query, grad_key, grad_value) of scaled_dot_product_attention.
 
     grad_output: the gradient of the loss with respect to the output, (..., Tq, Dv); output and
@@ -180,8 +224,11 @@ def scaled_dot_product_attention_backward(grad_output, query, key, value, output
     Rows that saw no key, and keys that no query saw, get zero gradients.
     out: None, or three arrays (shaped and typed as query, key, value; any strides) to write the
     gradients to; they are then returned. They must not overlap the inputs or each other.
+    enable_gqa, window: as in the forward; with enable_gqa grad_key and grad_value (..., H_kv,
+    Tk, .) are summed over the query heads of each group.
     """
-    q, k, v, mask, scale = _attention_args(query, key, value, attn_mask, is_causal, scale)
+    q, k, v, mask, scale, window = _attention_args(query, key, value, attn_mask, is_causal, scale,
+                                                   enable_gqa, window)
     lead, Tq, Tk, Dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
     g, o, lse = (_same_as(name, _float_array(name, a), "query", q, shape) for name, a, shape in (
         ("grad_output", grad_output, lead + (Tq, Dv)), ("output", output, lead + (Tq, Dv)),
@@ -203,7 +250,7 @@ def scaled_dot_product_attention_backward(grad_output, query, key, value, output
             a[...] = 0
         return out
     return _backend.current().scaled_dot_product_attention_backward(
-        g, q, k, v, o, lse, mask, bool(is_causal), scale, out)
+        g, q, k, v, o, lse, mask, bool(is_causal), scale, out, bool(enable_gqa), window)
 
 
 def masked_softmax(x, mask=None, scale=1.0, axis=-1):
@@ -542,3 +589,144 @@ def linear_backward(grad_output, input, weight):
         M, N = int(np.prod(x.shape[:-1], dtype=np.int64)), w.shape[0]
         return np.zeros(x.shape, x.dtype), np.zeros(w.shape, x.dtype), g.reshape(M, N).sum(axis=0)
     return _backend.current().linear_backward(g, x, w)
+
+
+def _normalized(a, normalized_shape):
+    """normalized_shape (an int or a tuple of ints) as a tuple that ends a.shape, or ValueError."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+    if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in shape):
+        raise TypeError(f"normalized_shape must be an int or a non-empty tuple of ints, got {normalized_shape!r}")
+    if a.shape[a.ndim - len(shape):] != shape or len(shape) > a.ndim:
+        raise ValueError(f"normalized_shape {shape} must be the last dimensions of input {a.shape}")
+    return shape
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None, return_rstd=False):
+    """RMSNorm (torch.nn.functional.rms_norm): input / sqrt(mean(input^2) + eps) * weight, the
+    mean over the last len(normalized_shape) dimensions. weight None or of shape normalized_shape;
+    eps None: the machine epsilon of input's dtype (torch's default). return_rstd: also return
+    rstd = 1 / sqrt(mean + eps), shape input.shape[:-len(normalized_shape)], for rms_norm_backward.
+    """
+    a = _float_array("input", input)
+    shape = _normalized(a, normalized_shape)
+    if weight is not None:
+        weight = _same_as("weight", _float_array("weight", weight), "input", a, shape)
+    eps = float(np.finfo(a.dtype).eps) if eps is None else _real("eps", eps)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    lead = a.shape[:a.ndim - len(shape)]
+    C = int(np.prod(shape))
+    if a.size == 0:
+        y, rstd = np.empty(a.shape, a.dtype), np.empty(lead, a.dtype)
+    else:
+        w = None if weight is None else weight.reshape(C)
+        y, rstd = _backend.current().rms_norm(a.reshape(lead + (C,)), w, eps, True)
+        y, rstd = y.reshape(a.shape), rstd.reshape(lead)
+    return (y, rstd) if return_rstd else y
+
+
+def rms_norm_backward(grad_output, input, rstd, normalized_shape, weight=None):
+    """Gradients (grad_input, grad_weight) of rms_norm(input, normalized_shape, weight, eps), given
+    the rstd its forward returned; grad_weight is None without a weight.
+
+        x_hat = input * rstd,  g = grad_output * weight
+        grad_input = rstd * (g - x_hat * mean(g * x_hat)),  grad_weight = sum of grad_output * x_hat
+    """
+    a = _float_array("input", input)
+    shape = _normalized(a, normalized_shape)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "input", a)
+    lead = a.shape[:a.ndim - len(shape)]
+    r = _same_as("rstd", _float_array("rstd", rstd), "input", a, lead)
+    w = None if weight is None else _same_as("weight", _float_array("weight", weight), "input", a, shape)
+    C = int(np.prod(shape))
+    if a.size == 0:
+        return np.zeros(a.shape, a.dtype), None if w is None else np.zeros(shape, a.dtype)
+    dx, dw = _backend.current().rms_norm_backward(g.reshape(lead + (C,)), a.reshape(lead + (C,)), r,
+                                                  None if w is None else w.reshape(C))
+    return dx.reshape(a.shape), None if dw is None else dw.reshape(shape)
+
+
+def silu(input):
+    """SiLU (swish): input * sigmoid(input), elementwise (torch.nn.functional.silu)."""
+    a = _float_array("input", input)
+    return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().silu(a)
+
+
+def silu_backward(grad_output, input):
+    """grad_output * silu'(input), silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)."""
+    a = _float_array("input", input)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "input", a)
+    return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().silu_backward(g, a)
+
+
+def swiglu(input, weight_gate, weight_up, return_pre=False):
+    """A Llama MLP's gated product silu(input @ weight_gate.T) * (input @ weight_up.T), the two
+    products on the linear engine (F.linear) and the gate fused with the product in one pass.
+
+    input (..., C); weight_gate, weight_up (I, C) -> (..., I). return_pre: also return
+    (gate, up), the two products, which swiglu_backward needs.
+    """
+    x, wg, _ = _linear_args(input, weight_gate, None)
+    _, wu, _ = _linear_args(input, weight_up, None)
+    _same_as("weight_up", wu, "weight_gate", wg)
+    if x.size == 0 or wg.size == 0:
+        gate = up = _linear_empty(x, wg, None)
+        y = np.zeros_like(gate)
+    else:
+        ops = _backend.current()
+        gate, up = ops.linear(x, wg, None), ops.linear(x, wu, None)
+        y = ops.silu_mul(gate, up)
+    return (y, (gate, up)) if return_pre else y
+
+
+def swiglu_backward(grad_output, input, weight_gate, weight_up, gate, up):
+    """Gradients (grad_input, grad_weight_gate, grad_weight_up) of swiglu, given the (gate, up)
+    its forward returned with return_pre=True."""
+    x, wg, _ = _linear_args(input, weight_gate, None)
+    _, wu, _ = _linear_args(input, weight_up, None)
+    _same_as("weight_up", wu, "weight_gate", wg)
+    out_shape = x.shape[:-1] + (wg.shape[0],)
+    g, gate, up = (_same_as(n, _float_array(n, a), "input", x, out_shape)
+                   for n, a in (("grad_output", grad_output), ("gate", gate), ("up", up)))
+    if g.size == 0:
+        dgate = dup = np.zeros(out_shape, x.dtype)
+    else:
+        dgate, dup = _backend.current().silu_mul_backward(g, gate, up)
+    dx_g, dwg, _ = linear_backward(dgate, x, wg)
+    dx_u, dwu, _ = linear_backward(dup, x, wu)
+    return dx_g + dx_u, dwg, dwu
+
+
+def _rotary_args(x, cos, sin, name):
+    a = _float_array(name, x)
+    if a.ndim < 2 or a.shape[-1] % 2:
+        raise ValueError(f"{name} must have shape (..., T, D) with D even, got {a.shape}")
+    T, D = a.shape[-2:]
+    allowed = [(T, D)] + ([a.shape[:-3] + (T, D)] if a.ndim >= 3 else [])
+    tables = []
+    for tname, t in (("cos", cos), ("sin", sin)):
+        t = _float_array(tname, t)
+        if t.shape not in allowed:
+            raise ValueError(f"{tname} must have shape {' or '.join(map(str, allowed))} for {name} "
+                             f"of shape {a.shape}, got {t.shape}")
+        tables.append(t.astype(a.dtype, copy=False))
+    return a, tables[0], tables[1]
+
+
+def rotary_embedding(x, cos, sin):
+    """Rotary position embedding, Hugging Face's rotate-half convention: x * cos + rotate_half(x) * sin,
+    rotate_half([x1, x2]) = [-x2, x1] (the halves of the head dimension D).
+
+    x (..., H, T, D) (queries or keys; any strides); cos, sin (T, D), or x.shape[:-3] + (T, D)
+    for a table per batch row (left-padded prompts), as fastattn.nn.RotaryEmbedding makes them;
+    shared by the H heads. Returns a new contiguous array of x's shape.
+    """
+    a, c, s = _rotary_args(x, cos, sin, "x")
+    return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().rotary_embedding(a, c, s)
+
+
+def rotary_embedding_backward(grad_output, cos, sin):
+    """The gradient of rotary_embedding with respect to x: the rotation transposed,
+    grad_output * cos - rotate_half(grad_output * sin)."""
+    g, c, s = _rotary_args(grad_output, cos, sin, "grad_output")
+    return np.empty(g.shape, g.dtype) if g.size == 0 else _backend.current().rotary_embedding_backward(g, c, s)

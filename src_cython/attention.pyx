@@ -12,6 +12,11 @@ For each (batch-head n, block of Bq queries) a thread walks the keys in blocks o
 so no (Tq, Tk) buffer exists: a thread holds one (Bq, Bk) score tile and one (Bq, Dv) accumulator.
 With is_causal, query i sees keys j <= i + (Tk - Tq) (the queries are the last Tq positions), and
 key blocks past the last visible key of a query block are never computed.
+
+Grouped-query attention (enable_gqa): k and v have H_kv heads, q has H = group * H_kv; query head
+h reads kv head h // group in place (no repeated copy), and the backward sums dk, dv over the
+group. Sliding window (window = W, causal only): query i sees keys i + shift - W < j <= i + shift;
+key tiles wholly before a query block's first visible key are never computed (cost ~ Tq * W).
 """
 import numpy as np
 
@@ -59,6 +64,18 @@ cdef inline Py_ssize_t at(Layout L, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
     return (n // L.inner) * L.s0 + (n % L.inner) * L.s1 + i * L.rs
 
 
+cdef inline Py_ssize_t kv_head(Layout lq, Layout lk, Py_ssize_t n, Py_ssize_t group) noexcept nogil:
+    """The flat kv matrix that query matrix n reads: same batch, head (n % H) // group."""
+    return (n // lq.inner) * lk.inner + (n % lq.inner) // group
+
+
+cdef inline void hide_before(floating* s, Py_ssize_t bk, Py_ssize_t first) noexcept nogil:
+    """Sliding window: the first `first` scores of a tile row (keys before the window) -> -inf."""
+    cdef Py_ssize_t c
+    for c in range(min(bk, first)):
+        s[c] = -INFINITY
+
+
 cdef Layout _layout(str name, Py_ssize_t[:] shape, Py_ssize_t[:] strides, Py_ssize_t itemsize) except *:
     """The Layout of a (P, Q, T, D) array, or ValueError if the kernels cannot read it in place."""
     cdef Layout L
@@ -88,8 +105,10 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                          const unsigned char* bool_mask, const floating* add_mask,
                          const Py_ssize_t* mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
                          const Py_ssize_t* key_end, const unsigned char* mask_in_use,
+                         Py_ssize_t group, Py_ssize_t window,
                          Py_ssize_t Bq, Py_ssize_t Bk, int num_threads) noexcept nogil:
-    # q (N, Tq, D), k (N, Tk, D), v (N, Tk, Dv), out (N, Tq, Dv): rows where lq, lk, lv, lo say.
+    # q (N, Tq, D), k (N / group, Tk, D), v (N / group, Tk, Dv), out (N, Tq, Dv): rows where lq,
+    # lk, lv, lo say; query matrix n reads kv matrix kv_head(n). window: 0 (none) or W >= 1.
     # lse (N, Tq) or NULL: log-sum-exp of each row's scores (-inf: saw no key), for the backward.
     # workspace: per thread, a score tile (Bq, Bk), an accumulator (Bq, Dv), m (Bq) and l (Bq).
     # key_end (N) or NULL: the mask hides every key >= key_end[n] from every query of batch n.
@@ -97,7 +116,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
     cdef Py_ssize_t n_qblocks = (Tq + Bq - 1) // Bq
     cdef Py_ssize_t per_thread = Bq * Bk + Bq * Dv + 2 * Bq
     cdef Py_ssize_t shift = Tk - Tq
-    cdef Py_ssize_t w, n, i0, bq, j0, bk, k_end, r, mask_at
+    cdef Py_ssize_t w, n, nk, i0, bq, j0, bk, k_end, r, mask_at
     cdef floating *s
     cdef floating *acc
     cdef floating *m
@@ -117,6 +136,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
             m = acc + Bq * Dv
             l = m + Bq
             n = w // n_qblocks
+            nk = kv_head(lq, lk, n, group)
             # the last query blocks see the most keys under causality: start them first
             i0 = (n_qblocks - 1 - w % n_qblocks) * Bq
             bq = min(Bq, Tq - i0)
@@ -128,12 +148,15 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                 l[r] = 0
             memset(acc, 0, bq * Dv * sizeof(floating))
 
-            j0 = 0
+            # the window of the block's first query starts here: earlier keys are never computed
+            j0 = max(0, i0 + shift - window + 1) if window else 0
             while j0 < k_end:
                 bk = min(Bk, k_end - j0)
                 gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
-                              k + at(lk, n, j0), lk.rs, 0, s, bk)
+                              k + at(lk, nk, j0), lk.rs, 0, s, bk)
                 for r in range(bq):
+                    if window:
+                        hide_before(s + r * bk, bk, i0 + r + shift - window + 1 - j0)
                     bm = NULL
                     am = NULL
                     if mask_offsets != NULL and (mask_in_use == NULL or mask_in_use[n] != 0):
@@ -154,7 +177,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                     if alpha != 1:
                         scale_row(acc + r * Dv, acc + r * Dv, Dv, alpha)
                     m[r] = m_new
-                gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + at(lv, n, j0), lv.rs,
+                gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + at(lv, nk, j0), lv.rs,
                               1, acc, Dv)
                 j0 = j0 + Bk  # (not +=: inside prange that would declare a reduction)
 
@@ -177,10 +200,12 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
                           const unsigned char* bool_mask, const floating* add_mask,
                           const Py_ssize_t* mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
                           const Py_ssize_t* key_end, const unsigned char* mask_in_use,
+                          Py_ssize_t group, Py_ssize_t window,
                           Py_ssize_t Bq, Py_ssize_t Bk, int num_threads) noexcept nogil:
-    # q, dq (N, Tq, D); k, dk (N, Tk, D); v, dv (N, Tk, Dv); out, dout (N, Tq, Dv), each strided
-    # as its Layout says; lse (N, Tq) contiguous.
-    # One batch-head per task, so a thread owns its dq, dk, dv. Per query block and key block:
+    # q, dq (N, Tq, D); k, dk (N / group, Tk, D); v, dv (N / group, Tk, Dv); out, dout (N, Tq, Dv),
+    # each strided as its Layout says; lse (N, Tq) contiguous.
+    # One kv matrix per task, with the `group` query heads that read it, so a thread owns its dk,
+    # dv (summed over the group) and their dq. Per query head, query block and key block:
     #   P  = exp(S - lse)             (Bq, Bk)  the forward's weights, S recomputed (BLAS)
     #   dV += P^T dO                  (Bk, Dv)  BLAS
     #   dP = dO V^T                   (Bq, Bk)  BLAS
@@ -189,7 +214,7 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
     # workspace: per thread, P and dS tiles (Bq, Bk) and D (Tq).
     cdef Py_ssize_t per_thread = 2 * Bq * Bk + Tq
     cdef Py_ssize_t shift = Tk - Tq
-    cdef Py_ssize_t n, i, i0, bq, j0, bk, k_end, r, c, t, mask_at
+    cdef Py_ssize_t n, nk, g, i, i0, bq, j0, bk, k_end, r, c, t, mask_at
     cdef floating *p
     cdef floating *ds
     cdef floating *row_dot
@@ -200,55 +225,60 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
 
     with parallel(num_threads=num_threads):
         blas_threads = blas_threads_enter(_blas_set_local)
-        for n in prange(N, schedule="dynamic"):
+        for nk in prange(N // group, schedule="dynamic"):
             p = workspace + threadid() * per_thread
             ds = p + Bq * Bk
             row_dot = ds + Bq * Bk
-            for i in range(Tq):
-                memset(dq + at(ldq, n, i), 0, D * sizeof(floating))
             for i in range(Tk):
-                memset(dk + at(ldk, n, i), 0, D * sizeof(floating))
-                memset(dv + at(ldv, n, i), 0, Dv * sizeof(floating))
-            for i in range(Tq):
-                acc = 0
-                for t in range(Dv):
-                    acc = acc + dout[at(ldo, n, i) + t] * out[at(lo, n, i) + t]
-                row_dot[i] = acc
+                memset(dk + at(ldk, nk, i), 0, D * sizeof(floating))
+                memset(dv + at(ldv, nk, i), 0, Dv * sizeof(floating))
+            for g in range(group):
+                # the g-th query head of kv matrix nk (same batch, head (nk % H_kv) * group + g)
+                n = (nk // lk.inner) * lq.inner + (nk % lk.inner) * group + g
+                for i in range(Tq):
+                    memset(dq + at(ldq, n, i), 0, D * sizeof(floating))
+                for i in range(Tq):
+                    acc = 0
+                    for t in range(Dv):
+                        acc = acc + dout[at(ldo, n, i) + t] * out[at(lo, n, i) + t]
+                    row_dot[i] = acc
 
-            i0 = 0  # (a while loop: range() with a run-time step is not a C loop)
-            while i0 < Tq:
-                bq = min(Bq, Tq - i0)
-                k_end = min(Tk, i0 + bq + shift) if causal else Tk
-                if key_end:
-                    k_end = min(k_end, key_end[n])
-                j0 = 0
-                while j0 < k_end:
-                    bk = min(Bk, k_end - j0)
-                    gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
-                                  k + at(lk, n, j0), lk.rs, 0, p, bk)
-                    for r in range(bq):
-                        bm = NULL
-                        am = NULL
-                        if mask_offsets != NULL and (mask_in_use == NULL or mask_in_use[n] != 0):
-                            mask_at = mask_offsets[n] + (i0 + r) * mask_rs + j0 * mask_cs
-                            bm = bool_mask + mask_at if bool_mask else NULL
-                            am = add_mask + mask_at if add_mask else NULL
-                        mask_row(p + r * bk, bk, i0 + r + shift + 1 - j0 if causal else bk,
-                                 bm, mask_cs, am, mask_cs)
-                        exp_sum_row(p + r * bk, bk, lse[n * Tq + i0 + r])  # (-inf lse: zeros)
-                    gemm_rowmajor(True, False, bk, Dv, bq, 1, p, bk, dout + at(ldo, n, i0), ldo.rs,
-                                  1, dv + at(ldv, n, j0), ldv.rs)
-                    gemm_rowmajor(False, True, bq, bk, Dv, 1, dout + at(ldo, n, i0), ldo.rs,
-                                  v + at(lv, n, j0), lv.rs, 0, ds, bk)
-                    for r in range(bq):
-                        for c in range(bk):
-                            ds[r * bk + c] = p[r * bk + c] * (ds[r * bk + c] - row_dot[i0 + r])
-                    gemm_rowmajor(False, False, bq, D, bk, scale, ds, bk, k + at(lk, n, j0), lk.rs,
-                                  1, dq + at(ldq, n, i0), ldq.rs)
-                    gemm_rowmajor(True, False, bk, D, bq, scale, ds, bk, q + at(lq, n, i0), lq.rs,
-                                  1, dk + at(ldk, n, j0), ldk.rs)
-                    j0 = j0 + Bk  # (not +=: inside prange that would declare a reduction)
-                i0 = i0 + Bq
+                i0 = 0  # (a while loop: range() with a run-time step is not a C loop)
+                while i0 < Tq:
+                    bq = min(Bq, Tq - i0)
+                    k_end = min(Tk, i0 + bq + shift) if causal else Tk
+                    if key_end:
+                        k_end = min(k_end, key_end[n])
+                    j0 = max(0, i0 + shift - window + 1) if window else 0
+                    while j0 < k_end:
+                        bk = min(Bk, k_end - j0)
+                        gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
+                                      k + at(lk, nk, j0), lk.rs, 0, p, bk)
+                        for r in range(bq):
+                            if window:
+                                hide_before(p + r * bk, bk, i0 + r + shift - window + 1 - j0)
+                            bm = NULL
+                            am = NULL
+                            if mask_offsets != NULL and (mask_in_use == NULL or mask_in_use[n] != 0):
+                                mask_at = mask_offsets[n] + (i0 + r) * mask_rs + j0 * mask_cs
+                                bm = bool_mask + mask_at if bool_mask else NULL
+                                am = add_mask + mask_at if add_mask else NULL
+                            mask_row(p + r * bk, bk, i0 + r + shift + 1 - j0 if causal else bk,
+                                     bm, mask_cs, am, mask_cs)
+                            exp_sum_row(p + r * bk, bk, lse[n * Tq + i0 + r])  # (-inf lse: zeros)
+                        gemm_rowmajor(True, False, bk, Dv, bq, 1, p, bk, dout + at(ldo, n, i0), ldo.rs,
+                                      1, dv + at(ldv, nk, j0), ldv.rs)
+                        gemm_rowmajor(False, True, bq, bk, Dv, 1, dout + at(ldo, n, i0), ldo.rs,
+                                      v + at(lv, nk, j0), lv.rs, 0, ds, bk)
+                        for r in range(bq):
+                            for c in range(bk):
+                                ds[r * bk + c] = p[r * bk + c] * (ds[r * bk + c] - row_dot[i0 + r])
+                        gemm_rowmajor(False, False, bq, D, bk, scale, ds, bk, k + at(lk, nk, j0), lk.rs,
+                                      1, dq + at(ldq, n, i0), ldq.rs)
+                        gemm_rowmajor(True, False, bk, D, bq, scale, ds, bk, q + at(lq, n, i0), lq.rs,
+                                      1, dk + at(ldk, nk, j0), ldk.rs)
+                        j0 = j0 + Bk  # (not +=: inside prange that would declare a reduction)
+                    i0 = i0 + Bq
         blas_threads_exit(_blas_set_local, blas_threads)
 
 
@@ -279,14 +309,15 @@ def _forward4(const floating[:, :, :, :] q, const floating[:, :, :, :] k, const 
              const Py_ssize_t[::1] mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
              Py_ssize_t block_q, Py_ssize_t block_k, int num_threads,
              const Py_ssize_t[::1] key_end=None, const unsigned char[::1] mask_in_use=None,
-             floating[:, ::1] lse=None):
-    # q (P, Q, Tq, D), k (P, Q, Tk, D), v (P, Q, Tk, Dv) -> out (P, Q, Tq, Dv), lse (P * Q, Tq):
-    # any strides with contiguous rows (see Layout); N = P * Q matrices.
+             floating[:, ::1] lse=None, Py_ssize_t window=0):
+    # q (P, Q, Tq, D), k (P, Qk, Tk, D), v (P, Qk, Tk, Dv) -> out (P, Q, Tq, Dv), lse (P * Q, Tq):
+    # any strides with contiguous rows (see Layout); N = P * Q matrices; Q a multiple of Qk
+    # (grouped-query attention when Qk < Q). window: 0, or W >= 1 keys per query (with causal).
     cdef Py_ssize_t P = q.shape[0], Q = q.shape[1], Tq = q.shape[2], D = q.shape[3]
-    cdef Py_ssize_t N = P * Q, Tk = k.shape[2], Dv = v.shape[3]
+    cdef Py_ssize_t N = P * Q, Tk = k.shape[2], Dv = v.shape[3], Qk = k.shape[1]
     cdef Layout lq, lk, lv, lo
-    if (_shape4(k) != (P, Q, Tk, D) or _shape4(v) != (P, Q, Tk, Dv)
-            or _shape4(out) != (P, Q, Tq, Dv)):
+    if (Qk < 1 or Q % Qk or _shape4(k) != (P, Qk, Tk, D) or _shape4(v) != (P, Qk, Tk, Dv)
+            or _shape4(out) != (P, Q, Tq, Dv) or window < 0 or (window and not causal)):
         raise ValueError("attention: inconsistent shapes q %s, k %s, v %s, out %s" % (
             _shape4(q), _shape4(k), _shape4(v), _shape4(out)))
     if lse is not None and (lse.shape[0] != N or lse.shape[1] != Tq):
@@ -320,7 +351,7 @@ def _forward4(const floating[:, :, :, :] q, const floating[:, :, :, :] k, const 
                        &mask_offsets[0] if mask_len else NULL, mask_rs, mask_cs,
                        &key_end[0] if key_end is not None else NULL,
                        &mask_in_use[0] if mask_in_use is not None else NULL,
-                       block_q, block_k, num_threads)
+                       Q // Qk, window, block_q, block_k, num_threads)
 
 
 def _backward4(const floating[:, :, :, :] q, const floating[:, :, :, :] k, const floating[:, :, :, :] v,
@@ -331,14 +362,17 @@ def _backward4(const floating[:, :, :, :] q, const floating[:, :, :, :] k, const
               const unsigned char[::1] bool_mask, const floating[::1] add_mask,
               const Py_ssize_t[::1] mask_offsets, Py_ssize_t mask_rs, Py_ssize_t mask_cs,
               Py_ssize_t block_q, Py_ssize_t block_k, int num_threads,
-              const Py_ssize_t[::1] key_end=None, const unsigned char[::1] mask_in_use=None):
-    # as _forward4: (P, Q, T, D) arrays with contiguous rows; dq, dk, dv must not overlap.
+              const Py_ssize_t[::1] key_end=None, const unsigned char[::1] mask_in_use=None,
+              Py_ssize_t window=0):
+    # as _forward4: (P, Q, T, D) arrays with contiguous rows, k, v, dk, dv (P, Qk, Tk, .);
+    # dq, dk, dv must not overlap.
     cdef Py_ssize_t P = q.shape[0], Q = q.shape[1], Tq = q.shape[2], D = q.shape[3]
-    cdef Py_ssize_t N = P * Q, Tk = k.shape[2], Dv = v.shape[3]
-    if (_shape4(k) != (P, Q, Tk, D) or _shape4(v) != (P, Q, Tk, Dv)
+    cdef Py_ssize_t N = P * Q, Tk = k.shape[2], Dv = v.shape[3], Qk = k.shape[1]
+    if (Qk < 1 or Q % Qk or window < 0 or (window and not causal)
+            or _shape4(k) != (P, Qk, Tk, D) or _shape4(v) != (P, Qk, Tk, Dv)
             or _shape4(out) != (P, Q, Tq, Dv) or _shape4(dout) != (P, Q, Tq, Dv)
             or lse.shape[0] != N or lse.shape[1] != Tq or _shape4(dq) != (P, Q, Tq, D)
-            or _shape4(dk) != (P, Q, Tk, D) or _shape4(dv) != (P, Q, Tk, Dv)):
+            or _shape4(dk) != (P, Qk, Tk, D) or _shape4(dv) != (P, Qk, Tk, Dv)):
         raise ValueError("attention backward: inconsistent shapes q %s, k %s, v %s, out %s, dout %s, "
                          "dq %s, dk %s, dv %s" % (_shape4(q), _shape4(k), _shape4(v), _shape4(out),
                                                   _shape4(dout), _shape4(dq), _shape4(dk), _shape4(dv)))
@@ -372,7 +406,7 @@ def _backward4(const floating[:, :, :, :] q, const floating[:, :, :, :] k, const
                         &mask_offsets[0] if mask_len else NULL, mask_rs, mask_cs,
                         &key_end[0] if key_end is not None else NULL,
                         &mask_in_use[0] if mask_in_use is not None else NULL,
-                        block_q, block_k, num_threads)
+                        Q // Qk, window, block_q, block_k, num_threads)
 
 
 def _forward(q, k, v, out, *args, **kwargs):
@@ -405,9 +439,10 @@ def _view4(a, bint writable=False):
 
 
 @cython.wraparound(True)
-def _prepare(query, key, value, attn_mask, bint full=False):
+def _prepare(query, key, value, attn_mask, bint full=False, window=None):
     """(P, Q, T, D) views of q, k, v, the mask arguments of _forward/_backward, and the tile
-    sizes and thread count for this problem (full: a forward that is not causal)."""
+    sizes and thread count for this problem (full: a forward that is not causal; window: the
+    sliding window, None or W, which bounds the keys a query block computes)."""
     lead, (Tq, D), Tk = query.shape[:-2], query.shape[-2:], key.shape[-2]
     q4, k4, v4 = _view4(query), _view4(key), _view4(value)
     N = q4.shape[0] * q4.shape[1]
@@ -420,7 +455,8 @@ def _prepare(query, key, value, attn_mask, bint full=False):
     block_q = min(BLOCK_Q_FULL if full else BLOCK_Q, max(Tq, 1))
     block_k = min(max(BLOCK_K, TILE_AREA // block_q), max(Tk, 1))
     # (work: the forward's two products, causal or not: an upper bound)
-    tiles = (block_q, block_k, max(1, min(threads_for(2 * N * Tq * Tk * (D + value.shape[-1])), N * Tq)))
+    keys = Tk if window is None else min(Tk, window + block_q)
+    tiles = (block_q, block_k, max(1, min(threads_for(2 * N * Tq * keys * (D + value.shape[-1])), N * Tq)))
     return lead, q4, k4, v4, mask_args, tiles, extent
 
 
@@ -442,30 +478,33 @@ cdef _finish(result, target4):
 
 @cython.wraparound(True)
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None,
-                                 return_lse=False, out=None):
+                                 return_lse=False, out=None, enable_gqa=False, window=None):
     """query (..., Tq, D), key (..., Tk, D), value (..., Tk, Dv) -> out (..., Tq, Dv) [, lse (..., Tq)].
+    enable_gqa: key and value have H_kv heads (dim -3), query H = group * H_kv.
 
     Inputs (and out, if given: written in place and returned) are validated by
     fastattn.functional; here they are only viewed (P, Q, T, D), copied where they must be."""
     lead, q4, k4, v4, mask_args, tiles, (key_end, in_use) = _prepare(query, key, value, attn_mask,
-                                                                     not is_causal)
+                                                                     not is_causal, window)
     Tq, D, Dv = q4.shape[2], q4.shape[3], v4.shape[3]
     N = q4.shape[0] * q4.shape[1]
     result, o4 = _output(out, lead + (Tq, Dv), q4.dtype)
     lse = np.empty((N, Tq), dtype=q4.dtype) if return_lse else None
     _forward4(q4, k4, v4, o4, 1.0 / sqrt(D) if scale is None else float(scale), bool(is_causal),
-             *mask_args, *tiles, key_end, in_use, lse)
+             *mask_args, *tiles, key_end, in_use, lse, window or 0)
     _finish(result, o4)
     return (result, lse.reshape(lead + (Tq,))) if return_lse else result
 
 
 @cython.wraparound(True)
 def scaled_dot_product_attention_backward(grad_output, query, key, value, output, lse,
-                                          attn_mask=None, is_causal=False, scale=None, out=None):
+                                          attn_mask=None, is_causal=False, scale=None, out=None,
+                                          enable_gqa=False, window=None):
     """Gradients (grad_query, grad_key, grad_value) of scaled_dot_product_attention, given the
-    forward's output and lse; written into out = (dq, dk, dv) if given. Inputs are validated by
-    fastattn.functional."""
-    lead, q4, k4, v4, mask_args, tiles, (key_end, in_use) = _prepare(query, key, value, attn_mask)
+    forward's output and lse; written into out = (dq, dk, dv) if given (with enable_gqa, dk and
+    dv summed over each group of query heads). Inputs are validated by fastattn.functional."""
+    lead, q4, k4, v4, mask_args, tiles, (key_end, in_use) = _prepare(query, key, value, attn_mask,
+                                                                     False, window)
     Tq, D = q4.shape[2], q4.shape[3]
     N = q4.shape[0] * q4.shape[1]
     outs = [_output(None if out is None else out[i], a.shape, q4.dtype)
@@ -473,7 +512,7 @@ def scaled_dot_product_attention_backward(grad_output, query, key, value, output
     _backward4(q4, k4, v4, _view4(output), _view4(grad_output),
               np.ascontiguousarray(lse).reshape(N, Tq), outs[0][1], outs[1][1], outs[2][1],
               1.0 / sqrt(D) if scale is None else float(scale), bool(is_causal),
-              *mask_args, *tiles, key_end, in_use)
+              *mask_args, *tiles, key_end, in_use, window or 0)
     for result, target in outs:
         _finish(result, target)
     return tuple(result for result, _ in outs)

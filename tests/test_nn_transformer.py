@@ -285,6 +285,7 @@ def test_positional_encoding():
     odd = nn.PositionalEncoding(5, 0.0)(np.zeros((3, 5)))  # odd d_model: the last column is a sine
     assert odd[2, 4] == pytest.approx(math.sin(2 / 10000 ** 0.8)) and odd[2, 3] == pytest.approx(math.cos(2 / 10000 ** 0.4))
     g = np.arange(x.size, dtype=np.float32).reshape(x.shape)
+    pe(x)  # (the backward of the last forward: of x's shape)
     np.testing.assert_array_equal(pe.backward(g), g)
     assert pe.state_dict() == {}
     drop = nn.PositionalEncoding(6, dropout=0.5, seed=0)

@@ -11,8 +11,12 @@ from fastattn._compiled.linear import linear, linear_backward, linear_gelu
 from fastattn._compiled.layer_norm import layer_norm, layer_norm_backward
 from fastattn._compiled.softmax import masked_softmax, masked_softmax_backward
 from fastattn._compiled.relu import relu, relu_backward
+from fastattn._compiled.rms_norm import rms_norm, rms_norm_backward
+from fastattn._compiled.rotary import rotary_embedding, rotary_embedding_backward
+from fastattn._compiled.silu import silu, silu_backward, silu_mul, silu_mul_backward
 
 __all__ = ["scaled_dot_product_attention", "masked_softmax", "layer_norm", "gelu",
            "masked_softmax_backward", "layer_norm_backward", "gelu_backward",
            "scaled_dot_product_attention_backward", "cross_entropy", "cross_entropy_backward", "linear", "linear_backward", "linear_gelu",
-           "adamw_step", "relu", "relu_backward", "openmp_enabled"]
+           "adamw_step", "relu", "relu_backward", "rms_norm", "rms_norm_backward",
+           "rotary_embedding", "rotary_embedding_backward", "silu", "silu_backward", "silu_mul", "silu_mul_backward", "openmp_enabled"]

@@ -98,6 +98,16 @@ def _padded(ids, rows, dtype=np.int64):
     return batch, lengths
 
 
+def _text_list(inputs):
+    """list(inputs) for a sequence of texts; TypeError for what is not one: bytes (not text: its
+    items are ints), a dict or set (keys, in no meaningful order), None, a number."""
+    if isinstance(inputs, (bytes, bytearray, memoryview)):
+        raise TypeError(f"inputs must be a str or a list of str, got {type(inputs).__name__}: decode it to str first")
+    if isinstance(inputs, (dict, set, frozenset)) or not hasattr(inputs, "__iter__"):
+        raise TypeError(f"inputs must be a str or a list of str, got {type(inputs).__name__}")
+    return list(inputs)
+
+
 class SentenceEncoder:
     """A sentence-embedding model kept loaded: SentenceEncoder(model_dir).encode(texts).
     compute_type: the weights' precision ("float32", "int8", "bfloat16", "int8_bfloat16" or
@@ -167,7 +177,7 @@ class SentenceEncoder:
                 raise TypeError("pass show_progress_bar or its older name progress, not both")
             show_progress_bar = progress
         single = isinstance(inputs, str)
-        texts = [inputs] if single else list(inputs)
+        texts = [inputs] if single else _text_list(inputs)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             kind = type(texts[bad[0]]).__name__

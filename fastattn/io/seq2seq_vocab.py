@@ -56,14 +56,19 @@ class Seq2SeqVocab:
         n = len(self.chars) if self._tok is None else self._tok.vocab_size
         return len(SPECIALS) + n
 
-    def encode(self, text):
-        """str -> int64 ids; a character outside a character vocabulary is UNK."""
+    def encode(self, text, strict=False):
+        """str -> int64 ids; a character outside a character vocabulary is UNK, or with
+        strict=True a ValueError naming it and its position (what the trainer and translate use)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if self._tok is not None:
             return self._tok.encode(text) + len(SPECIALS)
         get = self._stoi.get
-        return np.fromiter((get(c, UNK) for c in text), dtype=np.int64, count=len(text))
+        ids = np.fromiter((get(c, UNK) for c in text), dtype=np.int64, count=len(text))
+        if strict and (ids == UNK).any():
+            pos = int(np.argmax(ids == UNK))
+            raise ValueError(f"character {text[pos]!r} at position {pos} is not in the vocabulary")
+        return ids
 
     def decode(self, ids):
         """ids (any shape; flattened) -> str, without the special ids (an UNK is dropped too)."""

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from fastattn.io.atomic import named_error, write_atomic
 from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer
 
 FORMAT = "fastattn-tokens"
@@ -29,39 +30,106 @@ def token_dtype(vocab_size):
     return np.dtype("<u2") if vocab_size <= 65535 else np.dtype("<u4")
 
 
-def _write_atomic(path, write):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_token_dir(out_dir, train_ids, val_ids, tokenizer):
     """Writes train.bin, val.bin, meta.json (and tokenizer.json for a PretrainedTokenizer) to
-    out_dir; the ids must lie in [0, tokenizer.vocab_size). Returns meta.json's dict."""
+    out_dir; the ids must lie in [0, tokenizer.vocab_size). Returns meta.json's dict.
+
+    Over an existing dataset the update is whole or refused, never a mix: every new file is
+    written (and flushed) under a temporary name first, then the old meta.json is removed, the
+    new files renamed into place, and the new meta.json written last. A process killed on the
+    way leaves the old dataset, or a directory without meta.json (read_token_dir refuses it),
+    never new .bin files beside the old meta.json (which would decode them with the wrong
+    tokenizer when the sizes match). The next write removes what a killed one left."""
     vocab = tokenizer.vocab_size
     dtype = token_dtype(vocab)
     meta = {"format": FORMAT, "version": VERSION, "dtype": dtype.name, "vocab_size": vocab}
-    os.makedirs(out_dir, exist_ok=True)
+    checked = []
     for name, ids in zip(SPLITS, (train_ids, val_ids)):
         ids = np.asarray(ids)
         if ids.size and (ids.min() < 0 or ids.max() >= vocab):
             raise ValueError(f"the {name} ids must lie in [0, {vocab}), got [{ids.min()}, {ids.max()}]")
-        _write_atomic(os.path.join(out_dir, f"{name}.bin"), ids.astype(dtype).tofile)
+        checked.append(ids)
         meta[f"{name}_tokens"] = int(ids.size)
-    if isinstance(tokenizer, PretrainedTokenizer):
-        tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
-        meta["tokenizer"] = {"type": "tokenizer.json"}
-    else:
-        meta["tokenizer"] = tokenizer.to_json()
+    os.makedirs(out_dir, exist_ok=True)
+    _remove_stale_temporaries(out_dir)
+    staged = []  # (temporary, final) paths
+    try:
+        for name, ids in zip(SPLITS, checked):
+            staged.append(_stage(os.path.join(out_dir, f"{name}.bin"), ids.astype(dtype).tofile))
+        if isinstance(tokenizer, PretrainedTokenizer):
+            text = tokenizer.json.encode("utf-8")
+            staged.append(_stage(os.path.join(out_dir, "tokenizer.json"), lambda f: f.write(text)))
+            meta["tokenizer"] = {"type": "tokenizer.json"}
+        else:
+            meta["tokenizer"] = tokenizer.to_json()
+    except BaseException:
+        for tmp, _ in staged:
+            os.unlink(tmp)
+        raise
+    meta_path = os.path.join(out_dir, "meta.json")
+    if os.path.exists(meta_path):  # from here until the new one is written, the directory is refused
+        os.unlink(meta_path)
+        _sync_dir(out_dir)
+    for tmp, final in staged:
+        os.replace(tmp, final)
     text = json.dumps(meta)
-    _write_atomic(os.path.join(out_dir, "meta.json"), lambda f: f.write(text.encode()))
+    write_atomic(meta_path, lambda f: f.write(text.encode()))
+    _sync_dir(out_dir)
     return meta
+
+
+def _stage(path, write):
+    """write(binary file) to a flushed temporary file beside path: (its name, path)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise named_error(e, path) from None
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp, path
+
+
+def _sync_dir(path):
+    """The directory's entries (a removal, a rename) to disk, where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(out_dir):
+    """Removes NAME.<pid>.tmp (NAME one of the dataset's files) whose writing process no longer runs."""
+    names = tuple(f"{s}.bin" for s in SPLITS) + ("meta.json", "tokenizer.json")
+    for entry in os.listdir(out_dir):
+        base, _, rest = entry.partition(".tmp")[0].rpartition(".")
+        if entry.endswith(".tmp") and base in names and rest.isdigit() and not _running(int(rest)):
+            os.unlink(os.path.join(out_dir, entry))
+
+
+def _running(pid):
+    if pid == os.getpid():
+        return False  # (this process is not writing there now)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class TokenSplit:
@@ -95,8 +163,10 @@ def read_token_dir(path):
     meta_path = os.path.join(path, "meta.json")
     missing = [n for n in ("meta.json", "train.bin", "val.bin") if not os.path.isfile(os.path.join(path, n))]
     if missing:
+        unfinished = missing == ["meta.json"]
         raise FileNotFoundError(f"{path} is not a token dataset: it has no {', '.join(missing)} "
-                                "(write one with `fastattn prepare --data TEXT --out DIR`)")
+                                + ("(a prepare that did not finish leaves none: run it again)" if unfinished else
+                                   "(write one with `fastattn prepare --data TEXT --out DIR`)"))
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)

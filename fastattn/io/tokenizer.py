@@ -94,7 +94,11 @@ class CharTokenizer:
 
 class PretrainedTokenizer:
     """A Hugging Face tokenizer.json (e.g. GPT-2's byte-level BPE) through the `tokenizers`
-    package, with CharTokenizer's encode / decode / vocab_size. Read from disk only."""
+    package, with CharTokenizer's encode / decode / vocab_size. Read from disk only.
+
+    encode gives the text's own ids whatever padding or truncation the file sets (all-MiniLM's
+    pads and cuts to 128): it is what data is made of. Only encode_batch, the model input of an
+    encoder, uses the file's truncation, on a tokenizer object of its own."""
 
     def __init__(self, path):
         try:
@@ -110,6 +114,10 @@ class PretrainedTokenizer:
             self._tok = Tokenizer.from_str(text)
         except Exception as e:  # tokenizers raises its own Exception type for a bad file
             raise ValueError(f"cannot read the tokenizer {path}: {e}") from None
+        # encode's tokenizer: never padded or cut, and never changed after this (threads share it)
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self._batch_tok = None  # encode_batch's, read again from the text when first needed
         self.path, self.json = path, text  # json: the tokenizer.json text, as read
 
     @classmethod
@@ -149,14 +157,16 @@ class PretrainedTokenizer:
     def encode_batch(self, texts, max_length=None):
         """A list of int64 id arrays, one per text, with the tokenizer's special tokens (BERT's
         [CLS] ... [SEP]), unpadded; max_length cuts each to that many tokens, the special ones
-        included (and leaves that setting on the tokenizer)."""
-        self._tok.no_padding()
+        included (and leaves that setting on encode_batch's tokenizer; encode is never cut)."""
+        if self._batch_tok is None:
+            self._batch_tok = _tokenizers().Tokenizer.from_str(self.json)
+        self._batch_tok.no_padding()
         if max_length is not None:
-            self._tok.enable_truncation(max_length)
+            self._batch_tok.enable_truncation(max_length)
         texts = list(texts)
         for i, text in enumerate(texts):
             _encodable(f"texts[{i}]", text)
-        return [np.array(e.ids, dtype=np.int64) for e in self._tok.encode_batch(texts)]
+        return [np.array(e.ids, dtype=np.int64) for e in self._batch_tok.encode_batch(texts)]
 
     def decode(self, ids):
         """Integer ids (any shape; flattened) -> str."""

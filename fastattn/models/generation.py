@@ -22,12 +22,16 @@ from fastattn import functional as F
 
 
 class KVCache:
-    """Keys and values of every layer, k and v (n_layer, B, H, max_len, hs), and which of the
-    first `length` positions hold a real token rather than left padding: valid (B, max_len)."""
+    """Keys and values of every layer, k and v (n_layer, B, H_kv, max_len, hs), and which of the
+    first `length` positions hold a real token rather than left padding: valid (B, max_len).
+    H_kv: a GPT's n_head; a Llama's num_key_value_heads (grouped-query: H / H_kv times smaller)."""
 
     def __init__(self, config, batch, max_len, dtype):
-        H = config.n_head
-        shape = (config.n_layer, batch, H, max_len, config.n_embd // H)
+        if hasattr(config, "num_key_value_heads"):  # a LlamaConfig
+            heads, hs = config.num_key_value_heads, config.head_dim
+        else:
+            heads, hs = config.n_head, config.n_embd // config.n_head
+        shape = (config.n_layer, batch, heads, max_len, hs)
         self.k = np.zeros(shape, dtype)
         self.v = np.zeros(shape, dtype)
         self.valid = np.zeros((batch, max_len), bool)
@@ -101,7 +105,7 @@ def stream(model, idx, valid, max_new_tokens, temperature, top_k, top_p, rng, st
     ctx[:, :T], ok[:, :T] = idx, valid
     lengths = valid.sum(axis=1)  # tokens in each row so far
     end = T
-    dtype = model.transformer.wte.weight.data.dtype
+    dtype = model.parameters()[0].data.dtype
     cache = KVCache(model.config, B, min(bs, int(lengths.max()) + max_new_tokens), dtype) if use_cache else None
     finished = np.zeros(B, bool)
     # The first step runs through fastattn.functional, which checks every argument. Later steps

@@ -25,6 +25,8 @@ the one with the best log probability / lp, GNMT's length penalty
 lp = ((5 + length) / 6) ** length_penalty (Wu et al. 2016, with alpha = 0.6 as the Transformer
 paper's decoding), length counting eos. With beam_size=1 that is greedy decoding.
 """
+import os
+
 import numpy as np
 
 from fastattn import functional as F
@@ -232,6 +234,37 @@ def _beam(dec, bos, eos, beam_size, alpha, max_len):
     return np.array(toks, np.int64), float(score)
 
 
+def _available_memory():
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_beam_fits(model, beam_size, S, max_len):
+    """ValueError, before any work, when beam_size hypotheses cannot fit in the available memory.
+    Per hypothesis: its self-attention cache (2 x layers x max_len x d_model) and cross-attention
+    keys and values (2 x layers x S x d_model), each twice (reorder copies them), and its row of
+    candidate scores (V float64, with argsort's copies: about 4 x 8 V bytes)."""
+    c = model.config
+    item = model.generator.weight.data.dtype.itemsize
+    L, E, V = c["num_decoder_layers"], c["d_model"], c["tgt_vocab_size"]
+    per = 2 * 2 * L * (max_len + S) * E * item + 32 * V + 4 * (c["dim_feedforward"] + 4 * E) * item
+    available = _available_memory()
+    if available is not None and beam_size * per > available:
+        raise ValueError(f"beam_size {beam_size} does not fit: its hypotheses need about "
+                         f"{beam_size * per / 2**30:.1f} GiB ({per} bytes each, max_len {max_len}), "
+                         f"{available / 2**30:.1f} GiB are available: at most {available // per} fit")
+
+
 def beam_search(model, src, beam_size=4, length_penalty=0.6, max_len=None, src_key_padding_mask=None,
                 bos=1, eos=2, return_scores=False):
     """Beam search (see the module's doc) for each row of src (N, S) ids: a list of N int64
@@ -243,6 +276,7 @@ def beam_search(model, src, beam_size=4, length_penalty=0.6, max_len=None, src_k
         raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
     if not np.isfinite(length_penalty) or length_penalty < 0:
         raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty!r}")
+    _check_beam_fits(model, int(beam_size), src.shape[1], max_len)
     pad = model._padding("src_key_padding_mask", src_key_padding_mask, src)
     was_training = model.training
     model.eval()

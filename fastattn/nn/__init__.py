@@ -20,15 +20,19 @@ F.scaled_dot_product_attention (True = may attend), exactly as in PyTorch.
 from fastattn.nn.module import Module, Parameter
 from fastattn.nn.linear import Linear
 from fastattn.nn.embedding import Embedding
-from fastattn.nn.normalization import LayerNorm
+from fastattn.nn.normalization import LayerNorm, RMSNorm
 from fastattn.nn.dropout import Dropout
-from fastattn.nn.activation import GELU, ReLU
+from fastattn.nn.activation import GELU, ReLU, SiLU
 from fastattn.nn.container import ModuleList, Sequential
 from fastattn.nn.attention import MultiheadAttention
 from fastattn.nn.transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
                                      TransformerEncoderLayer)
 from fastattn.nn.positional import PositionalEncoding
+from fastattn.nn.rotary import RotaryEmbedding
+from fastattn.nn.grouped_attention import GroupedQueryAttention
 
-__all__ = ["Module", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "ReLU", "GELU", "Sequential",
+__all__ = ["Module", "Parameter", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "ReLU", "GELU", "SiLU",
+           "Sequential",
            "ModuleList", "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer",
-           "TransformerEncoder", "TransformerDecoder", "Transformer", "PositionalEncoding"]
+           "TransformerEncoder", "TransformerDecoder", "Transformer", "PositionalEncoding", "RotaryEmbedding",
+           "GroupedQueryAttention"]

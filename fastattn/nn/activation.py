@@ -1,4 +1,4 @@
-"""Activations: ReLU and GELU (on F.relu and F.gelu)."""
+"""Activations: ReLU, GELU and SiLU (on F.relu, F.gelu and F.silu)."""
 import numpy as np
 
 from fastattn import functional as F
@@ -41,3 +41,19 @@ class GELU(Module):
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
+
+
+class SiLU(Module):
+    """SiLU (swish): x * sigmoid(x), elementwise (inplace is accepted, as torch's, and unused)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+
+    def forward(self, input):
+        x = np.asarray(input)
+        self._save(x)
+        return F.silu(x)
+
+    def backward(self, grad_output):
+        (x,) = self._take()
+        return F.silu_backward(grad_output, x)

@@ -24,15 +24,18 @@ class Dropout(Module):
     def forward(self, input):
         x = np.asarray(input)
         if not self.training or self.p == 0:
-            self._save(None)
+            self._save(x.shape, None)
             return x
         keep = _keep_mask(self._rng, x.shape, self.p, x.dtype)
-        self._save(keep)
+        self._save(x.shape, keep)
         return x * keep
 
     def backward(self, grad_output):
-        (keep,) = self._take()
-        return grad_output if keep is None else grad_output * keep
+        shape, keep = self._take()
+        g = np.asarray(grad_output)
+        if g.shape != shape:  # (a broadcastable one would silently give the wrong shape)
+            raise ValueError(f"Dropout: grad_output must have the output's shape {shape}, got {g.shape}")
+        return g if keep is None else g * keep
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -1,4 +1,4 @@
-"""LayerNorm over the trailing dims, torch.nn.LayerNorm's arguments (on F.layer_norm)."""
+"""LayerNorm and RMSNorm over the trailing dims, torch.nn's arguments (on F.layer_norm, F.rms_norm)."""
 import numbers
 
 import numpy as np
@@ -54,7 +54,10 @@ class LayerNorm(Module):
 
     def backward(self, grad_output):
         x2, mean, rstd, shape = self._take()
-        g = np.asarray(grad_output).reshape(x2.shape)
+        g = np.asarray(grad_output)
+        if g.shape != shape:
+            raise ValueError(f"LayerNorm: grad_output must have the output's shape {shape}, got {g.shape}")
+        g = g.reshape(x2.shape)
         w = None if self.weight is None else self.weight.data.reshape(-1)
         dx, dw, db = F.layer_norm_backward(g, x2, mean, rstd, w)
         if self.weight is not None:
@@ -62,6 +65,51 @@ class LayerNorm(Module):
         if self.bias is not None:
             self.bias.grad += db.reshape(self.normalized_shape)
         return dx.reshape(shape)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class RMSNorm(Module):
+    """RMSNorm(normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32), torch's
+    arguments: input / sqrt(mean(input^2) + eps) * weight over the last len(normalized_shape)
+    dims (eps None: the machine epsilon of the input's dtype, as torch); weight = 1.
+    input (..., *normalized_shape) -> same shape."""
+
+    _optional = ("weight",)
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32, seed=None):
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        shape = tuple(normalized_shape)
+        if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in shape):
+            raise ValueError(f"normalized_shape must be a positive int or a tuple of them, got {normalized_shape!r}")
+        self.normalized_shape = tuple(int(n) for n in shape)
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0):
+            raise ValueError(f"eps must be None or a number >= 0, got {eps!r}")
+        self.eps = None if eps is None else float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = Parameter(np.ones(self.normalized_shape, _dtype(dtype))) if elementwise_affine else None
+
+    def reset_parameters(self, rng=None):
+        if self.weight is not None:
+            self.weight.data[...] = 1
+
+    def forward(self, input):
+        x = np.asarray(input)
+        w = None if self.weight is None else self.weight.data
+        y, rstd = F.rms_norm(x, self.normalized_shape, w, self.eps, return_rstd=True)
+        self._save(x, rstd)
+        return y
+
+    def backward(self, grad_output):
+        x, rstd = self._take()
+        w = None if self.weight is None else self.weight.data
+        dx, dw = F.rms_norm_backward(grad_output, x, rstd, self.normalized_shape, w)
+        if self.weight is not None:
+            self.weight.grad += dw
+        return dx
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

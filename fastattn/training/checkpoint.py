@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 
+from fastattn.io.atomic import named_error
 from fastattn.io.tokenizer import tokenizer_from_json
 from fastattn.models.gpt import GPT
 from fastattn.models.gpt_config import GPTConfig, parameter_shapes
@@ -89,6 +90,9 @@ def _write(path, header, arrays):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        raise named_error(e, path) from None  # (a full disk's error names no file)
     except BaseException:
         os.unlink(tmp)
         raise

@@ -54,6 +54,9 @@ def prepare(data_path, out_dir, tokenizer="char", vocab_size=None):
     tok = make_tokenizer(tokenizer, text, vocab_size)
     ids = tok.encode(text)
     n = int(TRAIN_FRACTION * len(ids))
+    if n == 0 or n == len(ids):
+        raise ValueError(f"{data_path} gives {len(ids)} tokens: too few for a train and a validation split "
+                         f"(the first 90% and the last 10%, each at least one token)")
     return write_token_dir(out_dir, ids[:n], ids[n:], tok)
 
 

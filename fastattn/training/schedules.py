@@ -21,9 +21,16 @@ SCHEDULES = ("constant", "linear", "cosine", "exponential", "inverse_sqrt")
 
 
 def check_schedule(schedule, lr, min_lr):
-    """ValueError unless schedule is one of SCHEDULES and lr, min_lr suit it."""
+    """ValueError unless schedule is one of SCHEDULES and lr, min_lr suit it (finite; a decay
+    does not rise: min_lr <= lr for linear, cosine and exponential)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+    for name, value in (("the learning rate", lr), ("min_lr", min_lr)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+    if schedule in ("linear", "cosine") and min_lr > lr:
+        raise ValueError(f"the {schedule} schedule decays from the learning rate to min_lr: min_lr {min_lr} "
+                         f"is above the learning rate {lr} (lower min_lr)")
     if schedule == "exponential" and not 0 < min_lr <= lr:
         raise ValueError(f"the exponential schedule decays from the learning rate to min_lr: it needs "
                          f"0 < min_lr <= learning rate, got min_lr {min_lr} and learning rate {lr}")

@@ -33,7 +33,8 @@ from fastattn.optim import AdamW
 from fastattn.training.checkpoint import remove_stale_temporaries
 from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint, save_seq2seq_checkpoint
 from fastattn.training.schedules import SCHEDULES, check_schedule, learning_rate
-from fastattn.training.trainer import _at_least, _read_metrics, _save_evaluation, _start_run
+from fastattn.training.trainer import (_at_least, _check_types, _finite, _finite_evaluation, _read_metrics, _save_evaluation,
+                                       _start_run)
 
 # what a resumed run cannot change: the model's shapes, its vocabularies, and the seed
 FIXED_ON_RESUME = ("d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
@@ -64,6 +65,8 @@ class Seq2SeqTrainConfig:
     tokenizer: str = None  # a directory holding tokenizer.json; None: characters
 
     def __post_init__(self):
+        _check_types(self)
+        _finite(self)
         _at_least(self, 1, "d_model", "nhead", "num_encoder_layers", "num_decoder_layers", "dim_feedforward",
                   "warmup", "batch_size", "eval_interval", "eval_pairs")
         _at_least(self, 0, "max_iters", "seed")
@@ -149,8 +152,25 @@ def _vocabularies(cfg, train_pairs):
     return Seq2SeqVocab.from_texts(s for s, _ in train_pairs), Seq2SeqVocab.from_texts(t for _, t in train_pairs)
 
 
-def _encode(pairs, src_vocab, tgt_vocab):
-    return [(src_vocab.encode(s), tgt_vocab.encode(t)) for s, t in pairs]
+def _encode(numbered, src_vocab, tgt_vocab, path, max_len):
+    """[(src ids, tgt ids), ...] of numbered pairs [(line, source, target), ...] of the file at
+    path, all checked before any training: a character outside a character vocabulary (a resumed
+    run's data with new ones) and a pair longer than the model's max_len (target + bos or eos)
+    are ValueErrors naming the file and the line."""
+    out = []
+    for line, source, target in numbered:
+        ids = []
+        for side, vocab, text, extra in (("source", src_vocab, source, 0), ("target", tgt_vocab, target, 1)):
+            try:
+                ids.append(vocab.encode(text, strict=True))
+            except ValueError as e:
+                raise ValueError(f"{path} line {line}: the {side}'s {e}") from None
+            if len(ids[-1]) + extra > max_len:
+                raise ValueError(f"{path} line {line}: the {side} is {len(ids[-1])} tokens"
+                                 f"{' (with bos or eos, ' + str(len(ids[-1]) + 1) + ')' if extra else ''}: "
+                                 f"the model takes at most {max_len}")
+        out.append(tuple(ids))
+    return out
 
 
 def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **settings):
@@ -161,7 +181,7 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
     from tqdm import tqdm  # (here: `import fastattn` stays light)
     ckpt_path = os.path.join(out_dir, "ckpt.npz")
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    train_text, val_text = split_pairs(read_pairs(data_path))
+    train_text, val_text = split_pairs(read_pairs(data_path, line_numbers=True))  # [(line, source, target)]
     if resume:
         ckpt = load_seq2seq_checkpoint(ckpt_path)
         saved = ckpt.meta.get("train_config")
@@ -180,12 +200,15 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
         if os.path.exists(ckpt_path):
             raise ValueError(f"{out_dir} already holds a checkpoint: pass resume to continue it, or "
                              "choose another output directory")
-        src_vocab, tgt_vocab = _vocabularies(cfg, train_text)
+        # the characters of every pair (validation's too, as the GPT trainer's of the whole text)
+        src_vocab, tgt_vocab = _vocabularies(cfg, [(s, t) for _, s, t in train_text + val_text])
         model = Seq2SeqTransformer(src_vocab.vocab_size, tgt_vocab.vocab_size, cfg.d_model, cfg.nhead,
                                    cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.dim_feedforward,
                                    cfg.dropout, cfg.share_embeddings, pad_idx=PAD, seed=cfg.seed)
         step, records = 0, []
-    train_pairs, val_pairs = _encode(train_text, src_vocab, tgt_vocab), _encode(val_text, src_vocab, tgt_vocab)
+    max_len = model.config["max_len"]
+    train_pairs, val_pairs = (_encode(text, src_vocab, tgt_vocab, data_path, max_len)
+                              for text in (train_text, val_text))
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_temporaries(out_dir)
 
@@ -209,6 +232,7 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
         losses = {name: mean_loss(model, pairs, cfg.batch_size) for name, pairs in eval_splits.items()}
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(step),
                   "elapsed_s": elapsed_before + time.perf_counter() - t0}
+        _finite_evaluation(record)
         best_val = _save_evaluation(
             out_dir, record, best_val, cfg, batch_rng, model._rng, log,
             lambda path, meta, opt: save_seq2seq_checkpoint(path, model, src_vocab, tgt_vocab, opt, step, meta),

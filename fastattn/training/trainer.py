@@ -39,6 +39,23 @@ FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "seed")
 MODEL_SHAPE = ("n_layer", "n_head", "n_embd", "bias")
 
 
+def _finite(config):
+    """ValueError naming the first float field of config that is inf or NaN."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{field.name} must be finite, got {value}")
+
+
+def _finite_evaluation(record):
+    """FloatingPointError when an evaluation's loss is not finite: the weights diverged, and the
+    run must not end as if it succeeded (nor save them)."""
+    for split in ("train", "val"):
+        if not math.isfinite(record[f"{split}_loss"]):
+            raise FloatingPointError(f"the {split} loss is {record[f'{split}_loss']} at step {record['step']}: "
+                                     "the weights diverged (try a lower learning rate)")
+
+
 def _at_least(config, low, *names):
     """ValueError naming the first of config's fields `names` that is not >= low (NaN is not)."""
     for name in names:
@@ -72,8 +89,10 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self):
+        _check_types(self)
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
+        _finite(self)
         _at_least(self, 1, "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters")
         _at_least(self, 0, "max_iters", "lr_decay_iters", "warmup_iters", "seed", "learning_rate", "min_lr",
                   "weight_decay", "grad_clip")
@@ -91,16 +110,39 @@ class TrainConfig:
 
 
 def _kind(field):
-    default = field.default
-    if isinstance(default, str):
-        return f"one of {', '.join(field.metadata['choices'])}", lambda v: v in field.metadata["choices"]
-    if isinstance(default, bool):
-        return "a bool", lambda v: isinstance(v, bool)
-    if isinstance(default, float):
-        return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    if default is None:
-        return "an int or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))
-    return "an int", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    """(what field takes, in words; a test of a value) from its annotation: bool, a number for
+    float, int, str (a name from metadata["choices"] when it has them); None too when that is
+    the default."""
+    choices = field.metadata.get("choices")
+    if field.type is bool:
+        kind, fits = "a bool", lambda v: isinstance(v, bool)
+    elif field.type is float:
+        kind, fits = "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    elif field.type is int:
+        kind, fits = "an int", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    elif choices:
+        kind, fits = f"one of {', '.join(choices)}", lambda v: isinstance(v, str) and v in choices
+    else:
+        kind, fits = "a str", lambda v: isinstance(v, str)
+    if field.default is None:
+        return f"{kind} or null", lambda v: v is None or fits(v)
+    return kind, fits
+
+
+def _check_types(config):
+    """ValueError naming the first field of a config dataclass whose value is not of its type
+    (bias="no", max_iters=2.5, learning_rate="0.1"): the Python call checks what a config file does.
+    NumPy scalars become Python ones and a path a str (the settings are saved as JSON)."""
+    for field in dataclasses.fields(config):
+        kind, fits = _kind(field)
+        value = getattr(config, field.name)
+        if isinstance(value, np.generic):
+            value = value.item()
+        if field.type is str and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not fits(value):
+            raise ValueError(f"{field.name} must be {kind}, got {value!r}")
+        setattr(config, field.name, value)
 
 
 def check_settings(settings, where):
@@ -137,7 +179,7 @@ def read_config_file(path):
                 raise ImportError(f"reading the TOML config {path} needs Python 3.11+ or the tomli package "
                                   "(pip install tomli); or write it as JSON") from None
         try:
-            data = tomllib.loads(raw.decode("utf-8"))
+            data = tomllib.loads(raw.decode("utf-8-sig"))  # (a BOM, as an editor may write, is not TOML's)
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path} is not TOML: {e}") from None
     else:
@@ -226,8 +268,26 @@ def _read_metrics(path, up_to_step):
     """The records of an earlier run that the resumed one continues (steps <= up_to_step)."""
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines):  # a torn last line (no newline after it): what a kill leaves
+                break
+            raise ValueError(f"{path} line {number} is not a JSON record: {e}") from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"{path} line {number} is not an evaluation record (an object with an int "
+                             f"\"step\"): {line[:80]!r}")
+        records.append(record)
     return [r for r in records if r["step"] <= up_to_step]
 
 
@@ -396,6 +456,7 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
             losses = estimate_loss(model, splits, cfg, world, on_batch=eval_bar.update)
         record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                   "lr": get_lr(step, cfg), "elapsed_s": elapsed_before + time.perf_counter() - t0}
+        _finite_evaluation(record)  # (every rank has the same losses: every rank raises)
         if writer:
             best_val = _save_evaluation(out_dir, record, best_val, cfg, None, None, log,
                                         lambda path, meta, opt: save_checkpoint(path, model, tokenizer, opt, step, meta),
