@@ -219,3 +219,25 @@ def test_bad_quantized_files(corpus_file, tmp_path, capsys, change, message):
     assert "quantized.npz" in str(info.value) or message == "scales must be finite"
     code, _, err = _run(capsys, "sample", "--checkpoint", tmp_path / "q", "--max-new-tokens", 2)
     assert code == 1 and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("tied, bias", [(True, False), (False, True)])
+def test_llama_fused_weights(backend, tied, bias):
+    _needs("int8")
+    from fastattn.models.llama import Llama
+    from fastattn.models.llama_config import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied, attention_bias=bias)
+    model, idx = Llama(cfg, seed=0), np.arange(10)[None]
+    want = model(idx)
+    model.quantize("int8")
+    layer = model.model.layers[0]
+    assert isinstance(layer._qkv[0], _lowp.Int8Weight) and isinstance(layer.mlp._gate_up, _lowp.Int8Weight)
+    assert np.shares_memory(layer.self_attn.k_proj.weight.data.q, layer._qkv[0].q)
+    assert np.shares_memory(layer.mlp.up_proj.weight.data.q, layer.mlp._gate_up.q)
+    assert isinstance(layer.self_attn.o_proj.weight.data, _lowp.Int8Weight)
+    got = model(idx)  # (the full forward: the per-module path, not the fused one)
+    assert np.abs(got - want).max() < 0.05 * want.std() * np.sqrt(want.shape[-1])
+    np.testing.assert_array_equal(model.generate(idx[:, :4], 5, temperature=0),
+                                  model.generate(idx[:, :4], 5, temperature=0, use_cache=False))
