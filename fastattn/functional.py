@@ -659,6 +659,25 @@ def silu_backward(grad_output, input):
     return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().silu_backward(g, a)
 
 
+def silu_mul(gate, up):
+    """silu(gate) * up, elementwise: the gated product of a SwiGLU MLP (swiglu) once its two
+    products are made. gate and up: the same shape (views, e.g. two halves of one product, are read
+    in place)."""
+    a = _float_array("gate", gate)
+    b = _same_as("up", _float_array("up", up), "gate", a)
+    return np.empty(a.shape, a.dtype) if a.size == 0 else _backend.current().silu_mul(a, b)
+
+
+def silu_mul_backward(grad_output, gate, up):
+    """(grad_gate, grad_up) of silu_mul(gate, up)."""
+    a = _float_array("gate", gate)
+    b = _same_as("up", _float_array("up", up), "gate", a)
+    g = _same_as("grad_output", _float_array("grad_output", grad_output), "gate", a)
+    if a.size == 0:
+        return np.empty(a.shape, a.dtype), np.empty(a.shape, a.dtype)
+    return _backend.current().silu_mul_backward(g, a, b)
+
+
 def swiglu(input, weight_gate, weight_up, return_pre=False):
     """A Llama MLP's gated product silu(input @ weight_gate.T) * (input @ weight_up.T), the two
     products on the linear engine (F.linear) and the gate fused with the product in one pass.

@@ -158,7 +158,8 @@ def test_public_surface():
                                      "AdamW", "clip_grad_norm_", "CharTokenizer", "PretrainedTokenizer",
                                      "load_tokenizer", "Checkpoint",
                                      "save_checkpoint", "load_checkpoint", "TrainConfig", "train",
-                                     "BertConfig", "Encoder", "SentenceEncoder", "embed", "Seq2SeqTransformer"}
+                                     "BertConfig", "Encoder", "SentenceEncoder", "embed", "Seq2SeqTransformer",
+                                     "Llama", "LlamaConfig", "from_pretrained"}
     for name in ("scaled_dot_product_attention", "masked_softmax", "softmax", "layer_norm", "gelu"):
         assert callable(getattr(F, name))
 

@@ -94,6 +94,22 @@ def test_silu(backend, rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_mul_on_two_halves_of_one_product(backend, rng, dtype):
+    both = (rng.standard_normal((3, 7, 2 * 13)) * 4).astype(dtype)  # (..., 2I): gate | up, views
+    gate, up = both[..., :13], both[..., 13:]
+    g = rng.standard_normal(gate.shape).astype(dtype)
+    x, u = gate.astype(np.float64), up.astype(np.float64)
+    s = sigmoid(x)
+    oracle.assert_close(F.silu_mul(gate, up), x * s * u, dtype, scale=np.abs(u).max())
+    dgate, dup = F.silu_mul_backward(g, gate, up)
+    oracle.assert_close(dgate, g * u * s * (1 + x * (1 - s)), dtype, scale=np.abs(g * u).max())
+    oracle.assert_close(dup, g * x * s, dtype, scale=np.abs(g).max())
+    assert F.silu_mul(gate[:0], up[:0]).shape == (0, 7, 13)
+    with pytest.raises(ValueError, match="up"):
+        F.silu_mul(gate, up[:, :3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_swiglu(backend, rng, dtype):
     x = rng.standard_normal((2, 9, 24)).astype(dtype)[:, ::2]  # non-contiguous rows
     wg, wu = (rng.standard_normal((37, 24)).astype(dtype) * 0.3 for _ in range(2))
