@@ -241,3 +241,26 @@ def test_llama_fused_weights(backend, tied, bias):
     assert np.abs(got - want).max() < 0.05 * want.std() * np.sqrt(want.shape[-1])
     np.testing.assert_array_equal(model.generate(idx[:, :4], 5, temperature=0),
                                   model.generate(idx[:, :4], 5, temperature=0, use_cache=False))
+
+
+def test_translate_and_attention_map_take_a_compute_type(tmp_path, capsys, monkeypatch, corpus_file):
+    _needs("int8")
+    import io
+    import sys
+
+    from test_seq2seq_cli import TINY, _pairs_file
+    data = _pairs_file(tmp_path / "pairs.tsv")
+    assert _run(capsys, "train-seq2seq", "--data", data, "--out", tmp_path / "s", "--max-iters", 5, *TINY)[0] == 0
+    outputs = {}
+    for compute_type in ("float32", "int8"):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("abc\nde\n"))
+        code, outputs[compute_type], err = _run(capsys, "translate", "--checkpoint", tmp_path / "s", "--beam-size", 1,
+                                                "--compute-type", compute_type)
+        assert code == 0, err
+    assert len(outputs["int8"].splitlines()) == 2
+    pytest.importorskip("matplotlib")
+    assert _run(capsys, "train", "--data", corpus_file, "--out", tmp_path / "o", "--max-iters", 1, *TINY_GPT)[0] == 0
+    code, _, err = _run(capsys, "attention-map", "--checkpoint", tmp_path / "o", "--prompt", "the", "--out",
+                        tmp_path / "map.png", "--compute-type", "int8")
+    assert code == 0, err
+    assert (tmp_path / "map.png").stat().st_size > 0
