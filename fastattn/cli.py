@@ -200,6 +200,17 @@ def _parser():
                         "killed) instead of waiting for one (default: %(default)s); a lost scheduler fails it too")
     _add_runtime_flags(p)
     _add_compute_type_flag(p)
+    p = sub.add_parser("quantize", help="store a model's weights as int8 or bfloat16 (loads without quantizing again)",
+                       description="Quantize a GPT (a fastattn train output, or a Hugging Face GPT-2 directory) or "
+                                   "a BERT-family directory once and write it to --out, which `fastattn sample`, "
+                                   "`fastattn embed` and fastattn.SentenceEncoder then load as it is "
+                                   "(docs/lower-precision.md).")
+    p.add_argument("--checkpoint", required=True, help="as for `fastattn sample`, or a BERT-family directory "
+                                                       "as for `fastattn embed --model`")
+    p.add_argument("--compute-type", required=True, choices=("int8", "bfloat16", "int8_bfloat16", "auto"),
+                   help="the weights' precision")
+    p.add_argument("--out", required=True, help="the directory to write (quantized.npz and the model's other files)")
+    _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
     p = sub.add_parser("launch", help="run a fastattn command on N MPI ranks; non-zero status unless every rank "
                                       "finished it",
@@ -417,11 +428,29 @@ def _translate(args):
     sys.stdout.flush()
 
 
+def _load_quantized(path, kind, compute_type):
+    """(model, tokenizer) of a `fastattn quantize` output, which must hold a `kind` model."""
+    from fastattn.inference.quantized_files import load_quantized
+    found, model, tokenizer = load_quantized(path)
+    if found != kind:
+        raise ValueError(f"{path} holds a quantized {found.upper()}, not a {kind.upper()}")
+    if compute_type not in ("float32", model.compute_type):
+        raise ValueError(f"{path} holds {model.compute_type} weights: --compute-type {compute_type} cannot "
+                         "apply (quantize the original model again)")
+    if tokenizer is None:
+        from fastattn.io.tokenizer import load_tokenizer
+        tokenizer = load_tokenizer(path)
+    return model, tokenizer
+
+
 def _load_for_sampling(path, compute_type="float32"):
     """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
     GPT-2, Llama, Qwen2 or Mistral directory (config.json, model.safetensors, tokenizer.json);
     compute_type: the weights' precision."""
     from fastattn.io.hf_files import is_pretrained_dir
+    from fastattn.inference import quantized_files
+    if quantized_files.is_quantized_dir(path):  # (`fastattn quantize`'s output)
+        return _load_quantized(path, "gpt", compute_type)
     if os.path.isdir(path) and is_pretrained_dir(path):
         from fastattn.io.tokenizer import load_tokenizer
         from fastattn.models.pretrained import model_type
@@ -433,6 +462,20 @@ def _load_for_sampling(path, compute_type="float32"):
     if ckpt.tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer: cannot decode its tokens")
     return ckpt.build_model(compute_type), ckpt.tokenizer
+
+
+def _quantize(args):
+    from fastattn.inference.quantized_files import save_quantized
+    if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+        raise ValueError("--out must be another directory than --checkpoint")
+    kind, model, source = _load_for_export(args.checkpoint)
+    model.quantize(args.compute_type)
+    from fastattn.io.hf_files import is_pretrained_dir
+    hf = os.path.isdir(args.checkpoint) and is_pretrained_dir(args.checkpoint)
+    save_quantized(model, args.out, source_dir=args.checkpoint if hf else None,
+                   tokenizer=None if hf else source)
+    print(f"wrote {args.out}: a {model.compute_type} {'BERT' if kind == 'bert' else 'GPT'} "
+          f"({sum(p.data.nbytes for p in model.parameters()) / 1e6:.1f} MB of weights)")
 
 
 def _load_for_export(path):
@@ -668,7 +711,7 @@ def main(argv=None):
                               log=lambda m: print(m, file=sys.stderr))
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
-         "export": _export, "report": _report, "viz": _viz}[args.command](args)
+         "export": _export, "report": _report, "viz": _viz, "quantize": _quantize}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0

@@ -115,7 +115,14 @@ class SentenceEncoder:
 
     def __init__(self, model_dir, compute_type="float32"):
         self.model_dir = model_dir
-        self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
+        from fastattn.inference import quantized_files
+        if quantized_files.is_quantized_dir(model_dir):  # (`fastattn quantize`'s output: as it is)
+            kind, self.encoder, _ = quantized_files.load_quantized(model_dir)
+            if kind != "bert" or compute_type not in ("float32", self.encoder.compute_type):
+                raise ValueError(f"{model_dir} holds a quantized {kind.upper()} of {self.encoder.compute_type} "
+                                 f"weights: not a BERT for compute_type={compute_type!r}")
+        else:
+            self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
         self.compute_type = getattr(self.encoder, "compute_type", "float32")
         self._configure(self.encoder.config)
 
