@@ -48,7 +48,10 @@ _LOCK = threading.Lock()  # a worker with several threads loads a model once
 def _loaded(load, model_dir):
     """The SentenceEncoder of model_dir in this (worker) process, loaded once; loaded again if its
     model.safetensors has changed since."""
-    stamp = os.stat(os.path.join(model_dir, "model.safetensors")).st_mtime_ns
+    weights = os.path.join(model_dir, "model.safetensors")
+    if os.path.isfile(os.path.join(model_dir, "quantized.npz")):  # (a `fastattn quantize` output)
+        weights = os.path.join(model_dir, "quantized.npz")
+    stamp = os.stat(weights).st_mtime_ns
     # (load is SentenceEncoder, or a partial of it with a compute_type: kept apart)
     key = model_dir if isinstance(load, type) else f"{model_dir} compute_type={load.keywords['compute_type']}"
     with _LOCK:

@@ -68,7 +68,7 @@ class Seq2SeqVocab:
             if strict and unk is not None and (ids == unk).any() and self._tok.decode([unk]) not in text:
                 token = int(np.argmax(ids == unk))
                 raise ValueError(f"token {token} is the tokenizer's unknown token: the text holds characters "
-                                 "that its vocabulary does not")
+                                 "outside the vocabulary")
             return ids + len(SPECIALS)
         get = self._stoi.get
         ids = np.fromiter((get(c, UNK) for c in text), dtype=np.int64, count=len(text))
