@@ -468,7 +468,13 @@ def _quantize(args):
     from fastattn.inference.quantized_files import save_quantized
     if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
         raise ValueError("--out must be another directory than --checkpoint")
-    kind, model, source = _load_for_export(args.checkpoint)
+    try:
+        kind, model, source = _load_for_export(args.checkpoint)
+    except ValueError as e:
+        if "export knows" not in str(e):
+            raise
+        raise ValueError(f"{str(e).split(':')[0]}: fastattn quantize writes GPT and BERT models; the Llama family "
+                         "quantizes at load (--compute-type on sample, compute_type= on from_pretrained)") from None
     model.quantize(args.compute_type)
     from fastattn.io.hf_files import is_pretrained_dir
     hf = os.path.isdir(args.checkpoint) and is_pretrained_dir(args.checkpoint)
