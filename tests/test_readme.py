@@ -13,7 +13,6 @@ temporary directory. An HTML comment on the line before a block names what it ne
     gpt2        path/to/gpt2, which the test writes first (a tiny random GPT-2 and a byte-level BPE)
     dask        dask.distributed (pip install ".[dask]"); skips without it
     shards      vectors/, which the test writes first (`fastattn embed --out-dir vectors`, a tiny random BERT)
-    int8        a CPU and build that run compute_type="int8" (oneDNN, VNNI); skips elsewhere
     onnx        the onnx and onnxruntime packages (pip install ".[onnx]" onnxruntime); skips without them
 
 What the test makes is what the block reads; the block itself runs unchanged.
@@ -128,10 +127,10 @@ def _provide(need):
         _shards()
     elif need == "onnx":
         _skip_unless("onnx", "onnxruntime", install="pip install '.[onnx]' onnxruntime")
-    elif need == "int8":
+    elif need in ("int8", "bfloat16"):  # a compute type this CPU (and engine) can run
         from fastattn import _lowp
         try:
-            _lowp.check_compute_type("int8")
+            _lowp.check_compute_type(need)
         except ValueError as e:
             pytest.skip(str(e))
     else:
