@@ -254,3 +254,44 @@ def test_the_manual_lists_every_public_function_and_module():
         modules = f.read()
     missing = [name for name in nn.__all__ if f"`{name}`" not in modules]
     assert not missing, f"docs/nn.md does not list {missing}"
+
+
+def _fastattn_commands():
+    """(page, argv) of every `fastattn ...` command in the shell blocks of the README and docs/
+    (after a launcher such as mpiexec, or a pipe), up to a redirection."""
+    out = []
+    for page in PAGES:
+        for _, _, code in blocks("bash", page):
+            pending = ""
+            for line in code.replace("\\\n", " ").split("\n"):
+                pending += line
+                try:
+                    words = shlex.split(pending, comments=True)
+                except ValueError:  # a quoted argument that spans lines (a prompt): read on
+                    pending += "\n"
+                    continue
+                pending = ""
+                if "|" in words:
+                    words = words[len(words) - words[::-1].index("|"):]
+                if "fastattn" not in words:
+                    continue
+                argv = words[words.index("fastattn") + 1:]
+                for stop in ("<", ">", "|"):
+                    if stop in argv:
+                        argv = argv[:argv.index(stop)]
+                out.append((_name(page), argv))
+    return out
+
+
+def test_every_documented_command_line_parses():
+    """Each `fastattn ...` line of the README and the manual is a valid command line (its command
+    and flags exist and take the values shown); not run, only parsed."""
+    from fastattn.cli import _parser
+    commands = _fastattn_commands()
+    assert len(commands) >= 20 and any(argv[:1] == ["train"] for _, argv in commands)
+    parser = _parser()
+    for page, argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            raise AssertionError(f"{page}: `fastattn {' '.join(argv)}` is not a valid command line") from None
