@@ -295,3 +295,15 @@ def test_every_documented_command_line_parses():
             parser.parse_args(argv)
         except SystemExit:
             raise AssertionError(f"{page}: `fastattn {' '.join(argv)}` is not a valid command line") from None
+
+
+def test_every_file_the_pages_name_exists():
+    """The scripts, tests and sources the README and docs/ name (benchmarks/x.py, tests/test_x.py,
+    src_cython/..., fastattn/...) are there."""
+    named = set()
+    for page in PAGES + sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.md"))):
+        with open(page, encoding="utf-8") as f:
+            named |= set(re.findall(r"(?<![\w/.])((?:benchmarks|tests|src_cython|fastattn)/[\w/.-]+\.(?:py|pyx|pxd|h|png|jsonl))",
+                                    f.read()))
+    missing = sorted(p for p in named if not os.path.exists(os.path.join(ROOT, p)))
+    assert len(named) > 30 and not missing, missing
