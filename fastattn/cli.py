@@ -27,7 +27,9 @@ import fastattn
 from fastattn.training.checkpoint import NEVER_DOWNLOADS, checkpoint_file as _checkpoint_file  # noqa: F401
 
 _TRAIN_HELP = {
+    "arch": "gpt (nanoGPT's) or llama (RoPE, RMSNorm, SwiGLU, grouped-query; docs/llama.md)",
     "n_layer": "transformer blocks", "n_head": "attention heads", "n_embd": "channels",
+    "n_kv_head": "arch llama: key/value heads, a divisor of n_head (default: n_head)",
     "block_size": "context length (tokens)", "dropout": "dropout in train mode",
     "bias": "biases in Linear and LayerNorm layers", "batch_size": "sequences per micro-batch",
     "gradient_accumulation_steps": "micro-batches per optimizer step, on each process",
@@ -193,9 +195,34 @@ def _parser():
                         "which loads --model from the same path (pip install \"fastattn[dask]\")")
     p.add_argument("--scheduler-timeout", type=float, default=10, metavar="SECONDS",
                    help="give up connecting to --scheduler after this long (default: %(default)s)")
+    p.add_argument("--worker-timeout", type=float, default=60, metavar="SECONDS",
+                   help="fail a --scheduler job whose cluster has had no worker this long (every worker "
+                        "killed) instead of waiting for one (default: %(default)s); a lost scheduler fails it too")
     _add_runtime_flags(p)
     _add_compute_type_flag(p)
+    p = sub.add_parser("quantize", help="store a model's weights as int8 or bfloat16 (loads without quantizing again)",
+                       description="Quantize a GPT (a fastattn train output, or a Hugging Face GPT-2 directory) or "
+                                   "a BERT-family directory once and write it to --out, which `fastattn sample`, "
+                                   "`fastattn embed` and fastattn.SentenceEncoder then load as it is "
+                                   "(docs/lower-precision.md).")
+    p.add_argument("--checkpoint", required=True, help="as for `fastattn sample`, or a BERT-family directory "
+                                                       "as for `fastattn embed --model`")
+    p.add_argument("--compute-type", required=True, choices=("int8", "bfloat16", "int8_bfloat16", "auto"),
+                   help="the weights' precision")
+    p.add_argument("--out", required=True, help="the directory to write (quantized.npz and the model's other files)")
+    _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
+    p = sub.add_parser("launch", help="run a fastattn command on N MPI ranks; non-zero status unless every rank "
+                                      "finished it",
+                       description="Run `fastattn COMMAND ...` under an MPI launcher (mpiexec -n N), and end with "
+                                   "a non-zero status unless every rank finished the command: the launcher's own "
+                                   "status when it is not 0, else 1 when a rank did not finish (MPICH's "
+                                   "mpiexec.gforker can end with 0 when a rank was killed).")
+    p.add_argument("-n", type=int, required=True, help="ranks (processes)")
+    p.add_argument("--mpiexec", help="the launcher: a path or a name, e.g. mpiexec.gforker (default: the mpiexec "
+                                     "beside this Python, else PATH's)")
+    p.add_argument("fastattn_command", nargs=argparse.REMAINDER, metavar="COMMAND ...",
+                   help="the fastattn command and its flags, e.g. train --data D --out O")
     _add_export_command(sub)
     _add_report_command(sub)
     _add_viz_command(sub)
@@ -401,11 +428,29 @@ def _translate(args):
     sys.stdout.flush()
 
 
+def _load_quantized(path, kind, compute_type):
+    """(model, tokenizer) of a `fastattn quantize` output, which must hold a `kind` model."""
+    from fastattn.inference.quantized_files import load_quantized
+    found, model, tokenizer = load_quantized(path)
+    if found != kind:
+        raise ValueError(f"{path} holds a quantized {found.upper()}, not a {kind.upper()}")
+    if compute_type not in ("float32", model.compute_type):
+        raise ValueError(f"{path} holds {model.compute_type} weights: --compute-type {compute_type} cannot "
+                         "apply (quantize the original model again)")
+    if tokenizer is None:
+        from fastattn.io.tokenizer import load_tokenizer
+        tokenizer = load_tokenizer(path)
+    return model, tokenizer
+
+
 def _load_for_sampling(path, compute_type="float32"):
     """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
     GPT-2, Llama, Qwen2 or Mistral directory (config.json, model.safetensors, tokenizer.json);
     compute_type: the weights' precision."""
     from fastattn.io.hf_files import is_pretrained_dir
+    from fastattn.inference import quantized_files
+    if quantized_files.is_quantized_dir(path):  # (`fastattn quantize`'s output)
+        return _load_quantized(path, "gpt", compute_type)
     if os.path.isdir(path) and is_pretrained_dir(path):
         from fastattn.io.tokenizer import load_tokenizer
         from fastattn.models.pretrained import model_type
@@ -419,6 +464,20 @@ def _load_for_sampling(path, compute_type="float32"):
     return ckpt.build_model(compute_type), ckpt.tokenizer
 
 
+def _quantize(args):
+    from fastattn.inference.quantized_files import save_quantized
+    if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+        raise ValueError("--out must be another directory than --checkpoint")
+    kind, model, source = _load_for_export(args.checkpoint)
+    model.quantize(args.compute_type)
+    from fastattn.io.hf_files import is_pretrained_dir
+    hf = os.path.isdir(args.checkpoint) and is_pretrained_dir(args.checkpoint)
+    save_quantized(model, args.out, source_dir=args.checkpoint if hf else None,
+                   tokenizer=None if hf else source)
+    print(f"wrote {args.out}: a {model.compute_type} {'BERT' if kind == 'bert' else 'GPT'} "
+          f"({sum(p.data.nbytes for p in model.parameters()) / 1e6:.1f} MB of weights)")
+
+
 def _load_for_export(path):
     """("gpt", GPT, tokenizer) or ("bert", Encoder, its directory) from --checkpoint PATH."""
     from fastattn.io.hf_files import is_pretrained_dir, read_json
@@ -429,6 +488,8 @@ def _load_for_export(path):
         if kind not in ("gpt2", None):
             raise ValueError(f"{path} holds a {kind!r} model: export knows GPT-2 and BERT directories")
     model, tokenizer = _load_for_sampling(path)
+    if not isinstance(model, fastattn.GPT):
+        raise ValueError(f"{path} holds a {model.config.model_type} model: export knows GPT-2 and BERT")
     return "gpt", model, tokenizer
 
 
@@ -502,8 +563,6 @@ def _sample(args):
 def _attention_map(args):
     from fastattn.inference import attention_map
     model, tokenizer = _load_for_sampling(args.checkpoint, args.compute_type)
-    if not isinstance(model, fastattn.GPT):
-        raise ValueError(f"{args.checkpoint} holds a {model.config.model_type} model: attention-map draws GPT checkpoints")
     cfg = model.config
     if not 0 <= args.layer < cfg.n_layer:
         raise ValueError(f"--layer must be in [0, {cfg.n_layer}), got {args.layer}")
@@ -526,8 +585,9 @@ def _embed(args):
     if not args.out and not args.out_dir and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
         raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
                          "or pass --out FILE")
-    if not args.scheduler_timeout > 0:
-        raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
+    for flag in ("scheduler_timeout", "worker_timeout"):
+        if not getattr(args, flag) > 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be > 0 seconds, got {getattr(args, flag):g}")
     if args.out and os.path.isdir(args.out):
         raise IsADirectoryError(f"--out {args.out} is a directory: give the .npy file to write (or --out-dir DIR "
                                 "for shards)")
@@ -563,7 +623,7 @@ def _embed(args):
             _write_shards(model, texts, args, client, progress)
             return
         vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=not args.no_normalize,
-                               show_progress_bar=progress, client=client)
+                               show_progress_bar=progress, client=client, worker_timeout=args.worker_timeout)
     except Exception as e:  # Dask's own (KilledWorker, FutureCancelledError, ...): one line too
         if client is None or not type(e).__module__.startswith("distributed"):
             raise  # (a worker's error comes as itself, e.g. FileNotFoundError)
@@ -571,7 +631,7 @@ def _embed(args):
         raise OSError(f"the Dask job failed: {type(e).__name__}: {reason}") from None
     finally:
         if client is not None:
-            client.close()
+            client.close(timeout=args.scheduler_timeout)  # (a lost scheduler: do not wait for it)
     if args.out:  # the name as given (np.save(name) would add .npy), complete once there
         _write_atomically(args.out, lambda f: np.save(f, vectors))
     else:
@@ -585,6 +645,13 @@ def _dask_client(address, timeout):
         from distributed import Client
     except ImportError:
         raise ImportError('--scheduler needs Dask: pip install "fastattn[dask]"') from None
+    import logging
+    # the command's errors are one line: Dask's own log (a lost scheduler: ~30 lines of traceback
+    # from its reconnection attempts) is kept to what is critical
+    quiet = ("distributed", "tornado", "asyncio")  # (asyncio: Dask's abandoned gathers, "never retrieved")
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in quiet] + list(quiet):
+        # (Dask's config gives some of its loggers a level of their own)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=timeout)
     except (OSError, ValueError, TypeError) as e:  # (TimeoutError is an OSError)
@@ -601,7 +668,8 @@ def _write_shards(model, texts, args, client, progress):
     import numpy as np
     out = args.out_dir
     os.makedirs(out, exist_ok=True)
-    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client)
+    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client,
+                                   worker_timeout=args.worker_timeout)
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, total=-(-len(texts) // args.batch_size), unit="batch", desc="embed")
@@ -637,9 +705,13 @@ def main(argv=None):
             fastattn.set_num_threads(args.threads)
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
+        if args.command == "launch":
+            from fastattn.training import launch
+            return launch.run(args.n, args.fastattn_command, args.mpiexec,
+                              log=lambda m: print(m, file=sys.stderr))
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
-         "export": _export, "report": _report, "viz": _viz}[args.command](args)
+         "export": _export, "report": _report, "viz": _viz, "quantize": _quantize}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0
@@ -649,6 +721,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"fastattn {args.command}: interrupted", file=sys.stderr)
         return 130
+    from fastattn.training.launch import mark_done
+    mark_done()  # (under `fastattn launch`: this rank finished)
     return 0
 
 

@@ -115,7 +115,7 @@ def test_every_default_is_in_the_help():
     """--help shows each flag's default, for every command (as train's always did)."""
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert set(commands) == {"bench", "prepare", "train", "sample", "attention-map", "embed", "train-seq2seq",
-                             "translate", "export", "report", "viz"}
+                             "translate", "export", "report", "viz", "launch", "quantize"}
     viz = next(a for a in commands["viz"]._actions if isinstance(a, argparse._SubParsersAction)).choices
     commands = {**commands, "viz embeddings": viz["embeddings"]}
     for name, parser in commands.items():

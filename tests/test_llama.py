@@ -22,7 +22,7 @@ LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_fr
 def _build(kind):
     torch.manual_seed(0)
     if kind == "llama":
-        cfg = transformers.LlamaConfig(**COMMON, tie_word_embeddings=False, rope_theta=5000.0, rope_scaling=LLAMA3)
+        cfg = transformers.LlamaConfig(**COMMON, tie_word_embeddings=False, rope_theta=5000.0, rope_scaling=dict(LLAMA3))
         model = transformers.LlamaForCausalLM(cfg)
     elif kind == "qwen2":
         cfg = transformers.Qwen2Config(**COMMON, tie_word_embeddings=True)
@@ -157,3 +157,47 @@ def test_sample_cli_with_tokenizer_json(saved, capsys):
               "--temperature", "0"])
     out = capsys.readouterr().out
     assert out.startswith("the king") and len(out.rstrip("\n")) > len("the king")
+
+
+def test_config_mapping():
+    from fastattn.models.llama_config import llama_config
+    base = dict(vocab_size=10, hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=4)
+    qwen = llama_config({**base, "model_type": "qwen2", "use_sliding_window": True, "max_window_layers": 2,
+                         "sliding_window": 5})
+    assert qwen.windows == [None, None, 5, 5] and qwen.attention_bias
+    assert llama_config({**base, "model_type": "qwen2", "sliding_window": 5}).windows == [None] * 4
+    mistral = llama_config({**base, "model_type": "mistral", "sliding_window": 5, "num_key_value_heads": 2})
+    assert mistral.windows == [5] * 4 and mistral.num_key_value_heads == 2 and not mistral.attention_bias
+    newer = llama_config({**base, "model_type": "llama", "rope_parameters": {**LLAMA3, "rope_theta": 5e5}})
+    assert newer.rope_theta == 5e5 and newer.rope_scaling["rope_type"] == "llama3"
+    for bad, match in (({"hidden_act": "gelu"}, "hidden_act"), ({"attention_bias": True}, "attention_bias"),
+                       ({"model_type": "phi3"}, "phi3"), ({"num_key_value_heads": 3}, "multiple")):
+        with pytest.raises(ValueError, match=match):
+            llama_config({**base, "model_type": "llama", **bad})
+
+
+def test_attention_maps(saved):
+    kind, theirs, path = saved
+    ours = fastattn.from_pretrained(path)
+    maps = ours.attention_maps(PROMPT[:1, :12])
+    assert len(maps) == 2 and maps[0].shape == (1, 6, 12, 12)
+    np.testing.assert_allclose(maps[0].sum(axis=-1), 1, rtol=1e-5)
+    assert np.all(np.triu(maps[1][0, 0], 1) == 0)  # causal
+    if kind == "mistral":  # window 7: query 11 sees keys 5 .. 11
+        assert np.all(maps[1][0, :, 11, :5] == 0) and np.all(maps[1][0, :, 11, 5:] > 0)
+
+
+def test_fused_inference_weights_follow_training(saved):
+    """q/k/v and gate/up are single products at inference, over row views of the Linears'
+    weights: after an optimizer step the cached path still equals the training forward."""
+    from fastattn.models.generation import KVCache
+    _, _, path = saved
+    ours = fastattn.from_pretrained(path)
+    opt = ours.configure_optimizers(0.1, 1e-2, (0.9, 0.95))
+    ours(PROMPT[:, :-1], PROMPT[:, 1:])
+    ours.backward()
+    opt.step()
+    idx = PROMPT[:1, :15]
+    cache = KVCache(ours.config, 1, 15, np.float32)
+    last = ours._forward_cached(idx, np.arange(15)[None], np.ones((1, 15), bool), cache)
+    np.testing.assert_allclose(last, ours(idx)[:, -1], rtol=1e-4, atol=1e-4)

@@ -65,6 +65,12 @@ def test_rms_norm(backend, rng, dtype, shape, with_weight):
         assert dw is None
 
 
+def test_rms_norm_strided_input(backend, rng):
+    x = rng.standard_normal((16, 6)).T[:, ::2]  # (6, 8), neither C nor F order
+    w = rng.standard_normal(8)
+    oracle.assert_close(F.rms_norm(x, 8, w, 1e-6), oracle_rms_norm(x, w, 1e-6), np.float64)
+
+
 def test_rms_norm_several_dims_and_default_eps(backend, rng):
     x = rng.standard_normal((3, 4, 5))
     w = rng.standard_normal((4, 5))
@@ -200,3 +206,4 @@ def test_torch_twins(backend, rng):
     g3 = rng.standard_normal(q.shape)
     (tq * torch.tensor(cos) + rotated * torch.tensor(sin)).backward(torch.tensor(g3))
     np.testing.assert_allclose(F.rotary_embedding_backward(g3, cos, sin), tq.grad.numpy(), rtol=1e-6, atol=1e-12)
+

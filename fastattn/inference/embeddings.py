@@ -115,7 +115,14 @@ class SentenceEncoder:
 
     def __init__(self, model_dir, compute_type="float32"):
         self.model_dir = model_dir
-        self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
+        from fastattn.inference import quantized_files
+        if quantized_files.is_quantized_dir(model_dir):  # (`fastattn quantize`'s output: as it is)
+            kind, self.encoder, _ = quantized_files.load_quantized(model_dir)
+            if kind != "bert" or compute_type not in ("float32", self.encoder.compute_type):
+                raise ValueError(f"{model_dir} holds a quantized {kind.upper()} of {self.encoder.compute_type} "
+                                 f"weights: not a BERT for compute_type={compute_type!r}")
+        else:
+            self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
         self.compute_type = getattr(self.encoder, "compute_type", "float32")
         self._configure(self.encoder.config)
 
@@ -162,7 +169,7 @@ class SentenceEncoder:
 
     def encode(self, inputs, batch_size=32, *, show_progress_bar=None, convert_to_numpy=True,
                convert_to_tensor=False, device=None, normalize_embeddings=False, normalize=None, progress=None,
-               client=None):
+               client=None, worker_timeout=60.0):
         """Sentence embeddings, with the arguments of sentence-transformers'
         SentenceTransformer.encode, their meaning and their defaults:
 
@@ -180,6 +187,8 @@ class SentenceEncoder:
         normalize=, progress=: the older names of normalize_embeddings and show_progress_bar.
         client: a dask.distributed.Client: the batches run on its workers (see encode_batches),
             with the same result; None (the default) runs them here, and Dask is not imported.
+        worker_timeout: with a client, an OSError when its cluster has had no worker this many
+            seconds (every worker killed), rather than a wait forever; so is a lost scheduler.
         """
         if convert_to_tensor:
             raise TypeError("convert_to_tensor=True: fastattn returns NumPy arrays, not torch tensors (make one "
@@ -202,7 +211,8 @@ class SentenceEncoder:
             kind = type(texts[bad[0]]).__name__
             raise TypeError(f"inputs must be a str or a list of str; item {bad[0]} is {kind}")
         out = np.zeros((len(texts), self.dimension), np.float32)
-        batches = self.encode_batches(texts, batch_size, normalize_embeddings=normalize_embeddings, client=client)
+        batches = self.encode_batches(texts, batch_size, normalize_embeddings=normalize_embeddings, client=client,
+                                      worker_timeout=worker_timeout)
         if show_progress_bar:
             from tqdm import tqdm
             batches = tqdm(batches, total=-(-len(texts) // batch_size), unit="batch", desc="embed")
@@ -212,14 +222,14 @@ class SentenceEncoder:
             return out[0]
         return out if convert_to_numpy else list(out)
 
-    def encode_batches(self, texts, batch_size=32, normalize_embeddings=False, client=None):
+    def encode_batches(self, texts, batch_size=32, normalize_embeddings=False, client=None, worker_timeout=60.0):
         """Yield (rows, vectors) for each batch of texts (a list of str), as it is computed: rows
         (B,) int64, the batch's positions in texts; vectors (B, dimension) float32 (each row equal
         to encode's). The batches are encode's: the texts sorted by token count, longest first,
         batch_size at a time. Locally they come in that order; with a dask.distributed.Client,
         each batch is a task on a worker, and they come as they complete (a worker that dies has its
         batches rerun elsewhere: each comes exactly once). So a caller can write them out without
-        holding every vector, as `fastattn embed --out-dir` does."""
+        holding every vector, as `fastattn embed --out-dir` does. worker_timeout: as encode's."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         ids = self._token_ids(texts)
@@ -231,7 +241,7 @@ class SentenceEncoder:
             dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
             return dask_embeddings.embedded_batches(
                 client, self._loader(), os.path.abspath(self.model_dir),  # (a worker's working directory is not ours)
-                ((rows, *_padded(ids, rows, dtype)) for rows in batches), normalize)
+                ((rows, *_padded(ids, rows, dtype)) for rows in batches), normalize, worker_timeout=worker_timeout)
         return ((rows, self._forward(*_padded(ids, rows), normalize)) for rows in batches)
 
     def _loader(self):

@@ -17,7 +17,7 @@ import numpy as np
 from fastattn import _lowp
 from fastattn import functional as F
 from fastattn import nn
-from fastattn.nn.module import _skip_init
+from fastattn.nn.module import _init_default, _skip_init
 from fastattn.models import generation as _gen
 from fastattn.models.gpt2_files import read_gpt2_dir
 from fastattn.models.gpt_config import GPTConfig  # noqa: F401 (fastattn.models.gpt.GPTConfig)
@@ -159,6 +159,10 @@ class GPT(nn.Module):
             self.transformer = _Transformer(config, rng, dtype)
         t = self.transformer
         C = config.n_embd
+        self.rng = rng
+        self._last = None
+        if not _init_default():  # (built inside _skip_init: its weights come from a file)
+            return
         t.wte.weight.data[...] = rng.standard_normal((config.vocab_size, C)) * 0.02
         t.wpe.weight.data[...] = rng.standard_normal((config.block_size, C)) * 0.02
         # residual projections scaled by 1/sqrt(2 n_layer), as GPT-2 (two per block)

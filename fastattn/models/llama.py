@@ -15,6 +15,7 @@ import contextlib
 
 import numpy as np
 
+from fastattn import _lowp
 from fastattn import functional as F
 from fastattn import nn
 from fastattn.io.hf_files import read_hf_dir
@@ -40,6 +41,18 @@ def _fuse(*linears):
     return weight, bias
 
 
+def _quantize_fused(weight, linears, compute_type):
+    """The fused weight of _fuse as int8 / bfloat16 (one scale a row: the same as each Linear's
+    own), each Linear's weight rebound to its rows of it (Module.quantize then leaves them)."""
+    weight = _lowp.quantize(weight, "bfloat16" if compute_type == "bfloat16" else "int8")
+    start = 0
+    for m in linears:
+        n = m.out_features
+        m.weight.data, m.weight.grad = weight._rows(start, start + n), np.zeros(0, np.float32)
+        start += n
+    return weight
+
+
 def _rms_infer(norm, x, ops):  # an nn.RMSNorm's forward without keeping x for a backward
     if ops is F:
         return F.rms_norm(x, norm.normalized_shape, norm.weight.data, norm.eps)
@@ -56,7 +69,12 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(I, E, False, dtype, rng)
         self._gate_up = _fuse(self.gate_proj, self.up_proj)[0]  # (2I, E)
 
+    def _quantize_own(self, compute_type):
+        self._gate_up = _quantize_fused(self._gate_up, (self.gate_proj, self.up_proj), compute_type)
+
     def forward(self, x):  # (B, T, E) -> (B, T, E)
+        if isinstance(self._gate_up, _lowp.LOW_PRECISION):  # (quantized: inference only)
+            return self.infer(x, F)
         a, (gate, up) = F.swiglu(x, self.gate_proj.weight.data, self.up_proj.weight.data, return_pre=True)
         self._save(x, gate, up)
         return self.down_proj(a)
@@ -64,8 +82,7 @@ class LlamaMLP(nn.Module):
     def infer(self, x, ops):  # inference: nothing kept; gate and up from one product (..., 2I)
         I = self.gate_proj.out_features
         gate_up = ops.linear(x, self._gate_up, None)
-        a = (F.silu(gate_up[..., :I]) * gate_up[..., I:] if ops is F
-             else ops.silu_mul(gate_up[..., :I], gate_up[..., I:]))
+        a = ops.silu_mul(gate_up[..., :I], gate_up[..., I:])
         return ops.linear(a, self.down_proj.weight.data, None)
 
     def backward(self, dout):
@@ -90,6 +107,10 @@ class LlamaDecoderLayer(nn.Module):
         a = self.self_attn
         self._qkv = _fuse(a.q_proj, a.k_proj, a.v_proj)  # ((H + 2 H_kv) D, E) and its bias
 
+    def _quantize_own(self, compute_type):
+        a = self.self_attn
+        self._qkv = (_quantize_fused(self._qkv[0], (a.q_proj, a.k_proj, a.v_proj), compute_type), self._qkv[1])
+
     def forward(self, x):  # pre-norm residual block, positions 0 .. T-1
         x = x + self.self_attn(self.input_layernorm(x))
         return x + self.mlp(self.post_attention_layernorm(x))
@@ -105,15 +126,15 @@ class LlamaDecoderLayer(nn.Module):
         B, T, _ = x.shape
         H, H_kv, D = attn.num_heads, attn.num_kv_heads, attn.head_dim
         h = _rms_infer(self.input_layernorm, x, ops)
-        qkv = ops.linear(h, *self._qkv)  # (B, T, (H + 2 H_kv) D): q, k, v side by side
-        q, k, v = (qkv[..., a * D:b * D].reshape(B, T, b - a, D).transpose(0, 2, 1, 3)
-                   for a, b in ((0, H), (H, H + H_kv), (H + H_kv, H + 2 * H_kv)))
+        qkv = ops.linear(h, *self._qkv).reshape(B, T, H + 2 * H_kv, D)  # q, k, v heads side by side
+        # q and k rotated in one call: (B, H + H_kv, T, D), then split by heads (views)
+        qk = ops.rotary_embedding(qkv[:, :, :H + H_kv].transpose(0, 2, 1, 3), cos, sin)
         end = cache.length + T
-        cache.k[layer, :, :, cache.length:end] = ops.rotary_embedding(k, cos, sin)
-        cache.v[layer, :, :, cache.length:end] = v
+        cache.k[layer, :, :, cache.length:end] = qk[:, H:]
+        cache.v[layer, :, :, cache.length:end] = qkv[:, :, H + H_kv:].transpose(0, 2, 1, 3)
+        q = qk[:, :H]
         if last_only:  # (the last query sees every key: causal, bottom-right)
-            q, cos, sin, T = q[:, :, -1:], cos[:, -1:], sin[:, -1:], 1
-        q = ops.rotary_embedding(q, cos, sin)
+            q, T = q[:, :, -1:], 1
         y = np.empty((B, T, H, D), dtype=x.dtype)
         ops.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end],
                                          attn_mask=key_mask, is_causal=True, out=y.transpose(0, 2, 1, 3),
@@ -159,18 +180,28 @@ class Llama(nn.Module):
         self._last = None
 
     @classmethod
-    def from_pretrained(cls, path, dtype=np.float32):
+    def from_pretrained(cls, path, dtype=np.float32, compute_type="float32"):
         """The model in a Hugging Face directory written by LlamaForCausalLM, Qwen2ForCausalLM or
         MistralForCausalLM's save_pretrained (config.json + model.safetensors). Missing,
         unexpected or mis-shaped tensors: a ValueError naming them. Its tokenizer:
-        fastattn.load_tokenizer(path)."""
+        fastattn.load_tokenizer(path). compute_type: the weights' precision (Module.quantize)."""
+        _lowp.check_compute_type(compute_type)  # (before reading the weights)
         hf, tensors = read_hf_dir(path, _check_shapes)
         config = llama_config(hf)
         if config.tie_word_embeddings:
             tensors.pop("lm_head.weight", None)  # (the tied head, if a file holds it too)
         model = cls(config, dtype=dtype)
         model.load_state_dict(tensors)
-        return model
+        del tensors
+        return model.quantize(compute_type)
+
+    def quantize(self, compute_type="float32"):
+        """The Llama family runs in float32 only: "float32" and "auto" keep it as it is (returns
+        the model), any other compute_type is a ValueError."""
+        if compute_type not in ("float32", "auto"):
+            raise ValueError(f"compute_type={compute_type!r}: the Llama family runs in float32 only "
+                             "(int8 and bfloat16 cover gpt2 and bert)")
+        return self
 
     @property
     def head_weight(self):
@@ -239,6 +270,17 @@ class Llama(nn.Module):
             yield self
         finally:
             self.train(was_training)
+
+    def attention_maps(self, idx):
+        """idx (B, T) -> one (B, H, T, T) array per layer: each head's attention weights (rows sum
+        to 1), from the rotated queries and keys the layer's forward kept. Runs in eval mode."""
+        with self._eval_mode():
+            self(idx)
+        maps = []
+        for layer in self.model.layers:
+            q, k = layer.self_attn._saved[:2]
+            maps.append(F.attention_weights(q, k, is_causal=True, enable_gqa=True, window=layer.self_attn.window))
+        return maps
 
     def _forward_cached(self, idx, positions, valid, cache, ops=F):
         """As GPT._forward_cached: idx (B, Tn) at positions (B, Tn), valid (B, Tn) False for

@@ -62,8 +62,12 @@ class LlamaConfig:
         return self.max_position_embeddings
 
     @property
-    def n_layer(self):
+    def n_layer(self):  # (the GPT's names, for what draws either model's attention maps)
         return self.num_hidden_layers
+
+    @property
+    def n_head(self):
+        return self.num_attention_heads
 
 
 def _get(hf, name, default=None):

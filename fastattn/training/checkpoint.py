@@ -20,6 +20,8 @@ from fastattn.io.atomic import named_error
 from fastattn.io.tokenizer import tokenizer_from_json
 from fastattn.models.gpt import GPT
 from fastattn.models.gpt_config import GPTConfig, parameter_shapes
+from fastattn.models.llama import Llama
+from fastattn.models.llama_config import LlamaConfig, parameter_shapes as llama_shapes
 
 FORMAT = "fastattn-checkpoint"
 VERSION = 1
@@ -39,9 +41,9 @@ class Checkpoint:
     meta: dict
 
     def build_model(self, compute_type="float32"):
-        """A GPT of this config and dtype holding these weights (compute_type: their precision
-        for inference, see Module.quantize)."""
-        model = GPT(self.config, dtype=self.dtype)
+        """A GPT (or Llama, for a LlamaConfig) of this config and dtype holding these weights
+        (compute_type: their precision for inference, see Module.quantize; float32 only for a Llama)."""
+        model = (Llama if isinstance(self.config, LlamaConfig) else GPT)(self.config, dtype=self.dtype)
         model.load_state_dict(self.model_state)
         return model.quantize(compute_type)
 
@@ -50,9 +52,10 @@ def save_checkpoint(path, model, tokenizer=None, optimizer=None, step=0, meta=No
     """Writes `model` (a GPT), its tokenizer, the optimizer's state (AdamW) and step to `path`
     atomically; meta is any JSON-able dict stored alongside (the trainer keeps its settings,
     random states and best loss there)."""
-    header = {"format": FORMAT, "version": VERSION, "kind": "gpt",
+    header = {"format": FORMAT, "version": VERSION,
+              "kind": "llama" if isinstance(model.config, LlamaConfig) else "gpt",
               "config": dataclasses.asdict(model.config),
-              "dtype": np.dtype(model.transformer.wte.weight.data.dtype).name,
+              "dtype": np.dtype(model.parameters()[0].data.dtype).name,
               "step": int(step),
               "tokenizer": None if tokenizer is None else tokenizer.to_json(),
               "meta": meta or {}}
@@ -193,6 +196,7 @@ def _read_member(path, zf, info, shape, dtype):
 
 
 _KINDS = {"gpt": "a GPT checkpoint (fastattn train; read by fastattn sample)",
+          "llama": "a Llama checkpoint (fastattn train --arch llama; read by fastattn sample)",
           "seq2seq": "a seq2seq checkpoint (fastattn train-seq2seq; read by fastattn translate)"}
 
 
@@ -218,8 +222,10 @@ def _header(path, zf, members, kind="gpt"):
         raise ValueError(f"{path} is a version {header.get('version')} checkpoint; this fastattn reads "
                          f"version {VERSION}")
     found = header.get("kind", "gpt")  # (checkpoints from before seq2seq models are GPTs)
-    if found != kind:
-        raise ValueError(f"{path} is {_KINDS.get(found, f'a {found!r} checkpoint')}, not {_KINDS[kind]}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if found not in kinds:
+        raise ValueError(f"{path} is {_KINDS.get(found, f'a {found!r} checkpoint')}, not "
+                         f"{' or '.join(_KINDS[k] for k in kinds)}")
     for key, kinds in (("config", dict), ("meta", dict), ("optimizer", dict), ("step", int),
                        ("tokenizer", (dict, type(None)))):
         if key in header and (not isinstance(header[key], kinds) or isinstance(header[key], bool)):
@@ -289,12 +295,14 @@ def load_checkpoint(path):
     path = os.fspath(path)
     with _open(path) as zf:
         members = {info.filename: info for info in zf.infolist()}
-        header = _header(path, zf, members)
+        header = _header(path, zf, members, ("gpt", "llama"))
+        config_class, shapes = ((LlamaConfig, llama_shapes) if header.get("kind") == "llama"
+                                else (GPTConfig, parameter_shapes))
         try:
-            config = GPTConfig(**header["config"])
+            config = config_class(**header["config"])
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: the checkpoint's config does not fit GPTConfig: {e}") from None
-        model_state, optimizer_state = _read_state(path, zf, members, header, parameter_shapes(config))
+            raise ValueError(f"{path}: the checkpoint's config does not fit {config_class.__name__}: {e}") from None
+        model_state, optimizer_state = _read_state(path, zf, members, header, shapes(config))
     tok = header.get("tokenizer")
     try:
         tokenizer = None if tok is None else tokenizer_from_json(tok)

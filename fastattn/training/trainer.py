@@ -29,12 +29,15 @@ from fastattn.training.checkpoint import checkpoint_file, load_checkpoint, remov
 from fastattn.training.schedules import SCHEDULES, check_schedule, learning_rate
 from fastattn.training.datasets import eval_batch_rng, load_splits, micro_batch_rng, read_text  # noqa: F401
 from fastattn.models.gpt import GPT, GPTConfig
+from fastattn.models.llama import Llama
+from fastattn.models.llama_config import LlamaConfig
 from fastattn.models.presets import GPT_PRESETS, preset_settings
 from fastattn.optim import clip_grad_norm_
 
 # The fields a resumed run cannot change: the model's shapes, and the seed (it picks the
 # evaluation batches).
-FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "seed")
+FIXED_ON_RESUME = ("arch", "n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "bias", "seed")
+ARCHS = ("gpt", "llama")
 # The fields that a model to start from (init_from) fixes.
 MODEL_SHAPE = ("n_layer", "n_head", "n_embd", "bias")
 
@@ -65,9 +68,13 @@ def _at_least(config, low, *names):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """nanoGPT's settings; the defaults are its CPU run of Tiny Shakespeare (characters)."""
+    """nanoGPT's settings; the defaults are its CPU run of Tiny Shakespeare (characters).
+    arch "llama": the same sizes as a Llama (RoPE, RMSNorm, a SwiGLU MLP of the width that keeps
+    the GPT's 8 n_embd^2 parameters, tied embeddings, no biases), n_kv_head key/value heads."""
+    arch: str = dataclasses.field(default="gpt", metadata={"choices": ARCHS})
     n_layer: int = 4
     n_head: int = 4
+    n_kv_head: int = None  # arch llama: key/value heads (grouped-query), None: n_head
     n_embd: int = 128
     block_size: int = 64
     dropout: float = 0.0
@@ -97,6 +104,12 @@ class TrainConfig:
         _at_least(self, 0, "max_iters", "lr_decay_iters", "warmup_iters", "seed", "learning_rate", "min_lr",
                   "weight_decay", "grad_clip")
         check_schedule(self.lr_schedule, self.learning_rate, self.min_lr)
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.arch == "gpt" and self.n_kv_head not in (None, self.n_head):
+            raise ValueError("n_kv_head (grouped-query attention) needs arch llama")
+        if self.arch == "llama" and (self.dropout or self.bias):
+            raise ValueError("arch llama has no dropout and no biases: leave dropout 0 and bias false")
 
     @classmethod
     def preset(cls, name, **overrides):
@@ -105,6 +118,14 @@ class TrainConfig:
         return cls(**{**preset_settings(GPT_PRESETS, name), **overrides})
 
     def model_config(self, vocab_size):
+        if self.arch == "llama":
+            # SwiGLU's three (I, C) matrices hold the GPT MLP's 8 C^2 parameters at I = 8 C / 3
+            width = max(8, int(round(8 * self.n_embd / 3 / 8)) * 8)
+            return LlamaConfig(vocab_size=vocab_size, hidden_size=self.n_embd, intermediate_size=width,
+                               num_hidden_layers=self.n_layer, num_attention_heads=self.n_head,
+                               num_key_value_heads=self.n_kv_head or self.n_head,
+                               max_position_embeddings=self.block_size, rms_norm_eps=1e-5,
+                               tie_word_embeddings=True)
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
                          n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout, bias=self.bias)
 
@@ -307,6 +328,8 @@ def _initial_model(path):
 
 
 def _set_dropout(model, p):
+    if isinstance(model.config, LlamaConfig):  # (no dropout: TrainConfig holds it at 0)
+        return
     model.config.dropout = p
     for m in model.modules():
         if isinstance(m, nn.Dropout):
@@ -421,6 +444,8 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
             raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume (resume=True in Python) "
                              "to continue it, or choose another output directory")
         if init_from is not None:
+            if cfg.arch != "gpt":
+                raise ValueError("init_from starts from a GPT: it does not combine with arch llama")
             model, tokenizer = _initial_model(init_from)
             shape = {name: getattr(model.config, name) for name in MODEL_SHAPE}
             for name, value in shape.items():
@@ -434,7 +459,7 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
             splits, _ = load_splits(data_path, cfg.block_size, tokenizer, source=init_from)
         else:
             splits, tokenizer = load_splits(data_path, cfg.block_size)
-            model = GPT(cfg.model_config(tokenizer.vocab_size), seed=cfg.seed)
+            model = (Llama if cfg.arch == "llama" else GPT)(cfg.model_config(tokenizer.vocab_size), seed=cfg.seed)
         step, records = 0, []
     if writer:
         os.makedirs(out_dir, exist_ok=True)
