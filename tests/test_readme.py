@@ -14,6 +14,7 @@ temporary directory. An HTML comment on the line before a block names what it ne
     dask        dask.distributed (pip install ".[dask]"); skips without it
     shards      vectors/, which the test writes first (`fastattn embed --out-dir vectors`, a tiny random BERT)
     onnx        the onnx and onnxruntime packages (pip install ".[onnx]" onnxruntime); skips without them
+    int8        a CPU and build that run compute_type="int8" (docs/lower-precision.md); skips elsewhere
 
 What the test makes is what the block reads; the block itself runs unchanged.
 """
@@ -127,6 +128,12 @@ def _provide(need):
         _shards()
     elif need == "onnx":
         _skip_unless("onnx", "onnxruntime", install="pip install '.[onnx]' onnxruntime")
+    elif need == "int8":
+        from fastattn import _lowp
+        try:
+            _lowp.check_compute_type("int8")
+        except ValueError as e:  # (a CPU or build without the int8 kernels)
+            pytest.skip(str(e))
     else:
         raise AssertionError(f"unknown requirement {need!r} (see tests/test_readme.py)")
 
@@ -143,6 +150,8 @@ def test_python_block_runs(page, line, needs, code, tmp_path, monkeypatch):
     assert done.stdout, f"{page}:{line}: every example prints what it shows"
     if page == "docs/export.md":
         assert "False" not in done.stdout  # (the ONNX example prints whether it agrees)
+    if page == "docs/llama.md":
+        assert done.stdout.startswith("(1, 20, 100)")  # (the logits' shape)
 
 
 def test_the_pages_have_their_examples():
@@ -155,6 +164,7 @@ def test_the_pages_have_their_examples():
                  "docs/seq2seq.md"):
         assert page in found, f"{page} has no Python example"
     assert len(found["docs/export.md"]) >= 7
+    assert len(found.get("docs/llama.md", [])) >= 1 and len(found.get("docs/lower-precision.md", [])) >= 2
     dask = [code for code in found["docs/embeddings.md"] if "LocalCluster" in code]
     assert dask and all('if __name__ == "__main__":' in code for code in dask)
 
