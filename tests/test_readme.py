@@ -128,11 +128,11 @@ def _provide(need):
         _shards()
     elif need == "onnx":
         _skip_unless("onnx", "onnxruntime", install="pip install '.[onnx]' onnxruntime")
-    elif need == "int8":
+    elif need in ("int8", "bfloat16"):  # a compute type this CPU (and engine) can run
         from fastattn import _lowp
         try:
-            _lowp.check_compute_type("int8")
-        except ValueError as e:  # (a CPU or build without the int8 kernels)
+            _lowp.check_compute_type(need)
+        except ValueError as e:
             pytest.skip(str(e))
     else:
         raise AssertionError(f"unknown requirement {need!r} (see tests/test_readme.py)")

@@ -195,14 +195,6 @@ class Llama(nn.Module):
         del tensors
         return model.quantize(compute_type)
 
-    def quantize(self, compute_type="float32"):
-        """The Llama family runs in float32 only: "float32" and "auto" keep it as it is (returns
-        the model), any other compute_type is a ValueError."""
-        if compute_type not in ("float32", "auto"):
-            raise ValueError(f"compute_type={compute_type!r}: the Llama family runs in float32 only "
-                             "(int8 and bfloat16 cover gpt2 and bert)")
-        return self
-
     @property
     def head_weight(self):
         """(V, E): lm_head's weight, or the token embedding when they are tied."""
