@@ -56,6 +56,8 @@ def read_hf_dir(path, check=None):
             check(config, shapes)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+    if "BF16" in _header_dtypes(tensors_path):  # (NumPy has no bfloat16: read those here)
+        return config, _read_with_bfloat16(tensors_path)
     load_file = _need("safetensors.numpy").load_file
     try:
         return config, load_file(tensors_path)
@@ -102,6 +104,45 @@ def safetensors_shapes(path):
                              f"the file ({data} bytes of data): {str(t)[:200]}")
         shapes[name] = tuple(t["shape"])
     return shapes
+
+
+def _header(path):
+    """(the JSON header of a .safetensors file, the offset of its data): the file's header was
+    checked by safetensors_shapes before this is called."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n).decode("utf-8")), 8 + n
+
+
+def _header_dtypes(path):
+    return {t["dtype"] for name, t in _header(path)[0].items() if name != "__metadata__"}
+
+
+_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                 "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+
+
+def _read_with_bfloat16(path):
+    """name -> array of a .safetensors file that holds bfloat16 tensors (what Llama 3.2, SmolLM2
+    and Qwen2.5 ship): each bfloat16 widened to the float32 with the same value (its bits are
+    the high half of that float32's), the other tensors as stored."""
+    header, start = _header(path)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=start)
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = t["data_offsets"]
+        raw = np.asarray(data[begin:end])
+        if t["dtype"] == "BF16":
+            a = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        elif t["dtype"] in _NUMPY_DTYPES:
+            a = raw.view(_NUMPY_DTYPES[t["dtype"]]).copy()
+        else:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {t['dtype']}, which fastattn does not read")
+        out[name] = a.reshape(t["shape"])
+    del data
+    return out
 
 
 def positive_ints(hf, names):
