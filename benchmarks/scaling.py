@@ -24,7 +24,8 @@ from fastattn.training.trainer import TrainConfig, micro_batches, train_step
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="a text file (characters are the tokens)")
+    p.add_argument("--data", default="shakespeare",
+                   help="a text file (characters are the tokens; default: Tiny Shakespeare, from the package)")
     p.add_argument("--threads", type=int, default=1, help="threads per rank (default: 1)")
     p.add_argument("--iters", type=int, default=20, help="timed steps (default: 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")

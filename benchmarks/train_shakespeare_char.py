@@ -2,14 +2,14 @@
 in an equivalent nanoGPT-style PyTorch module started from the same weights, at the same threads.
 
     python benchmarks/train_shakespeare_char.py [--threads N] [--iters N] [--data FILE]
-    python benchmarks/train_shakespeare_char.py --full-run --data input.txt [--threads N]
-    python benchmarks/train_shakespeare_char.py --seeds 1337,1,2 --data input.txt [--threads N]
+    python benchmarks/train_shakespeare_char.py --full-run [--threads N]
+    python benchmarks/train_shakespeare_char.py --seeds 1337,1,2 [--threads N]
 
 The default mode times single iterations: forward + backward + gradient clipping (global norm
 1.0) + AdamW, with nanoGPT's configuration (4 layers, 4 heads, 128 channels, block 64, batch 12,
 no bias, no dropout, weight decay 0.1 on 2-D weights, betas (0.9, 0.99)). The batches are
-random windows of --data (a text file; characters are the tokens) or, without it, random tokens
-over 65 symbols: the time does not depend on the text. Compiled fastattn and PyTorch run in
+random windows of --data (a text file, characters are the tokens; default: Tiny Shakespeare,
+which ships with fastattn; `--data random`: random tokens over 65 symbols, as fast). Compiled fastattn and PyTorch run in
 turn, iteration by iteration, so that the rest of the machine weighs on both alike; medians
 are reported, then the reference backend's, timed alone.
 
@@ -30,6 +30,7 @@ import numpy as np
 import fastattn
 from fastattn import GPT, GPTConfig
 from fastattn.io.tokenizer import CharTokenizer
+from fastattn.training.datasets import read_text
 from fastattn.training.trainer import TrainConfig, get_batch, get_lr, train, train_step
 
 try:
@@ -211,20 +212,21 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=fastattn.get_num_threads())
     p.add_argument("--iters", type=int, default=30, help="timed iterations per runner")
-    p.add_argument("--data", help="a text file (default: random tokens over 65 symbols)")
-    p.add_argument("--full-run", action="store_true", help="train 2000 iterations each (needs --data)")
+    p.add_argument("--data", default="shakespeare",
+                   help="a text file (default: Tiny Shakespeare, from the package; 'random': random tokens)")
+    p.add_argument("--full-run", action="store_true", help="train 2000 iterations each (needs a text)")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")],
-                   help="comma-separated seeds: one fastattn training run per seed (needs --data)")
+                   help="comma-separated seeds: one fastattn training run per seed (needs a text)")
     args = p.parse_args()
     fastattn.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(args.threads)
-    if args.data:
-        text = open(args.data, encoding="utf-8").read()
+    if args.data != "random":
+        text = read_text(args.data)
         tok = CharTokenizer.from_text(text)
         tokens, vocab = tok.encode(text), tok.vocab_size
     elif args.full_run or args.seeds:
-        p.error("--full-run and --seeds need --data")
+        p.error("--full-run and --seeds need a text (--data FILE, or the default)")
     else:
         vocab = 65
         tokens = np.random.default_rng(0).integers(0, vocab, 200_000)

@@ -21,13 +21,14 @@ from fastattn.models import GPT, BertConfig, Encoder, GPTConfig, Llama, LlamaCon
 from fastattn.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fastattn.training.trainer import TrainConfig, train
 from fastattn.inference.embeddings import SentenceEncoder, embed
-from fastattn import nn
+from fastattn import datasets, nn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "functional",
     "nn",
+    "datasets",
     "available_backends",
     "get_backend",
     "set_backend",

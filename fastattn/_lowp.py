@@ -128,6 +128,15 @@ def to_bfloat16(w):
     return BFloat16Weight(bfloat16_bits(w.astype(np.float32, copy=False)))
 
 
+def stack_rows(weights):
+    """One weight of the rows of `weights` (all Int8Weight or all BFloat16Weight), in order."""
+    if all(isinstance(w, Int8Weight) for w in weights):
+        return Int8Weight(np.concatenate([w.q for w in weights]), np.concatenate([w.scale for w in weights]))
+    if all(isinstance(w, BFloat16Weight) for w in weights):
+        return BFloat16Weight(np.concatenate([w.bits for w in weights]))
+    raise TypeError("stack_rows: the weights must all be int8 or all bfloat16")
+
+
 def _cpu_lacks(compute_type):
     """What the compiled backend lacks to run `compute_type` here ("" when nothing)."""
     from fastattn._compiled import _gemm_engine

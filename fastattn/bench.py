@@ -41,6 +41,8 @@ BUDGET_S = 5.0  # time per cell after which no further runs start (once 3 are do
 # call: measured here, attention run right after the NumPy reference took 13.6 ms instead of 8.7
 # (torch likewise 19.4 instead of 12.5).
 SETTLE_S = 1.0
+# --quick, a smoke test that takes seconds: shorter pauses and minimum times (noisier cells)
+QUICK_SETTLE_S, QUICK_MIN_TIME_S = 0.2, 0.1
 
 
 # Each setup(rng) makes the inputs of one case and returns {"ours": callable on the active
@@ -139,21 +141,21 @@ CASES = [
 MIN_TIME_S = 0.5  # fast cells keep running until this much time is spent (at most 1000 runs)
 
 
-def medians_ms(fns, repeat, budget_s=BUDGET_S):
+def medians_ms(fns, repeat, budget_s=BUDGET_S, settle_s=SETTLE_S, min_time_s=MIN_TIME_S):
     """{name: (median ms, runs)} for the callables in `fns` ({name: callable}), timed in turn
     (a, b, a, b, ...) so that noise from the rest of the machine falls on all of them alike.
 
-    A pause (SETTLE_S) and one warm-up each first; then `repeat` rounds, and more for fast
-    kernels until MIN_TIME_S has passed (a median of many runs is steadier for sub-ms cells);
+    A pause (settle_s) and one warm-up each first; then `repeat` rounds, and more for fast
+    kernels until min_time_s has passed (a median of many runs is steadier for sub-ms cells);
     no round starts after budget_s once min(3, repeat) are done."""
-    time.sleep(SETTLE_S)
+    time.sleep(settle_s)
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
     start, rounds = time.perf_counter(), 0
     while True:
         elapsed = time.perf_counter() - start
-        if rounds >= repeat and (elapsed >= MIN_TIME_S or rounds >= 1000):
+        if rounds >= repeat and (elapsed >= min_time_s or rounds >= 1000):
             break
         if rounds >= min(3, repeat) and elapsed >= budget_s:
             break
@@ -237,8 +239,10 @@ def header_lines(info):
     ]
 
 
-def run_case(kernel, shape, setup, flags, repeat, earlier=()):
-    """Time one case on each backend; returns its row (dict). `earlier`: the rows so far."""
+def run_case(kernel, shape, setup, flags, repeat, earlier=(), quick=False):
+    """Time one case on each backend; returns its row (dict). `earlier`: the rows so far; quick:
+    --quick's shorter pauses."""
+    pace = {"settle_s": QUICK_SETTLE_S, "min_time_s": QUICK_MIN_TIME_S} if quick else {}
     case = setup(np.random.default_rng(0))
     row = {"kernel": kernel, "shape": shape, "reference_ms": None, "compiled_ms": None,
            "torch_ms": None, "runs": {}, "note": ""}
@@ -247,14 +251,14 @@ def run_case(kernel, shape, setup, flags, repeat, earlier=()):
     # Then compiled and torch in turn, so that they share whatever else the machine is doing.
     timed = {}
     if "no-reference" not in flags:
-        timed.update(medians_ms({"reference": _on_backend("reference", case["ours"])}, repeat))
+        timed.update(medians_ms({"reference": _on_backend("reference", case["ours"])}, repeat, **pace))
     peers = {}
     if "compiled" in fastattn.available_backends():
         peers["compiled"] = _on_backend("compiled", case["ours"])
     if case["torch"] is not None:
         peers["torch"] = _in_torch(case["torch"])
     if peers:
-        timed.update(medians_ms(peers, repeat))
+        timed.update(medians_ms(peers, repeat, **pace))
     for name, (ms, runs) in timed.items():
         row[f"{name}_ms"], row["runs"][name] = ms, runs
     if "compiled" in fastattn.available_backends():
@@ -295,7 +299,7 @@ def run(threads, repeat, quick=False, only=None, out=print):
             continue
         if only and only not in f"{kernel} {shape}":
             continue
-        rows.append(run_case(kernel, shape, setup, flags, repeat, rows))
+        rows.append(run_case(kernel, shape, setup, flags, repeat, rows, quick))
         out(_format_row(_cells(rows[-1])))
     return rows
 
@@ -323,7 +327,7 @@ def _format_row(cells):
 
 
 def markdown(info, rows):
-    """The table as Markdown (for the README)."""
+    """The table as Markdown (as in docs/performance.md)."""
     lines = [f"{info['cpu']}, {info['logical_cores']} logical cores, {info['threads']} threads "
              f"(OpenMP {'on' if info['openmp'] else 'off'}), linear products on {info['gemm']}, "
              f"numpy {info['numpy']}, scipy {info['scipy']}, "

@@ -104,17 +104,19 @@ def _parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     from fastattn import bench
-    p = sub.add_parser("bench", help="time the kernels: reference, compiled and PyTorch (the README's table)",
+    p = sub.add_parser("bench", help="time the kernels: reference, compiled and PyTorch (docs/performance.md's table; --quick: seconds)",
                        description=f"{bench.DESCRIPTION} The same as `python -m fastattn.bench`.")
     bench.add_arguments(p)
 
     from fastattn.training.trainer import TrainConfig
     p = sub.add_parser("prepare", help="tokenize a text file into train.bin / val.bin for `fastattn train`",
-                       description="Tokenize a UTF-8 text file and write DIR/train.bin (its first 90%% of "
+                       description="Tokenize a UTF-8 text file and write DIR/train.bin (its first 90% of "
                        "tokens) and DIR/val.bin (the rest) as uint16 (uint32 above 65,535 tokens), with "
                        "DIR/meta.json and the tokenizer: nanoGPT's prepare.py layout. `fastattn train "
                        "--data DIR` reads them through np.memmap.")
-    p.add_argument("--data", required=True, help="UTF-8 text file")
+    p.add_argument("--data", required=True,
+                   help="UTF-8 text file, or 'shakespeare': Tiny Shakespeare, which ships with fastattn "
+                        "(a file or directory of that name wins)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tokenizer", default="char",
                    help="'char' (the text's characters), 'bpe' (a byte-level BPE trained on the text, "
@@ -129,7 +131,8 @@ def _parser():
                        "DIR/metrics.jsonl and DIR/config.json (the settings); the last line printed "
                        "is 'final: step N train_loss X val_loss Y'.")
     _add_training_flags(p, "UTF-8 text file (its characters are the tokens, unless --init-from brings a "
-                           "tokenizer) or a directory from `fastattn prepare`", TrainConfig, _TRAIN_HELP,
+                           "tokenizer), a directory from `fastattn prepare`, or 'shakespeare': Tiny "
+                           "Shakespeare, which ships with fastattn (a file or directory of that name wins)", TrainConfig, _TRAIN_HELP,
                         extra=_init_and_config_flags, under_mpi=True)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint",
@@ -181,8 +184,8 @@ def _parser():
     p.add_argument("--out", help="the .npy file to write, by that exact name (default: stdout, which must not "
                                  "be a terminal)")
     p.add_argument("--no-normalize", action="store_true",
-                   help="keep the pooled vectors' lengths (unless the model's modules.json has a Normalize "
-                        "module, as all-MiniLM-L6-v2's has: sentence-transformers applies it too)")
+                   help="keep the pooled vectors' lengths (an error for a model whose modules.json has a "
+                        "Normalize module, as all-MiniLM-L6-v2's has: its vectors are unit length)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows from 1000 lines)")
     p.add_argument("--out-dir", metavar="DIR",
                    help="instead of one .npy: write each batch's vectors to DIR/shard-NNNNN.npy as it "
@@ -192,9 +195,34 @@ def _parser():
                         "which loads --model from the same path (pip install \"fastattn[dask]\")")
     p.add_argument("--scheduler-timeout", type=float, default=10, metavar="SECONDS",
                    help="give up connecting to --scheduler after this long (default: %(default)s)")
+    p.add_argument("--worker-timeout", type=float, default=60, metavar="SECONDS",
+                   help="fail a --scheduler job whose cluster has had no worker this long (every worker "
+                        "killed) instead of waiting for one (default: %(default)s); a lost scheduler fails it too")
     _add_runtime_flags(p)
     _add_compute_type_flag(p)
+    p = sub.add_parser("quantize", help="store a model's weights as int8 or bfloat16 (loads without quantizing again)",
+                       description="Quantize a GPT (a fastattn train output, or a Hugging Face GPT-2 directory) or "
+                                   "a BERT-family directory once and write it to --out, which `fastattn sample`, "
+                                   "`fastattn embed` and fastattn.SentenceEncoder then load as it is "
+                                   "(docs/lower-precision.md).")
+    p.add_argument("--checkpoint", required=True, help="as for `fastattn sample`, or a BERT-family directory "
+                                                       "as for `fastattn embed --model`")
+    p.add_argument("--compute-type", required=True, choices=("int8", "bfloat16", "int8_bfloat16", "auto"),
+                   help="the weights' precision")
+    p.add_argument("--out", required=True, help="the directory to write (quantized.npz and the model's other files)")
+    _add_runtime_flags(p)
     _add_seq2seq_commands(sub)
+    p = sub.add_parser("launch", help="run a fastattn command on N MPI ranks; non-zero status unless every rank "
+                                      "finished it",
+                       description="Run `fastattn COMMAND ...` under an MPI launcher (mpiexec -n N), and end with "
+                                   "a non-zero status unless every rank finished the command: the launcher's own "
+                                   "status when it is not 0, else 1 when a rank did not finish (MPICH's "
+                                   "mpiexec.gforker can end with 0 when a rank was killed).")
+    p.add_argument("-n", type=int, required=True, help="ranks (processes)")
+    p.add_argument("--mpiexec", help="the launcher: a path or a name, e.g. mpiexec.gforker (default: the mpiexec "
+                                     "beside this Python, else PATH's)")
+    p.add_argument("fastattn_command", nargs=argparse.REMAINDER, metavar="COMMAND ...",
+                   help="the fastattn command and its flags, e.g. train --data D --out O")
     _add_export_command(sub)
     _add_report_command(sub)
     _add_viz_command(sub)
@@ -268,9 +296,12 @@ def _add_seq2seq_commands(sub):
     p = sub.add_parser("train-seq2seq", help="train an encoder-decoder Transformer on source<TAB>target pairs",
                        description="Train a Seq2SeqTransformer (\"Attention Is All You Need\") on a UTF-8 file "
                        "of source<TAB>target lines; the last 10% validate. Writes DIR/ckpt.npz (latest state, "
-                       "for --resume), DIR/best.npz (best val loss) and DIR/metrics.jsonl; the last line printed "
-                       "is 'final: step N train_loss X val_loss Y'.")
-    _add_training_flags(p, "UTF-8 file, one source<TAB>target pair a line", Seq2SeqTrainConfig, _SEQ2SEQ_HELP)
+                       "for --resume), DIR/best.npz (best val loss), DIR/metrics.jsonl and DIR/config.json (the "
+                       "settings, a --config file); the last line printed is 'final: step N train_loss X val_loss Y'.")
+    _add_training_flags(p, "UTF-8 file, one source<TAB>target pair a line", Seq2SeqTrainConfig, _SEQ2SEQ_HELP,
+                        extra=lambda p: p.add_argument(
+                            "--config", help="JSON or TOML (.toml) file of settings named as Seq2SeqTrainConfig's "
+                                             "fields (d_model, ...); flags given here override it"))
 
     p = sub.add_parser("translate", help="decode each line of stdin with a train-seq2seq checkpoint",
                        description="Read one source a line on stdin and write its output, one line each, to "
@@ -282,6 +313,9 @@ def _add_seq2seq_commands(sub):
     p.add_argument("--length-penalty", type=float, default=0.6,
                    help="alpha of GNMT's length penalty ((5 + length) / 6)^alpha (default: %(default)s)")
     p.add_argument("--max-len", type=int, help="most output tokens (default: 2 x the source's + 10)")
+    p.add_argument("--replace-unknown", action="store_true",
+                   help="decode a character outside the model's source vocabulary as <unk>, with a warning "
+                        "on stderr (default: such a line is an error)")
     _add_runtime_flags(p)
     _add_compute_type_flag(p)
 
@@ -318,8 +352,10 @@ def _train(args):
 
 def _train_seq2seq(args):
     from fastattn.training.seq2seq_trainer import Seq2SeqTrainConfig, train_seq2seq
+    from fastattn.training.trainer import read_config_file
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Seq2SeqTrainConfig) if hasattr(args, f.name)}
-    settings = {**_preset(args, "SEQ2SEQ_PRESETS"), **settings}
+    from_file = read_config_file(args.config, Seq2SeqTrainConfig) if args.config else {}
+    settings = {**_preset(args, "SEQ2SEQ_PRESETS"), **from_file, **settings}
     from tqdm import tqdm
     record = train_seq2seq(args.data, args.out, resume=args.resume, progress=not args.no_progress,
                            log=tqdm.write, **settings)
@@ -327,6 +363,9 @@ def _train_seq2seq(args):
 
 
 def _translate(args):
+    import numpy as np
+
+    from fastattn.io.seq2seq_vocab import UNK
     from fastattn.models.seq2seq_decoding import beam_search, greedy
     from fastattn.training.seq2seq_checkpoint import load_seq2seq_checkpoint
     path = args.checkpoint
@@ -347,7 +386,7 @@ def _translate(args):
     lines = text.split("\n")  # (as embed: "\n" alone ends a line)
     if lines[-1] == "":
         lines.pop()
-    sources = []
+    sources, unknown = [], {}  # unknown: line index -> the positions of its unknown characters
     for i, line in enumerate(lines):
         line = line.rstrip("\r")
         try:  # refused, as embed and the GPT's sample refuse them, never decoded as UNK
@@ -356,9 +395,19 @@ def _translate(args):
             raise ValueError(f"stdin line {i + 1} is not UTF-8 text (byte {ord(line[e.start]) - 0xDC00:#04x} "
                              f"at position {e.start})") from None
         try:
-            sources.append(ckpt.src_vocab.encode(line, strict=True))
+            sources.append(ckpt.src_vocab.encode(line, strict=not args.replace_unknown))
         except ValueError as e:
-            raise ValueError(f"stdin line {i + 1}: {e} of the model's sources ({path})") from None
+            raise ValueError(f"stdin line {i + 1}: {e} of the model's sources ({path}); pass --replace-unknown "
+                             "to decode such characters as <unk>") from None
+        # (a character vocabulary: one id a character, so an UNK's position is its character's)
+        where = list(np.flatnonzero(sources[-1] == UNK)) if ckpt.src_vocab.chars is not None else []
+        if where:
+            unknown[i] = (line, where)
+    if unknown:  # (only with --replace-unknown)
+        chars = sorted({line[p] for line, where in unknown.values() for p in where})
+        count = sum(len(where) for _, where in unknown.values())
+        print(f"fastattn translate: warning: {count} character(s) on {len(unknown)} line(s) are not in the model's "
+              f"source vocabulary, decoded as <unk>: {''.join(chars)!r}", file=sys.stderr)
     limit = model.config["max_len"]
     for i, ids in enumerate(sources):
         if len(ids) > limit:
@@ -379,11 +428,29 @@ def _translate(args):
     sys.stdout.flush()
 
 
+def _load_quantized(path, kind, compute_type):
+    """(model, tokenizer) of a `fastattn quantize` output, which must hold a `kind` model."""
+    from fastattn.inference.quantized_files import load_quantized
+    found, model, tokenizer = load_quantized(path)
+    if found != kind:
+        raise ValueError(f"{path} holds a quantized {found.upper()}, not a {kind.upper()}")
+    if compute_type not in ("float32", model.compute_type):
+        raise ValueError(f"{path} holds {model.compute_type} weights: --compute-type {compute_type} cannot "
+                         "apply (quantize the original model again)")
+    if tokenizer is None:
+        from fastattn.io.tokenizer import load_tokenizer
+        tokenizer = load_tokenizer(path)
+    return model, tokenizer
+
+
 def _load_for_sampling(path, compute_type="float32"):
     """(model, tokenizer) from a `fastattn train` output (directory or .npz) or a Hugging Face
     GPT-2, Llama, Qwen2 or Mistral directory (config.json, model.safetensors, tokenizer.json);
     compute_type: the weights' precision."""
     from fastattn.io.hf_files import is_pretrained_dir
+    from fastattn.inference import quantized_files
+    if quantized_files.is_quantized_dir(path):  # (`fastattn quantize`'s output)
+        return _load_quantized(path, "gpt", compute_type)
     if os.path.isdir(path) and is_pretrained_dir(path):
         from fastattn.io.tokenizer import load_tokenizer
         from fastattn.models.pretrained import model_type
@@ -395,6 +462,20 @@ def _load_for_sampling(path, compute_type="float32"):
     if ckpt.tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer: cannot decode its tokens")
     return ckpt.build_model(compute_type), ckpt.tokenizer
+
+
+def _quantize(args):
+    from fastattn.inference.quantized_files import save_quantized
+    if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+        raise ValueError("--out must be another directory than --checkpoint")
+    kind, model, source = _load_for_export(args.checkpoint)
+    model.quantize(args.compute_type)
+    from fastattn.io.hf_files import is_pretrained_dir
+    hf = os.path.isdir(args.checkpoint) and is_pretrained_dir(args.checkpoint)
+    save_quantized(model, args.out, source_dir=args.checkpoint if hf else None,
+                   tokenizer=None if hf else source)
+    print(f"wrote {args.out}: a {model.compute_type} {'BERT' if kind == 'bert' else 'GPT'} "
+          f"({sum(p.data.nbytes for p in model.parameters()) / 1e6:.1f} MB of weights)")
 
 
 def _load_for_export(path):
@@ -504,8 +585,9 @@ def _embed(args):
     if not args.out and not args.out_dir and sys.stdout.isatty():  # as gzip does: binary is no use on a screen
         raise ValueError("refusing to write a binary .npy to a terminal: redirect stdout (> vectors.npy) "
                          "or pass --out FILE")
-    if not args.scheduler_timeout > 0:
-        raise ValueError(f"--scheduler-timeout must be > 0 seconds, got {args.scheduler_timeout:g}")
+    for flag in ("scheduler_timeout", "worker_timeout"):
+        if not getattr(args, flag) > 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be > 0 seconds, got {getattr(args, flag):g}")
     if args.out and os.path.isdir(args.out):
         raise IsADirectoryError(f"--out {args.out} is a directory: give the .npy file to write (or --out-dir DIR "
                                 "for shards)")
@@ -534,11 +616,14 @@ def _embed(args):
         # with a scheduler, the workers load the weights; here only the tokenizer and config
         model = (SentenceEncoder._without_weights(args.model, args.compute_type) if client
                  else SentenceEncoder(args.model, compute_type=args.compute_type))
+        if args.no_normalize and model.normalized:
+            raise ValueError(f"--no-normalize: {args.model}'s modules.json has a Normalize module, so its vectors "
+                             "are unit length (as sentence-transformers gives them); drop --no-normalize")
         if args.out_dir:
             _write_shards(model, texts, args, client, progress)
             return
         vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=not args.no_normalize,
-                               show_progress_bar=progress, client=client)
+                               show_progress_bar=progress, client=client, worker_timeout=args.worker_timeout)
     except Exception as e:  # Dask's own (KilledWorker, FutureCancelledError, ...): one line too
         if client is None or not type(e).__module__.startswith("distributed"):
             raise  # (a worker's error comes as itself, e.g. FileNotFoundError)
@@ -546,7 +631,7 @@ def _embed(args):
         raise OSError(f"the Dask job failed: {type(e).__name__}: {reason}") from None
     finally:
         if client is not None:
-            client.close()
+            client.close(timeout=args.scheduler_timeout)  # (a lost scheduler: do not wait for it)
     if args.out:  # the name as given (np.save(name) would add .npy), complete once there
         _write_atomically(args.out, lambda f: np.save(f, vectors))
     else:
@@ -560,6 +645,13 @@ def _dask_client(address, timeout):
         from distributed import Client
     except ImportError:
         raise ImportError('--scheduler needs Dask: pip install "fastattn[dask]"') from None
+    import logging
+    # the command's errors are one line: Dask's own log (a lost scheduler: ~30 lines of traceback
+    # from its reconnection attempts) is kept to what is critical
+    quiet = ("distributed", "tornado", "asyncio")  # (asyncio: Dask's abandoned gathers, "never retrieved")
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in quiet] + list(quiet):
+        # (Dask's config gives some of its loggers a level of their own)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=timeout)
     except (OSError, ValueError, TypeError) as e:  # (TimeoutError is an OSError)
@@ -576,7 +668,8 @@ def _write_shards(model, texts, args, client, progress):
     import numpy as np
     out = args.out_dir
     os.makedirs(out, exist_ok=True)
-    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client)
+    batches = model.encode_batches(texts, args.batch_size, normalize_embeddings=not args.no_normalize, client=client,
+                                   worker_timeout=args.worker_timeout)
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, total=-(-len(texts) // args.batch_size), unit="batch", desc="embed")
@@ -612,9 +705,13 @@ def main(argv=None):
             fastattn.set_num_threads(args.threads)
         if getattr(args, "backend", None) is not None:  # (bench runs every backend)
             fastattn.set_backend(args.backend)
+        if args.command == "launch":
+            from fastattn.training import launch
+            return launch.run(args.n, args.fastattn_command, args.mpiexec,
+                              log=lambda m: print(m, file=sys.stderr))
         {"bench": _bench, "prepare": _prepare, "train": _train, "sample": _sample, "attention-map": _attention_map,
          "embed": _embed, "train-seq2seq": _train_seq2seq, "translate": _translate,
-         "export": _export, "report": _report, "viz": _viz}[args.command](args)
+         "export": _export, "report": _report, "viz": _viz, "quantize": _quantize}[args.command](args)
     except BrokenPipeError:  # the reader left (`fastattn sample ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit either)
         return 0
@@ -624,6 +721,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"fastattn {args.command}: interrupted", file=sys.stderr)
         return 130
+    from fastattn.training.launch import mark_done
+    mark_done()  # (under `fastattn launch`: this rank finished)
     return 0
 
 

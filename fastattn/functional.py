@@ -21,6 +21,12 @@ import numpy as np
 
 from fastattn import _backend, _lowp
 
+
+
+def __dir__():
+    """dir(F): the kernels (__all__, at the end of this file), not the modules it imports (np, ...)."""
+    return sorted(__all__)
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -749,3 +755,8 @@ def rotary_embedding_backward(grad_output, cos, sin):
     grad_output * cos - rotate_half(grad_output * sin)."""
     g, c, s = _rotary_args(grad_output, cos, sin, "grad_output")
     return np.empty(g.shape, g.dtype) if g.size == 0 else _backend.current().rotary_embedding_backward(g, c, s)
+
+
+# the kernels: every public function defined above (what dir(F) and `from ... import *` give)
+__all__ = [name for name, f in list(globals().items())
+           if callable(f) and getattr(f, "__module__", None) == __name__ and not name.startswith("_")]

@@ -235,6 +235,16 @@ cdef Py_ssize_t MIN_COLS = 64
 cdef Py_ssize_t MIN_BLOCKS = 8
 
 
+def _set_grid(Py_ssize_t panel_rows, Py_ssize_t max_cols, Py_ssize_t min_blocks):
+    """Set PANEL_ROWS, MAX_COLS and MIN_BLOCKS; returns the previous ones. For benchmarks."""
+    global PANEL_ROWS, MAX_COLS, MIN_BLOCKS
+    if min(panel_rows, max_cols, min_blocks) < 1:
+        raise ValueError("grid sizes must be >= 1")
+    previous = (PANEL_ROWS, MAX_COLS, MIN_BLOCKS)
+    PANEL_ROWS, MAX_COLS, MIN_BLOCKS = panel_rows, max_cols, min_blocks
+    return previous
+
+
 cdef struct Grid:
     Py_ssize_t rows, cols, inner, br, bc, nr, nc
     const lowp_plan* plan[4]  # [full rows / last rows][full cols / last cols]

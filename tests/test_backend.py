@@ -159,9 +159,19 @@ def test_public_surface():
                                      "load_tokenizer", "Checkpoint",
                                      "save_checkpoint", "load_checkpoint", "TrainConfig", "train",
                                      "BertConfig", "Encoder", "SentenceEncoder", "embed", "Seq2SeqTransformer",
-                                     "Llama", "LlamaConfig", "from_pretrained"}
+                                     "datasets", "Llama", "LlamaConfig", "from_pretrained"}
     for name in ("scaled_dot_product_attention", "masked_softmax", "softmax", "layer_norm", "gelu"):
         assert callable(getattr(F, name))
+
+
+def test_dir_of_functional_is_its_kernels():
+    """dir(F) lists the kernels (every public function defined in functional.py), not the modules
+    it imports (np, numbers, _backend)."""
+    import inspect
+    defined = {n for n, f in vars(F).items()  # (not inspect.getmembers: it goes through dir)
+               if inspect.isfunction(f) and f.__module__ == F.__name__ and not n.startswith("_")}
+    assert set(dir(F)) == set(F.__all__) == defined
+    assert {"relu", "relu_backward", "linear"} <= defined and not {"np", "numbers", "_backend"} & set(dir(F))
 
 
 @pytest.mark.parametrize("name", fastattn.available_backends())

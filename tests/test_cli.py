@@ -60,7 +60,8 @@ def test_train_then_sample(corpus_file, tmp_path, capsys):
      "block_size 64 does not fit the data"),
     ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o", "--resume", "--n-layer", "3"],
      "from another config: n_layer is 1 there, 3 was asked"),
-    ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o"], "already holds a checkpoint"),
+    ("trained", ["train", "--data", "{corpus}", "--out", "{tmp}/o"],
+     "already holds a checkpoint: pass --resume (resume=True in Python) to continue it"),
     (None, ["sample", "--checkpoint", "{tmp}"], "holds no checkpoint: neither best.npz/ckpt.npz (fastattn train) "
      "nor config.json + model.safetensors (Hugging Face)"),
     (None, ["sample", "--checkpoint", "{tmp}/gpt2"], "gpt2: no such directory; fastattn never downloads: pass a "
@@ -114,7 +115,7 @@ def test_every_default_is_in_the_help():
     """--help shows each flag's default, for every command (as train's always did)."""
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert set(commands) == {"bench", "prepare", "train", "sample", "attention-map", "embed", "train-seq2seq",
-                             "translate", "export", "report", "viz"}
+                             "translate", "export", "report", "viz", "launch", "quantize"}
     viz = next(a for a in commands["viz"]._actions if isinstance(a, argparse._SubParsersAction)).choices
     commands = {**commands, "viz embeddings": viz["embeddings"]}
     for name, parser in commands.items():
@@ -166,6 +167,33 @@ def test_bench_command_from_the_clone_root(tmp_path):
     assert [r["shape"] for r in table["rows"]] == ["(1024,3072)"]
     if table["machine"]["compiled"]:
         assert table["rows"][0]["compiled_ms"] > 0 and "compiled backend: OpenMP" in done.stdout
+
+
+def test_help_texts_show_percent_signs_once(capsys):
+    """argparse formats a help string with %: "90%%" in a description would print as is."""
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    out = capsys.readouterr().out
+    assert "first 90% of" in " ".join(out.split()) and "%%" not in out
+
+
+def test_bench_quick_takes_short_pauses(monkeypatch):
+    """--quick (the README's first command) pauses QUICK_SETTLE_S before each timing and needs
+    QUICK_MIN_TIME_S per cell, not the full table's SETTLE_S and MIN_TIME_S."""
+    from fastattn import bench
+    seen = []
+
+    def record(fns, repeat, budget_s=bench.BUDGET_S, settle_s=bench.SETTLE_S, min_time_s=bench.MIN_TIME_S):
+        seen.append((settle_s, min_time_s))
+        return {name: (1.0, 1) for name in fns}
+
+    monkeypatch.setattr(bench, "medians_ms", record)
+    bench.run(1, 1, quick=True, only="gelu (1024", out=lambda line: None)
+    assert seen and set(seen) == {(bench.QUICK_SETTLE_S, bench.QUICK_MIN_TIME_S)}
+    assert bench.QUICK_SETTLE_S < bench.SETTLE_S and bench.QUICK_MIN_TIME_S < bench.MIN_TIME_S
+    seen.clear()
+    bench.run(1, 1, quick=False, only="gelu (32768", out=lambda line: None)
+    assert seen and set(seen) == {(bench.SETTLE_S, bench.MIN_TIME_S)}
 
 
 def test_bench_module_keeps_working(tmp_path):

@@ -151,3 +151,81 @@ def test_a_dataset_of_another_tokenizer_is_refused_on_resume(corpus_file, tmp_pa
     prepare(other, tmp_path / "d")
     with pytest.raises(ValueError, match="was prepared with another tokenizer"):
         train(str(tmp_path / "d"), tmp_path / "o", resume=True, progress=False, max_iters=9)
+
+
+def test_tiny_shakespeare_ships_with_the_package(tmp_path, monkeypatch, capsys):
+    import fastattn
+    text = fastattn.datasets.shakespeare()
+    assert len(text) == 1_115_394 and len(set(text)) == 65
+    assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
+    assert dir(fastattn.datasets) == ["NAMES", "shakespeare"]
+    # --data shakespeare: prepare writes its 90% / 10% split, as of a file holding the text
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare", "--data", "shakespeare", "--out", "d"]) == 0
+    tok = CharTokenizer.from_text(text)
+    n = int(0.9 * len(text))
+    assert tok.decode(np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)) == text[:n]
+    splits, read_tok = load_splits("shakespeare", block_size=16)
+    assert read_tok == tok and tok.decode(splits["val"]) == text[n:]
+    # a file of that name wins over the packaged text
+    (tmp_path / "shakespeare").write_text("to be or not to be, " * 10)
+    splits, read_tok = load_splits("shakespeare", block_size=16)
+    assert read_tok.vocab_size == len(set("to be or not to be, "))
+
+
+def test_pyproject_ships_the_compressed_text():
+    """`pip install .` puts fastattn/datasets/*.txt.gz in the package (pyproject's package-data)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as f:
+        pyproject = f.read()
+    section = pyproject[pyproject.index("[tool.setuptools.package-data]"):]
+    assert '"fastattn.datasets" = ["*.txt.gz"]' in section.split("\n[")[0]
+    import fastattn
+    assert os.path.isfile(os.path.join(os.path.dirname(fastattn.datasets.__file__), "tinyshakespeare.txt.gz"))
+
+
+def _nanogpt_prepare(text, out):
+    """What nanoGPT's data/shakespeare_char/prepare.py writes (written here, as it does it)."""
+    import pickle
+    chars = sorted(set(text))
+    stoi, itos = {ch: i for i, ch in enumerate(chars)}, {i: ch for i, ch in enumerate(chars)}
+    n = len(text)
+    os.makedirs(out)
+    np.array([stoi[c] for c in text[:int(n * 0.9)]], dtype=np.uint16).tofile(os.path.join(out, "train.bin"))
+    np.array([stoi[c] for c in text[int(n * 0.9):]], dtype=np.uint16).tofile(os.path.join(out, "val.bin"))
+    with open(os.path.join(out, "meta.pkl"), "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
+
+
+def test_nanogpts_own_prepare_directories_train(corpus_file, tmp_path):
+    """nanoGPT's prepare.py layout: train.bin / val.bin without meta.json, the vocabulary in meta.pkl."""
+    text = corpus_file.read_text()
+    _nanogpt_prepare(text, str(tmp_path / "shakespeare_char"))
+    splits, tok = load_splits(str(tmp_path / "shakespeare_char"), block_size=16)
+    assert tok == CharTokenizer.from_text(text) and tok.decode(splits["val"][:]) == text[int(0.9 * len(text)):]
+    train(str(tmp_path / "shakespeare_char"), tmp_path / "from_nanogpt", progress=False, log=lambda s: None, **TINY)
+    train(corpus_file, tmp_path / "from_text", progress=False, log=lambda s: None, **TINY)
+    assert curve(tmp_path / "from_nanogpt") == curve(tmp_path / "from_text")
+
+
+def test_a_nanogpt_directory_without_a_vocabulary(tmp_path):
+    import pickle
+    d = tmp_path / "owt"
+    d.mkdir()
+    (np.arange(100, dtype=np.uint16) % 7).tofile(d / "train.bin")
+    (np.arange(40, dtype=np.uint16) % 7).tofile(d / "val.bin")
+    with pytest.raises(ValueError, match="no meta.json, so its vocabulary is unknown: a `fastattn prepare` that did not finish"):
+        read_token_dir(str(d))
+    splits, tok = read_token_dir(str(d), CharTokenizer("abcdefg"))  # the model's tokenizer (--init-from)
+    assert tok == CharTokenizer("abcdefg") and len(splits["train"]) == 100
+    with pytest.raises(ValueError, match=r"token 6 at position 6 is outside the vocabulary \[0, 5\)"):
+        read_token_dir(str(d), CharTokenizer("abcde"))
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("echo ran > ran.txt",))
+    with open(d / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": 7, "itos": Boom()}, f)
+    with pytest.raises(ValueError, match="meta.pkl as nanoGPT's meta.pkl .*never runs a pickle's code"):
+        read_token_dir(str(d))
+    assert not os.path.exists("ran.txt") and not (d / "ran.txt").exists()

@@ -264,6 +264,30 @@ def test_encode_signature_mirrors_sentence_transformers():
         assert ours[name].default == theirs[name].default, name
     assert list(inspect.signature(st.SentenceTransformer.similarity).parameters)[1:] == \
         list(inspect.signature(SentenceEncoder.similarity).parameters)
+    for name in ("convert_to_tensor", "device"):  # accepted, to refuse them with a reason
+        assert name in theirs and name in ours
+
+
+def test_torch_options_are_refused_with_a_reason(model_dir):
+    model = SentenceEncoder(str(model_dir))
+    with pytest.raises(TypeError, match=r"convert_to_tensor=True: fastattn returns NumPy arrays, not torch tensors"):
+        model.encode(["so"], convert_to_tensor=True)
+    with pytest.raises(TypeError, match=r"device='cuda': fastattn runs on the CPU and returns NumPy arrays"):
+        model.encode(["so"], device="cuda")
+    np.testing.assert_array_equal(model.encode(["so"], device="cpu", convert_to_tensor=False), model.encode(["so"]))
+    with pytest.raises(TypeError, match="tokenize takes a list of str"):
+        model.tokenize("so")
+
+
+def test_no_normalize_on_a_normalizing_model_is_an_error(model_dir, tmp_path, monkeypatch, capsys):
+    modules = json.loads((model_dir / "modules.json").read_text())
+    (model_dir / "modules.json").write_text(json.dumps(modules + [{"idx": 2, "name": "2", "path": "2_Normalize",
+                                                                  "type": "sentence_transformers.models.Normalize"}]))
+    monkeypatch.setattr("sys.stdin", io.StringIO("so\n"))
+    assert main(["embed", "--model", str(model_dir), "--out", str(tmp_path / "v.npy"), "--no-normalize"]) == 1
+    err = capsys.readouterr().err
+    assert "--no-normalize: " in err and "has a Normalize module, so its vectors are unit length" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "v.npy").exists()
 
 
 def test_embed_pools_truncates_and_keeps_the_order(backend, model_dir):
@@ -271,9 +295,16 @@ def test_embed_pools_truncates_and_keeps_the_order(backend, model_dir):
              "night", "the queen"]
     model = SentenceEncoder(str(model_dir))
     assert model.max_seq_length == 12 and model.pooling == ["mean"]
-    ids = model.tokenize(texts)
-    assert [len(i) for i in ids] == [5, 3, 12, 3, 4]  # [CLS] ... [SEP], cut to 12
-    assert ids[2][-1] == 3  # the cut keeps [SEP] last
+    batch = model.tokenize(texts)
+    assert sorted(batch) == ["attention_mask", "input_ids", "token_type_ids"]
+    assert all(a.shape == (5, 12) and a.dtype == np.int64 for a in batch.values())
+    lengths = batch["attention_mask"].sum(axis=1)
+    assert list(lengths) == [5, 3, 12, 3, 4]  # [CLS] ... [SEP], cut to 12
+    assert batch["input_ids"][2, -1] == 3  # the cut keeps [SEP] last
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all() and not batch["token_type_ids"].any()
+    ids = [row[:n] for row, n in zip(batch["input_ids"], lengths)]
+    np.testing.assert_allclose(model.encoder(**batch)[1, :3], model.encoder(ids[1][None])[0], atol=1e-5)
+    assert model.get_sentence_embedding_dimension() == 16
     raw = model.encode(texts, batch_size=2)
     for text, ids_, vector in zip(texts, ids, raw):  # mean of the token states, one text at a time
         hidden = model.encoder(ids_[None])[0]
@@ -297,7 +328,7 @@ def test_pooling_modes(model_dir, pooling, want):
     (model_dir / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     model = SentenceEncoder(str(model_dir))
     got = model.encode(["the fair queen", "so"], normalize=False)
-    hidden = model.encoder(model.tokenize(["the fair queen"])[0][None])[0]
+    hidden = model.encoder(model.tokenize(["the fair queen"])["input_ids"])[0]
     np.testing.assert_allclose(got[0], want(hidden), atol=1e-5)
 
 
@@ -403,6 +434,12 @@ def test_all_minilm_defaults_and_similarity_as_sentence_transformers(monkeypatch
     rows = model.encode(SENTENCES[:3], convert_to_numpy=False)
     assert len(rows) == len(theirs.encode(SENTENCES[:3], convert_to_numpy=False)) == 3
     assert all(r.shape == (384,) for r in rows)
+    assert model.get_sentence_embedding_dimension() == theirs.get_sentence_embedding_dimension() == 384
+    mine, st_batch = model.tokenize(SENTENCES), theirs.tokenize(SENTENCES)  # their dict of tensors
+    tensors = {key: value.numpy() for key, value in st_batch.items() if hasattr(value, "numpy")}
+    assert list(mine) == list(tensors)  # (sentence-transformers 6.3 adds "modality": "text", a str)
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(mine[key], value, err_msg=key)
 
 
 def test_all_minilm_padding_invariance(backend):

@@ -261,3 +261,60 @@ def test_simple_layers_finite_differences(rng):
             gradcheck(m, [x.copy()])
         emb = nn.Embedding(5, 3, dtype=np.float64, seed=0)  # (padding: against torch above)
         gradcheck(emb, [np.array([[0, 1, 4, 1]])], n_coords=15)
+
+
+# -- CrossEntropyLoss --------------------------------------------------------------------------
+def _cross_entropy_oracle(logits, target, ignore_index, smoothing):
+    """float64 mean cross-entropy with label smoothing over the rows whose target is kept."""
+    z = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
+    t = target.reshape(-1)
+    keep = t != ignore_index
+    logp = z - z.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    nll = -logp[keep, t[keep]]
+    smooth = -logp[keep].mean(-1)
+    return float(((1 - smoothing) * nll + smoothing * smooth).mean())
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_loss_module(backend, rng, smoothing):
+    logits = rng.standard_normal((3, 4, 7))
+    target = rng.integers(0, 7, (3, 4))
+    target[0, 1] = -100
+    crit = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    loss = crit(logits, target)
+    assert loss == pytest.approx(_cross_entropy_oracle(logits, target, -100, smoothing), rel=1e-10)
+    grad = crit.backward()
+    eps, num = 1e-6, np.zeros_like(logits)
+    for i in np.ndindex(logits.shape):  # central differences of the oracle
+        up, down = logits.copy(), logits.copy()
+        up[i] += eps
+        down[i] -= eps
+        num[i] = (_cross_entropy_oracle(up, target, -100, smoothing)
+                  - _cross_entropy_oracle(down, target, -100, smoothing)) / (2 * eps)
+    np.testing.assert_allclose(grad, num, atol=1e-8)
+    target3 = np.where(target == -100, 3, target)
+    np.testing.assert_allclose(nn.CrossEntropyLoss(ignore_index=3)(logits, target3),
+                               _cross_entropy_oracle(logits, target3, 3, 0.0), rtol=1e-10)
+    try:
+        import torch
+    except ImportError:
+        return
+    want = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)(torch.tensor(logits).reshape(-1, 7),
+                                                                torch.tensor(target).reshape(-1))
+    assert loss == pytest.approx(float(want), rel=1e-10)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"reduction": "sum"}, ValueError, "reduction must be 'mean'"),
+    ({"weight": np.ones(3)}, ValueError, "weight (class weights) is not supported"),
+    ({"ignore_index": 1.5}, TypeError, "ignore_index must be an int"),
+    ({"label_smoothing": 2.0}, ValueError, "label_smoothing must be in [0, 1]"),
+    ({"label_smoothing": "0.1"}, TypeError, "label_smoothing must be a number"),
+])
+def test_cross_entropy_loss_arguments(kwargs, error, message):
+    import re
+    with pytest.raises(error, match=re.escape(message)):
+        nn.CrossEntropyLoss(**kwargs)
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        nn.CrossEntropyLoss().backward()

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -69,6 +70,31 @@ def test_configure_optimizers_decays_2d_weights_only():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.data.ndim == 2 for p in decay["params"]) and all(p.data.ndim == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(model.parameters())
+
+
+def test_configure_optimizers_takes_nanogpts_arguments():
+    """nanoGPT's train.py: model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)."""
+    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert all(g["lr"] == 6e-4 and g["betas"] == (0.9, 0.95) and g["eps"] == 1e-8 for g in opt.param_groups)
+    opt = model.configure_optimizers(weight_decay=0.1, learning_rate=1e-3, betas=[0.9, 0.99], device_type="cpu",
+                                     eps=1e-6)
+    assert opt.param_groups[0]["eps"] == 1e-6 and opt.param_groups[0]["betas"] == (0.9, 0.99)
+
+
+@pytest.mark.parametrize("args, kwargs, error, message", [
+    ((0.1, 1e-3, (0.9, 0.99), "cuda"), {}, ValueError, "device_type must be 'cpu' (fastattn runs on the CPU), got 'cuda'"),
+    ((0.1, 1e-3, (0.9, 0.99), 1e-8), {}, TypeError, "device_type must be the str 'cpu'"),
+    (("0.1", 1e-3, (0.9, 0.99)), {}, TypeError, "weight_decay must be a number, got '0.1'"),
+    ((0.1, None, (0.9, 0.99)), {}, TypeError, "learning_rate must be a number, got None"),
+    ((0.1, 1e-3, 0.9), {}, TypeError, "betas must be a pair of numbers (beta1, beta2), got 0.9"),
+    ((0.1, 1e-3, (0.9, 0.99)), {"eps": "1e-8"}, TypeError, "eps must be a number"),
+])
+def test_configure_optimizers_names_a_wrong_argument(args, kwargs, error, message):
+    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    with pytest.raises(error, match=re.escape(message)):
+        model.configure_optimizers(*args, **kwargs)
 
 
 def test_state_dict_resumes_the_same_steps(rng):

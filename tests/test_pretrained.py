@@ -96,8 +96,21 @@ def test_configs_that_do_not_fit(gpt2_like, tmp_path, change, message):
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json and model.safetensors"):
         GPT.from_pretrained(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json; write one with transformers: "
+                                                "AutoTokenizer.from_pretrained"):
         load_tokenizer(str(tmp_path))
+    (tmp_path / "vocab.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"it has vocab.json: a slow tokenizer's files"):
+        load_tokenizer(str(tmp_path))
+
+
+def test_a_hub_name_is_not_downloaded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="gpt2: no such directory; fastattn never downloads: pass the "
+                                                "path of a local model directory holding tokenizer.json"):
+        load_tokenizer("gpt2")
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        GPT.from_pretrained("gpt2")
 
 
 def byte_level_tokenizer(path):

@@ -132,3 +132,135 @@ def test_bert_qkv_blocks_share_the_fused_weight():
     assert np.shares_memory(sa.key.weight.data.q, sa._qkv_weight.q)
     got = enc(ids)
     assert np.abs(got - want).max() < 0.05 * want.std() * np.sqrt(want.shape[-1])
+
+
+# -- quantized files (fastattn quantize) -------------------------------------------------------
+
+def _run(capsys, *argv):
+    from fastattn.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+TINY_GPT = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
+            "--eval-iters", "1", "--eval-interval", "5", "--warmup-iters", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize("compute_type", ["int8", "bfloat16", "int8_bfloat16"])
+def test_quantize_a_gpt_checkpoint_then_sample(corpus_file, tmp_path, capsys, compute_type):
+    _needs(compute_type)
+    assert _run(capsys, "train", "--data", corpus_file, "--out", tmp_path / "o", "--max-iters", 2, *TINY_GPT)[0] == 0
+    code, out, err = _run(capsys, "quantize", "--checkpoint", tmp_path / "o", "--compute-type", compute_type,
+                          "--out", tmp_path / "q")
+    assert code == 0, err
+    assert f"a {compute_type} GPT" in out
+    sample = ["--prompt", "the", "--max-new-tokens", 8, "--temperature", 0]
+    code, from_file, err = _run(capsys, "sample", "--checkpoint", tmp_path / "q", *sample)
+    assert code == 0, err
+    code, direct, err = _run(capsys, "sample", "--checkpoint", tmp_path / "o", "--compute-type", compute_type, *sample)
+    assert code == 0, err
+    assert from_file == direct  # the stored weights are the ones quantizing at load gives
+    code, _, err = _run(capsys, "sample", "--checkpoint", tmp_path / "q", "--compute-type", "bfloat16"
+                        if compute_type != "bfloat16" else "int8", *sample)
+    assert code == 1 and "cannot apply" in err
+
+
+def test_quantize_a_bert_dir_then_embed(tmp_path, capsys):
+    _needs("int8")
+    from test_encoder import CONFIG, WORDS, random_weights, write_bert_dir, write_wordpiece
+
+    cfg = {**CONFIG, "vocab_size": 4 + len(WORDS)}
+    src = write_bert_dir(tmp_path / "m", random_weights(cfg, seed=1), cfg)
+    write_wordpiece(src, WORDS)
+    code, _, err = _run(capsys, "quantize", "--checkpoint", src, "--compute-type", "int8", "--out", tmp_path / "q")
+    assert code == 0, err
+    assert not (tmp_path / "q" / "model.safetensors").exists()
+    texts = ["the king speaks", "fair night", "so the queen"]
+    stored = fastattn.SentenceEncoder(str(tmp_path / "q")).encode(texts)
+    np.testing.assert_array_equal(stored, fastattn.SentenceEncoder(str(src), compute_type="int8").encode(texts))
+    assert fastattn.SentenceEncoder(str(tmp_path / "q")).encoder.compute_type == "int8"
+
+
+def _rewrite(path, change):
+    """quantized.npz with change(arrays dict) applied (meta.json included)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        arrays = {n[:-4]: np.load(zf.open(n), allow_pickle=False) for n in zf.namelist()}
+    change(arrays, json)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a, j: a.pop("model/transformer.wpe.weight.int8"), "wpe.weight.int8 is missing"),
+    (lambda a, j: [a.pop(k) for k in list(a) if k.startswith("model/transformer.wpe.")], "stored once"),
+    (lambda a, j: a.__setitem__("model/transformer.h.0.mlp.c_fc.weight.int8",
+                                a["model/transformer.h.0.mlp.c_fc.weight.int8"].astype(np.int16)), "int16"),
+    (lambda a, j: a.__setitem__("model/transformer.wte.weight.scale",
+                                -a["model/transformer.wte.weight.scale"]), "scales must be finite"),
+    (lambda a, j: a.__setitem__("model/extra", np.zeros(3, np.float32)), "no parameter"),
+    (lambda a, j: a.__setitem__("meta.json", np.frombuffer(j.dumps({**j.loads(a["meta.json"].tobytes()),
+                                                                      "compute_type": "int4"}).encode(), np.uint8)),
+     "compute_type must be"),
+], ids=["half", "missing", "dtype", "scale", "extra", "compute_type"])
+def test_bad_quantized_files(corpus_file, tmp_path, capsys, change, message):
+    _needs("int8")
+    from fastattn.inference.quantized_files import load_quantized
+
+    assert _run(capsys, "train", "--data", corpus_file, "--out", tmp_path / "o", "--max-iters", 1, *TINY_GPT)[0] == 0
+    assert _run(capsys, "quantize", "--checkpoint", tmp_path / "o", "--compute-type", "int8", "--out", tmp_path / "q")[0] == 0
+    path = tmp_path / "q" / "quantized.npz"
+    _rewrite(path, change)
+    with pytest.raises(ValueError, match=message) as info:
+        load_quantized(str(tmp_path / "q"))
+    assert "quantized.npz" in str(info.value) or message == "scales must be finite"
+    code, _, err = _run(capsys, "sample", "--checkpoint", tmp_path / "q", "--max-new-tokens", 2)
+    assert code == 1 and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("tied, bias", [(True, False), (False, True)])
+def test_llama_fused_weights(backend, tied, bias):
+    _needs("int8")
+    from fastattn.models.llama import Llama
+    from fastattn.models.llama_config import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied, attention_bias=bias)
+    model, idx = Llama(cfg, seed=0), np.arange(10)[None]
+    want = model(idx)
+    model.quantize("int8")
+    layer = model.model.layers[0]
+    assert isinstance(layer._qkv[0], _lowp.Int8Weight) and isinstance(layer.mlp._gate_up, _lowp.Int8Weight)
+    assert np.shares_memory(layer.self_attn.k_proj.weight.data.q, layer._qkv[0].q)
+    assert np.shares_memory(layer.mlp.up_proj.weight.data.q, layer.mlp._gate_up.q)
+    assert isinstance(layer.self_attn.o_proj.weight.data, _lowp.Int8Weight)
+    got = model(idx)  # (the full forward: the per-module path, not the fused one)
+    assert np.abs(got - want).max() < 0.05 * want.std() * np.sqrt(want.shape[-1])
+    np.testing.assert_array_equal(model.generate(idx[:, :4], 5, temperature=0),
+                                  model.generate(idx[:, :4], 5, temperature=0, use_cache=False))
+
+
+def test_translate_and_attention_map_take_a_compute_type(tmp_path, capsys, monkeypatch, corpus_file):
+    _needs("int8")
+    import io
+    import sys
+
+    from test_seq2seq_cli import TINY, _pairs_file
+    data = _pairs_file(tmp_path / "pairs.tsv")
+    assert _run(capsys, "train-seq2seq", "--data", data, "--out", tmp_path / "s", "--max-iters", 5, *TINY)[0] == 0
+    outputs = {}
+    for compute_type in ("float32", "int8"):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("abc\nde\n"))
+        code, outputs[compute_type], err = _run(capsys, "translate", "--checkpoint", tmp_path / "s", "--beam-size", 1,
+                                                "--compute-type", compute_type)
+        assert code == 0, err
+    assert len(outputs["int8"].splitlines()) == 2
+    pytest.importorskip("matplotlib")
+    assert _run(capsys, "train", "--data", corpus_file, "--out", tmp_path / "o", "--max-iters", 1, *TINY_GPT)[0] == 0
+    code, _, err = _run(capsys, "attention-map", "--checkpoint", tmp_path / "o", "--prompt", "the", "--out",
+                        tmp_path / "map.png", "--compute-type", "int8")
+    assert code == 0, err
+    assert (tmp_path / "map.png").stat().st_size > 0

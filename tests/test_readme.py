@@ -1,7 +1,10 @@
-"""The README's examples run as written.
+"""The README's and the manual's examples run as written, their links resolve, and the README
+stays a front page.
 
-Every ```python block of README.md runs in a fresh namespace, in a temporary directory. An HTML
-comment on the line before a block names what it needs, e.g. <!-- requires: minilm -->:
+Every ```python block of README.md and of every docs/*.md page runs as a script of its own (as if
+pasted into a file: `python snippet.py`, so `if __name__ == "__main__":` guards run), in a
+temporary directory. An HTML comment on the line before a block names what it needs, e.g.
+<!-- requires: minilm -->:
 
     hf          safetensors and tokenizers (pip install ".[hf]"); skips without them
     viz         matplotlib; skips without it
@@ -10,19 +13,26 @@ comment on the line before a block names what it needs, e.g. <!-- requires: mini
     gpt2        path/to/gpt2, which the test writes first (a tiny random GPT-2 and a byte-level BPE)
     dask        dask.distributed (pip install ".[dask]"); skips without it
     shards      vectors/, which the test writes first (`fastattn embed --out-dir vectors`, a tiny random BERT)
+    onnx        the onnx and onnxruntime packages (pip install ".[onnx]" onnxruntime); skips without them
 
 What the test makes is what the block reads; the block itself runs unchanged.
 """
+import glob
 import importlib.util
 import os
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+# the README, then every page of the manual
+PAGES = [README] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 REQUIRES = re.compile(r"<!--\s*requires:\s*(.*?)\s*-->")
+README_MAX_LINES = 250  # a front page; the manual is docs/
 
 
 def blocks(language, path=README):
@@ -43,7 +53,11 @@ def blocks(language, path=README):
     return found
 
 
-PYTHON = blocks("python")
+def _name(path):
+    return os.path.relpath(path, ROOT).replace(os.sep, "/")
+
+
+PYTHON = [(_name(page), line, needs, code) for page in PAGES for line, needs, code in blocks("python", page)]
 
 
 def _skip_unless(*modules, install):
@@ -111,43 +125,113 @@ def _provide(need):
     elif need == "shards":
         _skip_unless("safetensors", "tokenizers", install="pip install '.[hf]'")
         _shards()
+    elif need == "onnx":
+        _skip_unless("onnx", "onnxruntime", install="pip install '.[onnx]' onnxruntime")
+    elif need in ("int8", "bfloat16"):  # a compute type this CPU (and engine) can run
+        from fastattn import _lowp
+        try:
+            _lowp.check_compute_type(need)
+        except ValueError as e:
+            pytest.skip(str(e))
     else:
-        raise AssertionError(f"README.md: unknown requirement {need!r} (see tests/test_readme.py)")
+        raise AssertionError(f"unknown requirement {need!r} (see tests/test_readme.py)")
 
 
-@pytest.mark.parametrize("line, needs, code", PYTHON, ids=[f"README.md:{line}" for line, _, _ in PYTHON])
-def test_python_block_runs(line, needs, code, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("page, line, needs, code", PYTHON, ids=[f"{page}:{line}" for page, line, _, _ in PYTHON])
+def test_python_block_runs(page, line, needs, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for need in needs:
         _provide(need)
-    exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
-    assert capsys.readouterr().out, "every example of the README prints what it shows"
+    script = tmp_path / "snippet.py"
+    script.write_text(f"# {page}:{line}\n" + code, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{page}:{line} failed:\n{done.stderr}"
+    assert done.stdout, f"{page}:{line}: every example prints what it shows"
+    if page == "docs/export.md":
+        assert "False" not in done.stdout  # (the ONNX example prints whether it agrees)
 
 
-def test_the_readme_has_its_examples():
-    # the blocks above are found: Use, Generate text, GPT-2, Sentence embeddings
-    assert len(PYTHON) >= 4
-    assert any("scaled_dot_product_attention" in code for _, _, code in PYTHON)
+def test_the_pages_have_their_examples():
+    found = {}
+    for page, _, _, code in PYTHON:
+        found.setdefault(page, []).append(code)
+    assert any("scaled_dot_product_attention" in code for code in found["README.md"])
+    assert any("SentenceEncoder" in code for code in found["README.md"])
+    for page in ("docs/kernels.md", "docs/nn.md", "docs/training.md", "docs/generation.md", "docs/embeddings.md",
+                 "docs/seq2seq.md"):
+        assert page in found, f"{page} has no Python example"
+    assert len(found["docs/export.md"]) >= 7
+    dask = [code for code in found["docs/embeddings.md"] if "LocalCluster" in code]
+    assert dask and all('if __name__ == "__main__":' in code for code in dask)
+
+
+def test_the_readme_is_a_front_page():
+    with open(README, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    assert len(lines) < README_MAX_LINES, f"README.md has {len(lines)} lines: move the details to docs/"
+
+
+def _slug(heading):
+    """The #anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[`*_]|\[|\]\([^)]*\)", "", heading.strip().lstrip("#").strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(path):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return {_slug(line) for line in text.split("\n") if re.match(r"#{1,6} ", line)}
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _links():
+    """(page, target) of every relative link of the README, docs/ and benchmarks/results/."""
+    pages = PAGES + sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.md")))
+    out = []
+    for page in pages:
+        with open(page, encoding="utf-8") as f:
+            text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+        out += [(page, target) for target in LINK.findall(text)
+                if not re.match(r"[a-z]+:", target)]  # (http:, https:, mailto:)
+    return out
+
+
+def test_relative_links_resolve():
+    bad = []
+    for page, target in _links():
+        path, _, anchor = target.partition("#")
+        file = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+        if not os.path.exists(file):
+            bad.append(f"{_name(page)}: {target} (no such file)")
+        elif anchor and file.endswith(".md") and anchor not in _anchors(file):
+            bad.append(f"{_name(page)}: {target} (no heading #{anchor} in {_name(file)})")
+    assert not bad, "\n".join(bad)
+    assert len(_links()) > 50
 
 
 def test_readme_commands_write_untracked_files():
-    """What the README's shell commands write in the clone is ignored by git (and no command
-    writes over a tracked file such as benchmarks/results/)."""
+    """What the shell commands of the README and docs/ write in the clone is ignored by git (and no
+    command writes over a tracked file such as benchmarks/results/)."""
     root = os.path.dirname(README)
     if subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode != 0:
         pytest.skip("not a git checkout")
+    from fastattn import datasets
     written = set()
-    for _, _, code in blocks("bash"):
+    for _, _, code in (b for page in PAGES for b in blocks("bash", page)):
         words = shlex.split(code, comments=True)  # (a quoted prompt may span lines)
         for i, (word, value) in enumerate(zip(words, words[1:])):
-            if word in ("--out", "--out-dir", ">", "--data", "--json", "--markdown"):
+            if word in ("--out", "--out-dir", ">", "--data", "--json", "--markdown") \
+                    and not (word == "--data" and value in datasets.NAMES):  # (shipped in the package)
                 written.add(value)
             if word == "benchmarks/plot_loss.py":  # METRICS PNG
                 written.add(words[i + 2])
     assert {"out-shakespeare-char", "map.png", "vectors.npy", "vectors", "input.txt"} <= written, written
     for path in sorted(written):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
-        assert ignored, f"README.md writes {path}, which git does not ignore"
+        assert ignored, f"the README or docs/ write {path}, which git does not ignore"
 
 
 def test_ci_installs_and_tests_as_the_readme_says():
@@ -161,3 +245,18 @@ def test_ci_installs_and_tests_as_the_readme_says():
     ci_part = ci[ci.index('# --- README: "Run the tests" ---'):].split("\n")[1:]
     want = [line for line in block.split("\n") if line.strip()]
     assert [line for line in ci_part if line.strip()][:len(want)] == want
+
+
+def test_the_manual_lists_every_public_function_and_module():
+    """docs/kernels.md's table names every function of fastattn.functional, docs/nn.md every module
+    of fastattn.nn."""
+    from fastattn import functional as F
+    from fastattn import nn
+    with open(os.path.join(ROOT, "docs", "kernels.md"), encoding="utf-8") as f:
+        kernels = f.read()
+    missing = [name for name in F.__all__ if f"`F.{name}(" not in kernels]
+    assert not missing, f"docs/kernels.md does not list {missing}"
+    with open(os.path.join(ROOT, "docs", "nn.md"), encoding="utf-8") as f:
+        modules = f.read()
+    missing = [name for name in nn.__all__ if f"`{name}`" not in modules]
+    assert not missing, f"docs/nn.md does not list {missing}"

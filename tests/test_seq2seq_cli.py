@@ -45,7 +45,7 @@ def test_train_translate_and_resume(tmp_path, capsys, monkeypatch):
                          *TINY)
     assert code == 0, err
     assert out.splitlines()[-1].startswith("final: step 10 train_loss ")
-    assert sorted(os.listdir(out_dir)) == ["best.npz", "ckpt.npz", "metrics.jsonl"]
+    assert sorted(os.listdir(out_dir)) == ["best.npz", "ckpt.npz", "config.json", "metrics.jsonl"]
     code, out, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", out_dir, "--max-iters", 15,
                          "--resume", "--no-progress")
     assert code == 0, err
@@ -60,7 +60,7 @@ def test_train_translate_and_resume(tmp_path, capsys, monkeypatch):
     assert [(r["step"], r["train_loss"], r["val_loss"]) for r in once] == \
         [(r["step"], r["train_loss"], r["val_loss"]) for r in resumed]
 
-    # (an unknown character is refused: tests/test_hardening.py)
+    # (an unknown character is refused: test_translate_refuses_characters_outside_the_vocabulary)
     code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", out_dir, stdin="abc\n\nde\nea\n")
     assert code == 0, err
     lines = out.split("\n")
@@ -69,6 +69,46 @@ def test_train_translate_and_resume(tmp_path, capsys, monkeypatch):
                                 "--beam-size", "1", "--max-len", "4", stdin="abc\nde")
     assert code == 0, err
     assert len(greedy_out.split("\n")) == 3 and all(len(s) <= 4 for s in greedy_out.split("\n"))
+
+
+def test_translate_refuses_characters_outside_the_vocabulary(tmp_path, capsys, monkeypatch):
+    """As `fastattn sample` does: an unknown character is an error naming it, unless --replace-unknown."""
+    data = _pairs_file(tmp_path / "pairs.tsv", 30)
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "o", "--max-iters",
+                       2, *TINY)
+    assert code == 0, err
+    code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", tmp_path / "o", stdin="abc\n€€€\n")
+    assert code == 1 and out == ""
+    assert "stdin line 2: character '€' at position 0 is not in the vocabulary of the model's sources" in err
+    assert "; pass --replace-unknown to decode such characters as <unk>" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(capsys, monkeypatch, "translate", "--checkpoint", tmp_path / "o", "--replace-unknown",
+                         "--beam-size", "1", stdin="abc\n€€€\nazb\n")
+    assert code == 0 and out.count("\n") == 3
+    assert "warning: 4 character(s) on 2 line(s) are not in the model's source vocabulary, decoded as <unk>: " \
+           "'z€'" in err
+    code, same, _ = run(capsys, monkeypatch, "translate", "--checkpoint", tmp_path / "o", "--beam-size", "1",
+                        stdin="abc\n")
+    assert out.split("\n")[0] == same.split("\n")[0]
+
+
+def test_train_seq2seq_config_file_and_config_json(tmp_path, capsys, monkeypatch):
+    data = _pairs_file(tmp_path / "pairs.tsv", 30)
+    (tmp_path / "small.toml").write_text('d_model = 16\nnhead = 2\nnum_encoder_layers = 1\nnum_decoder_layers = 1\n'
+                                         'dim_feedforward = 32\nmax_iters = 3\nbatch_size = 9\n')
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "a", "--config",
+                       tmp_path / "small.toml", "--batch-size", "8", "--eval-interval", "3", "--no-progress")
+    assert code == 0, err
+    written = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (written["d_model"], written["max_iters"], written["batch_size"]) == (16, 3, 8)  # the flag wins
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "b", "--config",
+                       tmp_path / "a" / "config.json", "--no-progress")
+    assert code == 0, err
+    curves = [[json.loads(line) for line in open(tmp_path / d / "metrics.jsonl")] for d in ("a", "b")]
+    assert [(r["step"], r["val_loss"]) for r in curves[0]] == [(r["step"], r["val_loss"]) for r in curves[1]]
+    (tmp_path / "bad.json").write_text('{"n_layer": 2}')
+    code, _, err = run(capsys, monkeypatch, "train-seq2seq", "--data", data, "--out", tmp_path / "c", "--config",
+                       tmp_path / "bad.json")
+    assert code == 1 and "unknown settings ['n_layer']; the settings are Seq2SeqTrainConfig's fields" in err
 
 
 def test_shared_embeddings_and_tokenizer_vocabularies(tmp_path, capsys, monkeypatch):
@@ -187,3 +227,25 @@ def test_checkpoint_round_trip_and_a_config_that_does_not_fit(tmp_path):
     _write(tmp_path / "bad.npz", header, {})
     with pytest.raises(ValueError, match="the arrays do not fit its config"):
         load_seq2seq_checkpoint(tmp_path / "bad.npz")
+
+
+def test_the_progress_bar_does_not_count_the_evaluation_as_an_iteration(tmp_path, capsys, monkeypatch):
+    """The step-0 evaluation (here made to take 1.5 s) is not in the bar's time, rate or ETA."""
+    import time
+
+    from fastattn.training import seq2seq_trainer
+    real, calls = seq2seq_trainer.mean_loss, []
+
+    def slow_first(model, pairs, batch_size):
+        if not calls:
+            time.sleep(1.5)
+        calls.append(1)
+        return real(model, pairs, batch_size)
+
+    monkeypatch.setattr(seq2seq_trainer, "mean_loss", slow_first)
+    data = _pairs_file(tmp_path / "pairs.tsv", 30)
+    seq2seq_trainer.train_seq2seq(data, tmp_path / "o", progress=True, log=lambda s: None, max_iters=4,
+                                  eval_interval=100, d_model=16, nhead=2, num_encoder_layers=1,
+                                  num_decoder_layers=1, dim_feedforward=32, batch_size=4, eval_pairs=4, warmup=2)
+    bars = [part for part in capsys.readouterr().err.replace("\r", "\n").split("\n") if "4/4" in part]
+    assert bars and all("[00:00<00:00" in bar for bar in bars), bars

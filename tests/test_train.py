@@ -194,3 +194,24 @@ def test_toml_without_tomllib_or_tomli_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tomli", None)
     with pytest.raises(ImportError, match="needs Python 3.11\\+ or the tomli package"):
         read_config_file(config)
+
+
+def test_the_progress_bar_does_not_count_the_evaluation_as_an_iteration(corpus_file, tmp_path, capsys, monkeypatch):
+    """The step-0 evaluation (here made to take 1.5 s) is not in the bar's time, rate or ETA."""
+    import time
+
+    from fastattn.training import trainer
+    real, calls = trainer.estimate_loss, []
+
+    def slow_at_step_0(model, splits, cfg, world=None, on_batch=None):
+        if not calls:
+            time.sleep(1.5)
+        calls.append(1)
+        return real(model, splits, cfg, world, on_batch)
+
+    monkeypatch.setattr(trainer, "estimate_loss", slow_at_step_0)
+    trainer.train(corpus_file, tmp_path / "o", progress=True, log=lambda s: None, max_iters=4, eval_interval=100,
+                  n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, warmup_iters=1)
+    bars = [part for part in capsys.readouterr().err.replace("\r", "\n").split("\n")
+            if "4/4" in part and "evaluating" not in part]
+    assert bars and all("[00:00<00:00" in bar for bar in bars), bars

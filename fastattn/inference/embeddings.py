@@ -115,7 +115,14 @@ class SentenceEncoder:
 
     def __init__(self, model_dir, compute_type="float32"):
         self.model_dir = model_dir
-        self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
+        from fastattn.inference import quantized_files
+        if quantized_files.is_quantized_dir(model_dir):  # (`fastattn quantize`'s output: as it is)
+            kind, self.encoder, _ = quantized_files.load_quantized(model_dir)
+            if kind != "bert" or compute_type not in ("float32", self.encoder.compute_type):
+                raise ValueError(f"{model_dir} holds a quantized {kind.upper()} of {self.encoder.compute_type} "
+                                 f"weights: not a BERT for compute_type={compute_type!r}")
+        else:
+            self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
         self.compute_type = getattr(self.encoder, "compute_type", "float32")
         self._configure(self.encoder.config)
 
@@ -139,13 +146,30 @@ class SentenceEncoder:
         self.pooling, self.normalized = _modules(self.model_dir)
         self.dimension = len(self.pooling) * config.hidden_size
 
-    def tokenize(self, texts):
-        """Token ids of each text ([CLS] ... [SEP]), cut to max_seq_length as sentence-transformers
-        does (the last token kept is [SEP])."""
+    def _token_ids(self, texts):
+        """Token ids of each text ([CLS] ... [SEP]), one int64 array each, cut to max_seq_length as
+        sentence-transformers does (the last token kept is [SEP])."""
         return self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
 
+    def tokenize(self, texts):
+        """What SentenceTransformer.tokenize returns for a BERT model, as NumPy arrays: a dict of
+        (len(texts), T) int64 arrays, "input_ids" (right-padded with 0, BERT's [PAD], to the
+        longest text, cut to max_seq_length), "token_type_ids" (0) and "attention_mask" (1 for a
+        token, 0 for padding). The encoder takes them: self.encoder(**model.tokenize(texts))."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("tokenize takes a list of str (as SentenceTransformer.tokenize); for one text, pass [text]")
+        ids = self._token_ids(list(texts))
+        input_ids, lengths = _padded(ids, range(len(ids)))
+        mask = (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64)
+        return {"input_ids": input_ids, "token_type_ids": np.zeros_like(input_ids), "attention_mask": mask}
+
+    def get_sentence_embedding_dimension(self):
+        """The length of a sentence vector (384 for all-MiniLM-L6-v2), as in sentence-transformers."""
+        return self.dimension
+
     def encode(self, inputs, batch_size=32, *, show_progress_bar=None, convert_to_numpy=True,
-               normalize_embeddings=False, normalize=None, progress=None, client=None):
+               convert_to_tensor=False, device=None, normalize_embeddings=False, normalize=None, progress=None,
+               client=None, worker_timeout=60.0):
         """Sentence embeddings, with the arguments of sentence-transformers'
         SentenceTransformer.encode, their meaning and their defaults:
 
@@ -157,10 +181,21 @@ class SentenceEncoder:
             (fastattn.embed and `fastattn embed` normalize by default). A model whose
             modules.json has a Normalize module (all-MiniLM-L6-v2's has) gives unit vectors
             either way, as in sentence-transformers (self.normalized).
+        convert_to_tensor, device: sentence-transformers' torch options. fastattn runs on the CPU
+            and returns NumPy arrays: convert_to_tensor=True and a device other than "cpu" raise
+            TypeError saying so (torch.from_numpy(vectors) makes a tensor without a copy).
         normalize=, progress=: the older names of normalize_embeddings and show_progress_bar.
         client: a dask.distributed.Client: the batches run on its workers (see encode_batches),
             with the same result; None (the default) runs them here, and Dask is not imported.
+        worker_timeout: with a client, an OSError when its cluster has had no worker this many
+            seconds (every worker killed), rather than a wait forever; so is a lost scheduler.
         """
+        if convert_to_tensor:
+            raise TypeError("convert_to_tensor=True: fastattn returns NumPy arrays, not torch tensors (make one "
+                            "with torch.from_numpy(model.encode(...)), which shares the memory)")
+        if device is not None and device != "cpu":
+            raise TypeError(f"device={device!r}: fastattn runs on the CPU and returns NumPy arrays (device=None "
+                            "or 'cpu'); move the result with torch.from_numpy(vectors).to(device)")
         if normalize is not None:
             if normalize_embeddings:
                 raise TypeError("pass normalize_embeddings or its older name normalize, not both")
@@ -176,7 +211,8 @@ class SentenceEncoder:
             kind = type(texts[bad[0]]).__name__
             raise TypeError(f"inputs must be a str or a list of str; item {bad[0]} is {kind}")
         out = np.zeros((len(texts), self.dimension), np.float32)
-        batches = self.encode_batches(texts, batch_size, normalize_embeddings=normalize_embeddings, client=client)
+        batches = self.encode_batches(texts, batch_size, normalize_embeddings=normalize_embeddings, client=client,
+                                      worker_timeout=worker_timeout)
         if show_progress_bar:
             from tqdm import tqdm
             batches = tqdm(batches, total=-(-len(texts) // batch_size), unit="batch", desc="embed")
@@ -186,17 +222,17 @@ class SentenceEncoder:
             return out[0]
         return out if convert_to_numpy else list(out)
 
-    def encode_batches(self, texts, batch_size=32, normalize_embeddings=False, client=None):
+    def encode_batches(self, texts, batch_size=32, normalize_embeddings=False, client=None, worker_timeout=60.0):
         """Yield (rows, vectors) for each batch of texts (a list of str), as it is computed: rows
         (B,) int64, the batch's positions in texts; vectors (B, dimension) float32 (each row equal
         to encode's). The batches are encode's: the texts sorted by token count, longest first,
         batch_size at a time. Locally they come in that order; with a dask.distributed.Client,
         each batch is a task on a worker, and they come as they complete (a worker that dies has its
         batches rerun elsewhere: each comes exactly once). So a caller can write them out without
-        holding every vector, as `fastattn embed --out-dir` does."""
+        holding every vector, as `fastattn embed --out-dir` does. worker_timeout: as encode's."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        ids = self.tokenize(texts)
+        ids = self._token_ids(texts)
         normalize = bool(normalize_embeddings or self.normalized)
         batches = _length_sorted(ids, batch_size)
         if client is not None:
@@ -205,7 +241,7 @@ class SentenceEncoder:
             dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
             return dask_embeddings.embedded_batches(
                 client, self._loader(), os.path.abspath(self.model_dir),  # (a worker's working directory is not ours)
-                ((rows, *_padded(ids, rows, dtype)) for rows in batches), normalize)
+                ((rows, *_padded(ids, rows, dtype)) for rows in batches), normalize, worker_timeout=worker_timeout)
         return ((rows, self._forward(*_padded(ids, rows), normalize)) for rows in batches)
 
     def _loader(self):

@@ -8,11 +8,17 @@
                          JSON ({"type": "char", "chars": ...}) or {"type": "tokenizer.json"}
     tokenizer.json       the Hugging Face tokenizer, when meta.json says so
 
+nanoGPT's own prepare.py directories (train.bin and val.bin as uint16, no meta.json) are read too:
+the vocabulary comes from their meta.pkl (shakespeare_char's characters; read as plain data, never
+running a pickle's code) or from the model's tokenizer (`fastattn train --init-from`; nanoGPT's
+shakespeare and openwebtext are GPT-2's tokens).
+
     write_token_dir("data/shakespeare", train_ids, val_ids, tokenizer)
     splits, tokenizer = read_token_dir("data/shakespeare")   # splits["train"][i] -> int64 ids
 """
 import json
 import os
+import pickle
 
 import numpy as np
 
@@ -155,18 +161,20 @@ class TokenSplit:
         return ids
 
 
-def read_token_dir(path):
+def read_token_dir(path, tokenizer=None):
     """({"train": TokenSplit, "val": TokenSplit}, tokenizer) of a directory that write_token_dir
-    (fastattn prepare) wrote. Missing files, a meta.json that is not this format, a .bin whose
-    size is not meta.json's count of items: a ValueError (FileNotFoundError) naming the file.
-    Token ids are checked at the start and end of each split here, the rest as they are read."""
+    (fastattn prepare) wrote, or of nanoGPT's prepare.py (no meta.json: see the module's doc;
+    tokenizer, the model's, is used when the directory brings none). Missing files, a meta.json
+    that is not this format, a .bin whose size is not meta.json's count of items: a ValueError
+    (FileNotFoundError) naming the file. Token ids are checked at the start and end of each split
+    here, the rest as they are read."""
     meta_path = os.path.join(path, "meta.json")
-    missing = [n for n in ("meta.json", "train.bin", "val.bin") if not os.path.isfile(os.path.join(path, n))]
+    missing = [n for n in ("train.bin", "val.bin") if not os.path.isfile(os.path.join(path, n))]
     if missing:
-        unfinished = missing == ["meta.json"]
         raise FileNotFoundError(f"{path} is not a token dataset: it has no {', '.join(missing)} "
-                                + ("(a prepare that did not finish leaves none: run it again)" if unfinished else
-                                   "(write one with `fastattn prepare --data TEXT --out DIR`)"))
+                                "(write one with `fastattn prepare --data TEXT --out DIR`)")
+    if not os.path.isfile(meta_path):
+        return _read_nanogpt_dir(path, tokenizer)
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -197,12 +205,68 @@ def read_token_dir(path):
         if count != size // dtype.itemsize:
             raise ValueError(f"{file} holds {size // dtype.itemsize} tokens, meta.json says {count!r}: "
                              "truncated or from another dataset")
-        if size == 0:
-            raise ValueError(f"{file} is empty")
-        split = TokenSplit(file, dtype, vocab)
-        for part in (slice(None, _CHECK_TOKENS), slice(-_CHECK_TOKENS, None)):
-            split[part]  # reading checks the ids: a ValueError names the first one out of range
-        splits[name] = split
+        splits[name] = _open_split(file, dtype, vocab)
+    return splits, tokenizer
+
+
+def _open_split(file, dtype, vocab):
+    if os.path.getsize(file) == 0:
+        raise ValueError(f"{file} is empty")
+    split = TokenSplit(file, dtype, vocab)
+    for part in (slice(None, _CHECK_TOKENS), slice(-_CHECK_TOKENS, None)):
+        split[part]  # reading checks the ids: a ValueError names the first one out of range
+    return split
+
+
+class _PlainData(pickle.Unpickler):
+    """Unpickles dicts, lists, strs and numbers only: any class or function (the way a pickle
+    runs code) is refused."""
+
+    def find_class(self, module, name):
+        raise ValueError(f"it holds a {module}.{name} object; fastattn reads only plain data (dicts, "
+                         "strs, ints) from meta.pkl and never runs a pickle's code")
+
+
+def _meta_pkl_tokenizer(file):
+    """The CharTokenizer of nanoGPT's shakespeare_char meta.pkl: {"vocab_size", "itos", "stoi"}."""
+    try:
+        with open(file, "rb") as f:
+            meta = _PlainData(f).load()
+        itos = meta["itos"]
+        chars = [itos[i] for i in range(meta["vocab_size"])]
+        return CharTokenizer(chars)
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"cannot read {file} as nanoGPT's meta.pkl (vocab_size, itos, stoi): {e}") from None
+
+
+def _read_nanogpt_dir(path, tokenizer):
+    """train.bin / val.bin as nanoGPT's prepare.py writes them: raw uint16, no meta.json; the
+    vocabulary from its meta.pkl, else the model's tokenizer. A directory that a `fastattn prepare`
+    left without meta.json (killed before the end: its files may mix two datasets) is refused."""
+    pkl = os.path.join(path, "meta.pkl")
+    unfinished = ("a `fastattn prepare` that did not finish leaves its directory without meta.json (run it "
+                  "again)")
+    leftovers = sorted(e for e in os.listdir(path) if e == "tokenizer.json" or e.endswith(".tmp"))
+    if leftovers:
+        raise ValueError(f"{path} has train.bin and val.bin, {', '.join(leftovers)} but no meta.json: {unfinished}")
+    if os.path.isfile(pkl):
+        tokenizer = _meta_pkl_tokenizer(pkl)
+    elif tokenizer is None:
+        raise ValueError(f"{path} has train.bin and val.bin but no meta.json, so its vocabulary is unknown: "
+                         f"{unfinished}; nanoGPT's prepare.py writes a meta.pkl beside character data, and its "
+                         "GPT-2 token directories (shakespeare, openwebtext) train with --init-from a GPT-2 "
+                         "directory, whose tokenizer they use")
+    dtype = token_dtype(tokenizer.vocab_size)
+    if dtype != np.dtype("<u2"):
+        raise ValueError(f"{path}: nanoGPT's train.bin / val.bin are uint16, which cannot hold a vocabulary of "
+                         f"{tokenizer.vocab_size} tokens")
+    splits = {}
+    for name in SPLITS:
+        file = os.path.join(path, f"{name}.bin")
+        if os.path.getsize(file) % dtype.itemsize:
+            raise ValueError(f"{file} is {os.path.getsize(file)} bytes, not a whole number of uint16 (2 bytes): "
+                             "truncated or not a token file")
+        splits[name] = _open_split(file, dtype, tokenizer.vocab_size)
     return splits, tokenizer
 
 

@@ -231,9 +231,18 @@ def _encodable(name, text):
 
 def load_tokenizer(model_dir):
     """The tokenizer of a Hugging Face model directory: its tokenizer.json, or
-    FileNotFoundError when it has none."""
+    FileNotFoundError saying what to do when there is none (a hub name such as "gpt2" is not a
+    directory: nothing is downloaded)."""
     import os
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(
+            f"{model_dir}: no such directory; fastattn never downloads: pass the path of a local model "
+            "directory holding tokenizer.json (e.g. one written by transformers' save_pretrained)")
     path = os.path.join(model_dir, "tokenizer.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{model_dir} has no tokenizer.json")
+        slow = [f for f in ("vocab.json", "merges.txt", "vocab.txt") if os.path.isfile(os.path.join(model_dir, f))]
+        hint = (f" (it has {', '.join(slow)}: a slow tokenizer's files)" if slow else "")
+        raise FileNotFoundError(
+            f"{model_dir} has no tokenizer.json{hint}; write one with transformers: "
+            f"AutoTokenizer.from_pretrained(dir).save_pretrained(dir) saves a fast tokenizer's tokenizer.json")
     return PretrainedTokenizer(path)

@@ -129,6 +129,17 @@ class _SelfAttention(nn.Module):
             layer.weight.data = self._qkv_weight[i * H:(i + 1) * H]
             layer.bias.data = self._qkv_bias[i * H:(i + 1) * H]
 
+    def _fuse_quantized(self):
+        """After q, k and v got int8 / bfloat16 weights and biases of their own (a quantized
+        file): one fused weight and bias of theirs again, which they view."""
+        H = self._qkv_weight.shape[1]
+        layers = (self.query, self.key, self.value)
+        self._qkv_weight = _lowp.stack_rows([layer.weight.data for layer in layers])
+        self._qkv_bias = np.concatenate([layer.bias.data for layer in layers])
+        for i, layer in enumerate(layers):
+            layer.weight.data = self._qkv_weight._rows(i * H, (i + 1) * H)
+            layer.bias.data = self._qkv_bias[i * H:(i + 1) * H]
+
     def _quantize_own(self, compute_type):
         # the fused (3H, H) weight quantized as one (its rows' scales are those of q, k and v),
         # q, k and v its row blocks again (quantize() reaches them after this: they are done)
@@ -182,6 +193,12 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         shapes = _parameter_shapes(config)
+        if weights is None:  # (zeros that are never written: a quantized file's weights replace them)
+            with _skip_init():
+                self.embeddings = _Embeddings(config, dtype)
+                self.encoder = _Layers(config, dtype)
+            self.eval()
+            return
         missing = sorted(set(shapes) - set(weights))
         unexpected = sorted(n for n in set(weights) - set(shapes) if not n.startswith(_IGNORED))
         wrong = [f"{n}: {tuple(np.shape(weights[n]))} != {s}" for n, s in shapes.items()

@@ -10,13 +10,14 @@ with Linear weights stored (out_features, in_features), ...), so weights move be
 """
 import contextlib
 import math
+import numbers
 
 import numpy as np
 
 from fastattn import _lowp
 from fastattn import functional as F
 from fastattn import nn
-from fastattn.nn.module import _skip_init
+from fastattn.nn.module import _init_default, _skip_init
 from fastattn.models import generation as _gen
 from fastattn.models.gpt2_files import read_gpt2_dir
 from fastattn.models.gpt_config import GPTConfig  # noqa: F401 (fastattn.models.gpt.GPTConfig)
@@ -158,6 +159,10 @@ class GPT(nn.Module):
             self.transformer = _Transformer(config, rng, dtype)
         t = self.transformer
         C = config.n_embd
+        self.rng = rng
+        self._last = None
+        if not _init_default():  # (built inside _skip_init: its weights come from a file)
+            return
         t.wte.weight.data[...] = rng.standard_normal((config.vocab_size, C)) * 0.02
         t.wpe.weight.data[...] = rng.standard_normal((config.block_size, C)) * 0.02
         # residual projections scaled by 1/sqrt(2 n_layer), as GPT-2 (two per block)
@@ -263,14 +268,27 @@ class GPT(nn.Module):
         finally:
             self.train(was_training)
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, eps=1e-8):
-        """AdamW as nanoGPT configures it: weight decay on the 2-D weights (matmuls and
-        embeddings), none on biases and layer-norm weights."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type="cpu", *, eps=1e-8):
+        """AdamW as nanoGPT configures it, with nanoGPT's signature: weight decay on the 2-D
+        weights (matmuls and embeddings), none on biases and layer-norm weights. device_type is
+        nanoGPT's (it picks fused AdamW on "cuda"): fastattn runs on the CPU, so only "cpu"."""
         from fastattn.optim import AdamW
+        for name, value in (("weight_decay", weight_decay), ("learning_rate", learning_rate), ("eps", eps)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"configure_optimizers: {name} must be a number, got {value!r}")
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in betas)):
+            raise TypeError(f"configure_optimizers: betas must be a pair of numbers (beta1, beta2), got {betas!r}")
+        if not isinstance(device_type, str):
+            raise TypeError(f"configure_optimizers: device_type must be the str 'cpu' (nanoGPT's 4th argument; "
+                            f"eps is a keyword here), got {device_type!r}")
+        if device_type != "cpu":
+            raise ValueError(f"configure_optimizers: device_type must be 'cpu' (fastattn runs on the CPU), "
+                             f"got {device_type!r}")
         params = self.parameters()
         return AdamW([{"params": [p for p in params if p.data.ndim >= 2], "weight_decay": weight_decay},
                       {"params": [p for p in params if p.data.ndim < 2], "weight_decay": 0.0}],
-                     lr=learning_rate, betas=betas, eps=eps)
+                     lr=learning_rate, betas=tuple(betas), eps=eps)
 
     def attention_maps(self, idx):
         """idx (B, T) -> one (B, n_head, T, T) array per layer: the attention weights of each head

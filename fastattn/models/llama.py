@@ -15,6 +15,7 @@ import contextlib
 
 import numpy as np
 
+from fastattn import _lowp
 from fastattn import functional as F
 from fastattn import nn
 from fastattn.io.hf_files import read_hf_dir
@@ -40,6 +41,18 @@ def _fuse(*linears):
     return weight, bias
 
 
+def _quantize_fused(weight, linears, compute_type):
+    """The fused weight of _fuse as int8 / bfloat16 (one scale a row: the same as each Linear's
+    own), each Linear's weight rebound to its rows of it (Module.quantize then leaves them)."""
+    weight = _lowp.quantize(weight, "bfloat16" if compute_type == "bfloat16" else "int8")
+    start = 0
+    for m in linears:
+        n = m.out_features
+        m.weight.data, m.weight.grad = weight._rows(start, start + n), np.zeros(0, np.float32)
+        start += n
+    return weight
+
+
 def _rms_infer(norm, x, ops):  # an nn.RMSNorm's forward without keeping x for a backward
     if ops is F:
         return F.rms_norm(x, norm.normalized_shape, norm.weight.data, norm.eps)
@@ -56,7 +69,12 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(I, E, False, dtype, rng)
         self._gate_up = _fuse(self.gate_proj, self.up_proj)[0]  # (2I, E)
 
+    def _quantize_own(self, compute_type):
+        self._gate_up = _quantize_fused(self._gate_up, (self.gate_proj, self.up_proj), compute_type)
+
     def forward(self, x):  # (B, T, E) -> (B, T, E)
+        if isinstance(self._gate_up, _lowp.LOW_PRECISION):  # (quantized: inference only)
+            return self.infer(x, F)
         a, (gate, up) = F.swiglu(x, self.gate_proj.weight.data, self.up_proj.weight.data, return_pre=True)
         self._save(x, gate, up)
         return self.down_proj(a)
@@ -88,6 +106,10 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(E, cfg.intermediate_size, dtype, rng)
         a = self.self_attn
         self._qkv = _fuse(a.q_proj, a.k_proj, a.v_proj)  # ((H + 2 H_kv) D, E) and its bias
+
+    def _quantize_own(self, compute_type):
+        a = self.self_attn
+        self._qkv = (_quantize_fused(self._qkv[0], (a.q_proj, a.k_proj, a.v_proj), compute_type), self._qkv[1])
 
     def forward(self, x):  # pre-norm residual block, positions 0 .. T-1
         x = x + self.self_attn(self.input_layernorm(x))
@@ -158,26 +180,20 @@ class Llama(nn.Module):
         self._last = None
 
     @classmethod
-    def from_pretrained(cls, path, dtype=np.float32):
+    def from_pretrained(cls, path, dtype=np.float32, compute_type="float32"):
         """The model in a Hugging Face directory written by LlamaForCausalLM, Qwen2ForCausalLM or
         MistralForCausalLM's save_pretrained (config.json + model.safetensors). Missing,
         unexpected or mis-shaped tensors: a ValueError naming them. Its tokenizer:
-        fastattn.load_tokenizer(path)."""
+        fastattn.load_tokenizer(path). compute_type: the weights' precision (Module.quantize)."""
+        _lowp.check_compute_type(compute_type)  # (before reading the weights)
         hf, tensors = read_hf_dir(path, _check_shapes)
         config = llama_config(hf)
         if config.tie_word_embeddings:
             tensors.pop("lm_head.weight", None)  # (the tied head, if a file holds it too)
         model = cls(config, dtype=dtype)
         model.load_state_dict(tensors)
-        return model
-
-    def quantize(self, compute_type="float32"):
-        """The Llama family runs in float32 only: "float32" and "auto" keep it as it is (returns
-        the model), any other compute_type is a ValueError."""
-        if compute_type not in ("float32", "auto"):
-            raise ValueError(f"compute_type={compute_type!r}: the Llama family runs in float32 only "
-                             "(int8 and bfloat16 cover gpt2 and bert)")
-        return self
+        del tensors
+        return model.quantize(compute_type)
 
     @property
     def head_weight(self):

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 
-from fastattn import _lowp
 from fastattn.io.hf_files import is_pretrained_dir, read_json
 from fastattn.models.llama_config import MODEL_TYPES as LLAMA_TYPES
 
@@ -24,8 +23,7 @@ def model_type(path):
 
 def from_pretrained(path, dtype=np.float32, compute_type="float32"):
     """GPT (gpt2), Encoder (bert) or Llama (llama, qwen2, mistral) from the directory `path`;
-    compute_type: the weights' precision (see Module.quantize), float32 only for the Llama family
-    ("auto" is float32 there)."""
+    compute_type: the weights' precision (see Module.quantize)."""
     kind = model_type(path)
     if kind == "gpt2":
         from fastattn.models.gpt import GPT
@@ -33,8 +31,5 @@ def from_pretrained(path, dtype=np.float32, compute_type="float32"):
     if kind == "bert":
         from fastattn.models.bert import Encoder
         return Encoder.from_pretrained(path, dtype, compute_type)
-    if _lowp.check_compute_type(compute_type) != "float32" and compute_type != "auto":
-        raise ValueError(f"compute_type={compute_type!r}: {path} holds a {kind} model, and the Llama family "
-                         "runs in float32 only (int8 and bfloat16 cover gpt2 and bert)")
     from fastattn.models.llama import Llama
-    return Llama.from_pretrained(path, dtype)
+    return Llama.from_pretrained(path, dtype, compute_type)

@@ -30,9 +30,10 @@ from fastattn.nn.transformer import (Transformer, TransformerDecoder, Transforme
 from fastattn.nn.positional import PositionalEncoding
 from fastattn.nn.rotary import RotaryEmbedding
 from fastattn.nn.grouped_attention import GroupedQueryAttention
+from fastattn.nn.loss import CrossEntropyLoss
 
 __all__ = ["Module", "Parameter", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "ReLU", "GELU", "SiLU",
            "Sequential",
            "ModuleList", "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer",
            "TransformerEncoder", "TransformerDecoder", "Transformer", "PositionalEncoding", "RotaryEmbedding",
-           "GroupedQueryAttention"]
+           "GroupedQueryAttention", "CrossEntropyLoss"]

@@ -42,7 +42,7 @@ class Checkpoint:
 
     def build_model(self, compute_type="float32"):
         """A GPT (or Llama, for a LlamaConfig) of this config and dtype holding these weights
-        (compute_type: their precision for inference, see Module.quantize; float32 only for a Llama)."""
+        (compute_type: their precision for inference, see Module.quantize)."""
         model = (Llama if isinstance(self.config, LlamaConfig) else GPT)(self.config, dtype=self.dtype)
         model.load_state_dict(self.model_state)
         return model.quantize(compute_type)

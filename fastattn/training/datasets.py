@@ -1,5 +1,6 @@
-"""What the trainer reads: a text file (tokenized in memory) or a token dataset that `prepare`
-wrote (read through np.memmap, fastattn/io/token_files.py), split 90% train / 10% validation.
+"""What the trainer reads: a text file (tokenized in memory), a token dataset that `prepare`
+wrote (read through np.memmap, fastattn/io/token_files.py), or a text that ships with fastattn
+("shakespeare", fastattn/datasets/), split 90% train / 10% validation.
 
     prepare("input.txt", "data/shakespeare", tokenizer="bpe", vocab_size=512)   # fastattn prepare
     splits, tokenizer = load_splits("data/shakespeare", block_size=64)
@@ -8,6 +9,7 @@ import os
 
 import numpy as np
 
+from fastattn import datasets
 from fastattn.io.token_files import read_token_dir, write_token_dir
 from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer, train_bpe
 
@@ -15,7 +17,10 @@ TRAIN_FRACTION = 0.9  # nanoGPT's split: the first 90% of the tokens train, the 
 
 
 def read_text(path):
-    """The file's text (UTF-8), or a ValueError that says what is wrong with it."""
+    """The file's text (UTF-8), or a ValueError that says what is wrong with it. A packaged text's
+    name ("shakespeare") reads that text, unless a file or directory of that name exists."""
+    if path in datasets.NAMES and not os.path.exists(path):
+        return getattr(datasets, path)()
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -75,7 +80,7 @@ def load_splits(data_path, block_size, tokenizer=None, source=None):
     directory brings its own, which must equal `tokenizer` when one is given (source: what it came
     from, for the error message)."""
     if os.path.isdir(data_path):
-        splits, own = read_token_dir(data_path)
+        splits, own = read_token_dir(data_path, tokenizer)
         if tokenizer is not None and own != tokenizer:
             raise ValueError(f"{data_path} was prepared with another tokenizer ({own!r}) than the one of "
                              f"{source} ({tokenizer!r}): the data must be tokenized with the model's tokenizer")

@@ -18,6 +18,7 @@ out/metrics.jsonl, the whole state to out/ckpt.npz (for resume) and the best wei
 validation loss to out/best.npz, as `fastattn train` does (fastattn/training/trainer.py).
 """
 import dataclasses
+import json
 import math
 import os
 import time
@@ -198,8 +199,8 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
     else:
         cfg = Seq2SeqTrainConfig(**settings)
         if os.path.exists(ckpt_path):
-            raise ValueError(f"{out_dir} already holds a checkpoint: pass resume to continue it, or "
-                             "choose another output directory")
+            raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume (resume=True in Python) "
+                             "to continue it, or choose another output directory")
         # the characters of every pair (validation's too, as the GPT trainer's of the whole text)
         src_vocab, tgt_vocab = _vocabularies(cfg, [(s, t) for _, s, t in train_text + val_text])
         model = Seq2SeqTransformer(src_vocab.vocab_size, tgt_vocab.vocab_size, cfg.d_model, cfg.nhead,
@@ -211,6 +212,8 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
                               for text in (train_text, val_text))
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_temporaries(out_dir)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:  # itself a --config file: repeats the run
+        json.dump(dataclasses.asdict(cfg), f, indent=1)
 
     optimizer = AdamW(model.parameters(), lr=0.0, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.0)
     batch_rng = np.random.default_rng([cfg.seed, 0])
@@ -247,6 +250,7 @@ def train_seq2seq(data_path, out_dir, resume=False, progress=True, log=print, **
         while step < cfg.max_iters:
             if step % cfg.eval_interval == 0 and record is None:
                 record = evaluate_and_save(step)
+                bar.unpause()  # the bar's rate and ETA count iterations, not the evaluation's time
             batch = make_batch([train_pairs[i] for i in batch_rng.integers(0, len(train_pairs), cfg.batch_size)])
             loss = train_step(model, optimizer, batch, lr_at(step), cfg.label_smoothing)
             if not math.isfinite(loss):

@@ -166,13 +166,14 @@ def _check_types(config):
         setattr(config, field.name, value)
 
 
-def check_settings(settings, where):
-    """ValueError unless settings (a dict) holds TrainConfig field names only, each with a value
-    of its type; `where` names the source in the message."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+def check_settings(settings, where, config_class=None):
+    """ValueError unless settings (a dict) holds config_class's (default: TrainConfig's) field
+    names only, each with a value of its type; `where` names the source in the message."""
+    config_class = TrainConfig if config_class is None else config_class
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
     unknown = sorted(set(settings) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown settings {unknown}; the settings are TrainConfig's fields: "
+        raise ValueError(f"{where}: unknown settings {unknown}; the settings are {config_class.__name__}'s fields: "
                          f"{', '.join(fields)}")
     for name, value in settings.items():
         kind, fits = _kind(fields[name])
@@ -181,9 +182,10 @@ def check_settings(settings, where):
     return dict(settings)
 
 
-def read_config_file(path):
-    """TrainConfig settings (a dict) from a JSON file, or a TOML one (by its .toml suffix; tomllib,
-    Python 3.11+, or the tomli package). Unknown keys and values of the wrong type: ValueError."""
+def read_config_file(path, config_class=None):
+    """config_class's (default: TrainConfig's) settings, a dict, from a JSON file, or a TOML one
+    (by its .toml suffix; tomllib, Python 3.11+, or the tomli package). Unknown keys and values of
+    the wrong type: ValueError."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -210,7 +212,7 @@ def read_config_file(path):
             raise ValueError(f"{path} is not JSON ({e}); a TOML config needs the .toml suffix") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold one table (a JSON object) of settings, got {type(data).__name__}")
-    return check_settings(data, path)
+    return check_settings(data, path, config_class)
 
 
 def get_lr(it, cfg):
@@ -439,8 +441,8 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
     else:
         cfg = TrainConfig(**settings)
         if os.path.exists(ckpt_path):
-            raise ValueError(f"{out_dir} already holds a checkpoint: pass resume to continue it, or "
-                             "choose another output directory")
+            raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume (resume=True in Python) "
+                             "to continue it, or choose another output directory")
         if init_from is not None:
             if cfg.arch != "gpt":
                 raise ValueError("init_from starts from a GPT: it does not combine with arch llama")
@@ -502,6 +504,7 @@ def _train(world, data_path, out_dir, resume, progress, log, init_from, settings
         while step < cfg.max_iters:
             if step % cfg.eval_interval == 0 and record is None:
                 record = evaluate_and_save(step)
+                bar.unpause()  # the bar's rate and ETA count iterations, not the evaluation's time
             t_iter = time.perf_counter()
             loss = train_step(model, optimizer, micro_batches(model, splits["train"], cfg, step, mine),
                               get_lr(step, cfg), cfg.grad_clip, world, grads)
