@@ -216,3 +216,21 @@ def test_bfloat16_file(tmp_path):
     with torch.no_grad():
         want = theirs(torch.tensor(PROMPT)).logits.numpy()
     np.testing.assert_allclose(ours(PROMPT), want, rtol=0, atol=1e-4)
+
+
+def test_sharded_checkpoint(tmp_path):
+    """save_pretrained's shards (model.safetensors.index.json + model-0000k-of-0000n.safetensors)
+    load as one file does; an index naming a file outside the directory is refused."""
+    import json
+    theirs = _build("mistral")
+    theirs.save_pretrained(str(tmp_path), max_shard_size="100KB")
+    assert not (tmp_path / "model.safetensors").exists() and len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    ours = fastattn.from_pretrained(str(tmp_path))
+    with torch.no_grad():
+        want = theirs(torch.tensor(PROMPT)).logits.numpy()
+    np.testing.assert_allclose(ours(PROMPT), want, rtol=0, atol=1e-4)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.norm.weight"] = "../elsewhere.safetensors"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="elsewhere"):
+        fastattn.from_pretrained(str(tmp_path))
