@@ -469,6 +469,9 @@ def _quantize(args):
     if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
         raise ValueError("--out must be another directory than --checkpoint")
     kind, model, source = _load_for_export(args.checkpoint)
+    if kind == "llama":
+        raise ValueError(f"{args.checkpoint} holds a {model.config.model_type} model: fastattn quantize stores GPT "
+                         "and BERT models; a Llama-family model quantizes as it loads (sample --compute-type)")
     model.quantize(args.compute_type)
     from fastattn.io.hf_files import is_pretrained_dir
     hf = os.path.isdir(args.checkpoint) and is_pretrained_dir(args.checkpoint)
@@ -479,23 +482,23 @@ def _quantize(args):
 
 
 def _load_for_export(path):
-    """("gpt", GPT, tokenizer) or ("bert", Encoder, its directory) from --checkpoint PATH."""
-    from fastattn.io.hf_files import is_pretrained_dir, read_json
+    """("gpt", GPT, tokenizer), ("llama", Llama, tokenizer) or ("bert", Encoder, its directory)
+    from --checkpoint PATH."""
+    from fastattn.io.hf_files import is_pretrained_dir
     if os.path.isdir(path) and is_pretrained_dir(path):
-        kind = read_json(os.path.join(path, "config.json"), dict).get("model_type")
-        if kind == "bert":
+        from fastattn.models.pretrained import model_type
+        if model_type(path) == "bert":
             return "bert", fastattn.Encoder.from_pretrained(path), path
-        if kind not in ("gpt2", None):
-            raise ValueError(f"{path} holds a {kind!r} model: export knows GPT-2 and BERT directories")
     model, tokenizer = _load_for_sampling(path)
-    if not isinstance(model, fastattn.GPT):
-        raise ValueError(f"{path} holds a {model.config.model_type} model: export knows GPT-2 and BERT")
-    return "gpt", model, tokenizer
+    return ("gpt" if isinstance(model, fastattn.GPT) else "llama"), model, tokenizer
 
 
 def _export(args):
     kind, model, source = _load_for_export(args.checkpoint)
     if args.format == "onnx":
+        if kind == "llama":
+            raise ValueError(f"{args.checkpoint} holds a {model.config.model_type} model: --format onnx writes "
+                             "GPT and BERT graphs; export it with --format hf")
         from fastattn.io.onnx_export import encoder_onnx, gpt_onnx, save_onnx
         if kind == "bert":  # with the sentence embedding as `fastattn embed` computes it (unit length)
             from fastattn.inference.embeddings import _modules
@@ -508,10 +511,12 @@ def _export(args):
     from fastattn.io import hf_export
     if kind == "bert":
         hf_export.save_bert_dir(model, args.out, source)
+    elif kind == "llama":
+        hf_export.save_llama_dir(model, source, args.out)
     else:
         hf_export.save_gpt2_dir(model, source, args.out)
-    print(f"wrote {args.out}: a Hugging Face {'BERT' if kind == 'bert' else 'GPT-2'} "
-          "(config.json, model.safetensors, tokenizer.json)")
+    name = {"bert": "BERT", "gpt": "GPT-2"}.get(kind) or model.config.model_type.capitalize()
+    print(f"wrote {args.out}: a Hugging Face {name} (config.json, model.safetensors, tokenizer.json)")
 
 
 def _report(args):

@@ -53,7 +53,8 @@ def test_gpt_char_round_trip(corpus_file, tmp_path, capsys, flags):
         assert hf_tok.decode(tok.encode(text).tolist()) == text
     ids = np.stack([tok.encode("the king speaks."), tok.encode("her lord and fai")])
 
-    back = fastattn.GPT.from_pretrained(out)  # GPT-2's layout, read by fastattn
+    back = fastattn.from_pretrained(out)  # GPT-2's layout, read by fastattn
+    assert isinstance(back, fastattn.GPT)
     np.testing.assert_allclose(back(ids)[0], model(ids)[0], rtol=0, atol=1e-6)
     assert load_tokenizer(out).encode(TEXTS[1]).tolist() == tok.encode(TEXTS[1]).tolist()
 
@@ -87,6 +88,47 @@ def test_gpt_bpe_round_trip(corpus_file, tmp_path):
     from safetensors.numpy import load_file
     a, b = load_file(out / "model.safetensors"), load_file(again / "model.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("kv_heads", [2, 1], ids=["gqa-2", "mqa"])
+def test_llama_round_trip(corpus_file, tmp_path, capsys, kv_heads):
+    """A Llama trained by `fastattn train --arch llama` (grouped-query heads, RoPE, RMSNorm,
+    SwiGLU), exported: transformers' LlamaForCausalLM and fastattn.from_pretrained read it back."""
+    run = _train(tmp_path, corpus_file, "run", "--arch", "llama", "--n-kv-head", kv_heads)
+    ckpt = load_checkpoint(run / "best.npz")
+    model, tok = ckpt.build_model(), ckpt.tokenizer
+    out = tmp_path / "hf"
+    _export(run, out)
+    assert "a Hugging Face Llama" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_key_value_heads"] == kv_heads
+    ids = np.stack([tok.encode("the king speaks."), tok.encode("her lord and fai")])
+    back = fastattn.from_pretrained(out)
+    assert isinstance(back, fastattn.Llama)
+    np.testing.assert_array_equal(back(ids), model(ids))  # (B, T, V) logits
+    assert load_tokenizer(out).encode(TEXTS[1]).tolist() == tok.encode(TEXTS[1]).tolist()
+    with pytest.raises(SystemExit):  # (no ONNX graph for a Llama: a one-line error)
+        raise SystemExit(main(["export", "--checkpoint", str(run), "--format", "onnx", "--out",
+                               str(tmp_path / "l.onnx")]))
+    assert "export it with --format hf" in capsys.readouterr().err
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+    np.testing.assert_allclose(_torch_logits(torch, hf, ids), model(ids), rtol=0, atol=1e-4)
+
+
+def test_qwen2_and_mistral_configs_read_back(tmp_path):
+    """The config.json of each Llama-family type is what fastattn reads back: windows included."""
+    from fastattn.io.hf_export import llama_config_json
+    from fastattn.models.llama_config import LlamaConfig, llama_config
+    for kind, windows in (("qwen2", [None, 8, 8]), ("mistral", [8, 8, 8]), ("llama", [None] * 3)):
+        cfg = LlamaConfig(vocab_size=11, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                          num_attention_heads=4, num_key_value_heads=2, attention_bias=kind == "qwen2",
+                          tie_word_embeddings=kind != "mistral", windows=windows, model_type=kind)
+        assert llama_config(json.loads(json.dumps(llama_config_json(cfg, np.float32)))) == cfg
+    with pytest.raises(ValueError, match="no sliding windows"):
+        llama_config_json(LlamaConfig(vocab_size=11, hidden_size=16, num_hidden_layers=2,
+                                      windows=[4, None]), np.float32)
 
 
 def test_char_tokenizer_json_edge_cases():
@@ -123,7 +165,8 @@ def test_minilm_re_exported(tmp_path):
     for i, r in enumerate(rows):
         ids[i, :len(r)], mask[i, :len(r)] = r, 1
     want = enc(ids, mask)
-    back = fastattn.Encoder.from_pretrained(out)
+    back = fastattn.from_pretrained(out)
+    assert isinstance(back, fastattn.Encoder)
     np.testing.assert_array_equal(back(ids, mask), want)
     assert [r.tolist() for r in load_tokenizer(out).encode_batch(SENTENCES[:6])] == [r.tolist() for r in rows]
     torch = pytest.importorskip("torch")
@@ -147,11 +190,11 @@ def test_bad_input_one_line_exit_1(corpus_file, tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     assert "not an empty directory" in error("--checkpoint", run, "--out", tmp_path / "full")
-    llama = tmp_path / "llama"
-    llama.mkdir()
-    (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (llama / "model.safetensors").write_bytes(b"")
-    assert "'llama'" in error("--checkpoint", llama, "--out", tmp_path / "o2")
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    (t5 / "model.safetensors").write_bytes(b"")
+    assert "model_type 't5' is not supported" in error("--checkpoint", t5, "--out", tmp_path / "o2")
     with pytest.raises(SystemExit) as e:
         main(["export", "--checkpoint", str(run), "--format", "tflite", "--out", str(tmp_path / "o3")])
     assert e.value.code == 2

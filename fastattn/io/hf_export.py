@@ -2,6 +2,7 @@
 
     save_gpt2_dir(gpt, tokenizer, "out-hf")        # GPT2LMHeadModel.from_pretrained("out-hf")
     save_bert_dir(encoder, "out-bert", "all-MiniLM-L6-v2")   # BertModel.from_pretrained("out-bert")
+    save_llama_dir(llama, tokenizer, "out-hf")      # LlamaForCausalLM (Qwen2..., Mistral...)
 
 Each writes config.json, model.safetensors (the weights in the model's dtype) and the tokenizer:
 a GPT's tokenizer.json is its PretrainedTokenizer's text as read, or, for a CharTokenizer, a
@@ -14,6 +15,9 @@ GPT-2's linear layers are Conv1D, weight (in, out): fastattn's (out, in) weights
 A GPT without biases (bias=False, the trainer's default) gets zero biases, which GPT-2 always has;
 its GELU is the erf form ("gelu") or the tanh one ("gelu_new"), as the GPT's config says.
 lm_head.weight is left out: it is the token embedding (tied), as save_pretrained writes it.
+A Llama-family model keeps Hugging Face's names and (out, in) layout: its config.json is the
+inverse of fastattn/models/llama_config.py's reading (windows as Mistral's sliding_window or
+Qwen2's layer_types).
 """
 import json
 import os
@@ -94,6 +98,57 @@ def save_gpt2_dir(model, tokenizer, out):
     files = {"config.json": json.dumps(config, indent=2) + "\n", "tokenizer.json": tokenizer_json(tokenizer),
              "tokenizer_config.json": json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
                                                   "model_max_length": model.config.block_size}, indent=2) + "\n"}
+    _write_dir(out, tensors, files)
+
+
+_LLAMA_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+
+
+def llama_config_json(config, dtype, tokenizer=None):
+    """The config.json (a dict) of a Llama, Qwen2 or Mistral for a Llama of LlamaConfig `config`."""
+    kind = config.model_type
+    hf = {"architectures": [_LLAMA_ARCHITECTURES[kind]], "model_type": kind, "vocab_size": config.vocab_size,
+          "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
+          "num_hidden_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
+          "num_key_value_heads": config.num_key_value_heads, "head_dim": config.head_dim,
+          "max_position_embeddings": config.max_position_embeddings, "rms_norm_eps": config.rms_norm_eps,
+          "rope_theta": config.rope_theta, "rope_scaling": config.rope_scaling, "hidden_act": "silu",
+          "tie_word_embeddings": config.tie_word_embeddings, "initializer_range": 0.02, "use_cache": True,
+          "torch_dtype": np.dtype(dtype).name}
+    windows = set(config.windows)
+    if kind == "llama":
+        if windows != {None}:
+            raise ValueError("a llama model has no sliding windows; export it as mistral or qwen2")
+        hf.update(attention_bias=config.attention_bias, mlp_bias=False)
+    elif kind == "mistral":
+        if len(windows) != 1:
+            raise ValueError(f"a mistral model has one sliding window for every layer, not {config.windows}")
+        hf["sliding_window"] = config.windows[0]
+    else:  # qwen2: windows on the layers layer_types marks, all of one width
+        widths = windows - {None}
+        if len(widths) > 1:
+            raise ValueError(f"a qwen2 model has one sliding window width, not {sorted(widths)}")
+        hf.update(use_sliding_window=bool(widths), sliding_window=next(iter(widths), None),
+                  layer_types=["full_attention" if w is None else "sliding_attention" for w in config.windows])
+    if isinstance(tokenizer, PretrainedTokenizer):
+        for name in ("<|endoftext|>", "</s>", "<|im_end|>"):
+            if tokenizer._tok.token_to_id(name) is not None:
+                hf["eos_token_id"] = tokenizer._tok.token_to_id(name)
+                break
+    return hf
+
+
+def save_llama_dir(model, tokenizer, out):
+    """Writes the fastattn Llama `model` (a Llama, Qwen2 or Mistral by its config's model_type)
+    and its tokenizer to the new directory `out` as transformers' *ForCausalLM would."""
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}")
+    tensors = {n: np.ascontiguousarray(a) for n, a in model.state_dict().items()}
+    config = llama_config_json(model.config, tensors["model.embed_tokens.weight"].dtype, tokenizer)
+    files = {"config.json": json.dumps(config, indent=2) + "\n", "tokenizer.json": tokenizer_json(tokenizer),
+             "tokenizer_config.json": json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                  "model_max_length": model.config.max_position_embeddings},
+                                                 indent=2) + "\n"}
     _write_dir(out, tensors, files)
 
 
