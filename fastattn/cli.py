@@ -125,9 +125,9 @@ def _parser():
                         "directory (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, help="tokens of the bpe tokenizer, >= 256 (no default)")
 
-    p = sub.add_parser("train", help="train a GPT on a text file or a prepared token dataset",
-                       description="Train a GPT on a text file or a `fastattn prepare` directory "
-                       "(nanoGPT's recipe), also under mpiexec (data parallel over MPI). Writes "
+    p = sub.add_parser("train", help="train a GPT (or a Llama: --arch llama) on a text file or a prepared token dataset",
+                       description="Train a GPT (or, with --arch llama, a Llama of the same sizes) on a "
+                       "text file or a `fastattn prepare` directory (nanoGPT's recipe), also under mpiexec (data parallel over MPI). Writes "
                        "DIR/ckpt.npz (latest state, for --resume), DIR/best.npz (best val loss), "
                        "DIR/metrics.jsonl and DIR/config.json (the settings); the last line printed "
                        "is 'final: step N train_loss X val_loss Y'.")

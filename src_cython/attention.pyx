@@ -45,6 +45,18 @@ TILE_AREA = BLOCK_Q * BLOCK_K
 # block among more rows. 256 x 512 took 5% less time than 128 x 512 at T = 1024 and 2048 on one
 # thread (AMD EPYC Zen 3, tune_attention_tiles.py); causal shapes were level or slower with it.
 BLOCK_Q_FULL = 256
+# Rows per product on a sliding window's leading edge (a triangle of the score tile): fewer rows
+# skip more of the hidden triangle, but make smaller products.
+cdef Py_ssize_t EDGE_ROWS = 32
+
+
+def _set_edge_rows(Py_ssize_t rows):
+    """Sets EDGE_ROWS (>= 1), returns the previous value: for measuring it (a tuner's knob)."""
+    global EDGE_ROWS
+    if rows < 1:
+        raise ValueError("EDGE_ROWS must be >= 1")
+    previous, EDGE_ROWS = EDGE_ROWS, rows
+    return previous
 
 cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_address()
 
@@ -116,7 +128,8 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
     cdef Py_ssize_t n_qblocks = (Tq + Bq - 1) // Bq
     cdef Py_ssize_t per_thread = Bq * Bk + Bq * Dv + 2 * Bq
     cdef Py_ssize_t shift = Tk - Tq
-    cdef Py_ssize_t w, n, nk, i0, bq, j0, bk, k_end, r, mask_at
+    cdef Py_ssize_t w, n, nk, i0, bq, j0, bk, k_end, r, mask_at, g0, gr
+    cdef bint edge
     cdef floating *s
     cdef floating *acc
     cdef floating *m
@@ -150,10 +163,23 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
 
             # the window of the block's first query starts here: earlier keys are never computed
             j0 = max(0, i0 + shift - window + 1) if window else 0
+            edge = window != 0 and j0 > 0
             while j0 < k_end:
-                bk = min(Bk, k_end - j0)
-                gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
-                              k + at(lk, nk, j0), lk.rs, 0, s, bk)
+                if edge:
+                    # the window's leading edge: row r's first key is j0 + r, so a (bq, bq) tile
+                    # there is a triangle. Its products run per group of EDGE_ROWS rows, each from
+                    # the group's first visible key; the columns left of it are hidden below.
+                    bk = min(bq, k_end - j0)
+                    g0 = 0
+                    while g0 < bq and g0 < bk:
+                        gr = min(EDGE_ROWS, bq - g0)
+                        gemm_rowmajor(False, True, gr, bk - g0, D, scale, q + at(lq, n, i0 + g0), lq.rs,
+                                      k + at(lk, nk, j0 + g0), lk.rs, 0, s + g0 * bk + g0, bk)
+                        g0 = g0 + EDGE_ROWS
+                else:
+                    bk = min(Bk, k_end - j0)
+                    gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
+                                  k + at(lk, nk, j0), lk.rs, 0, s, bk)
                 for r in range(bq):
                     if window:
                         hide_before(s + r * bk, bk, i0 + r + shift - window + 1 - j0)
@@ -177,9 +203,18 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                     if alpha != 1:
                         scale_row(acc + r * Dv, acc + r * Dv, Dv, alpha)
                     m[r] = m_new
-                gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + at(lv, nk, j0), lv.rs,
-                              1, acc, Dv)
-                j0 = j0 + Bk  # (not +=: inside prange that would declare a reduction)
+                if edge:  # (the weights left of each group's first key are 0: skipped)
+                    g0 = 0
+                    while g0 < bq and g0 < bk:
+                        gr = min(EDGE_ROWS, bq - g0)
+                        gemm_rowmajor(False, False, gr, Dv, bk - g0, 1, s + g0 * bk + g0, bk,
+                                      v + at(lv, nk, j0 + g0), lv.rs, 1, acc + g0 * Dv, Dv)
+                        g0 = g0 + EDGE_ROWS
+                    edge = False
+                else:
+                    gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + at(lv, nk, j0), lv.rs,
+                                  1, acc, Dv)
+                j0 = j0 + bk  # (not +=: inside prange that would declare a reduction)
 
             for r in range(bq):
                 # l == 0: the row could attend to no key, its output is 0 (not 0/0)

@@ -164,7 +164,10 @@ def test_no_repeated_copy_of_k_or_v(rng):
     if "compiled" not in __import__("fastattn").available_backends():
         pytest.skip("compiled backend not built")
     import fastattn
-    B, H, H_kv, T, D = 1, 32, 4, 512, 64
+    from fastattn import _threads
+    if "compiled" not in fastattn.available_backends():
+        pytest.skip("compiled backend not built")
+    B, H, H_kv, T, D = 1, 32, 4, 1024, 64
     q, k, v = gqa_inputs(rng, B, H, H_kv, T, T, D, D, np.float32)
     repeat_bytes = B * H * T * D * 4
 
@@ -185,3 +188,20 @@ def test_no_repeated_copy_of_k_or_v(rng):
         full = peak_bytes(np.repeat(k, H // H_kv, axis=1), np.repeat(v, H // H_kv, axis=1), False)
         peak = peak_bytes(k, v, True)
     assert peak <= full + repeat_bytes // 16, (peak, full, repeat_bytes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("window", [20, 100, 128, 300])
+def test_window_with_masks_over_several_tiles(backend, rng, dtype, window):
+    """The window's leading edge (computed in row groups on the compiled backend) with a padding
+    mask that ends the keys early (row 0) and an additive mask with -inf entries (row 1)."""
+    B, H, H_kv, T, D = 2, 4, 2, 400, 16
+    q, k, v = gqa_inputs(rng, B, H, H_kv, T, T, D, D, dtype)
+    mask = rng.standard_normal((B, 1, T, T))
+    mask[rng.random(mask.shape) < 0.1] = -np.inf
+    mask[0, :, :, 350:] = -np.inf  # padding: the last 50 keys of row 0
+    got = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True, enable_gqa=True, window=window)
+    keep = visible(T, T, window)
+    kk, vv = repeat_heads(k, H), repeat_heads(v, H)
+    want = oracle.attention(q, kk, vv, np.where(keep, mask, -np.inf))
+    oracle.assert_close(got, want, dtype, scale=np.abs(v).max(), rtol_factor=10)

@@ -201,3 +201,36 @@ def test_fused_inference_weights_follow_training(saved):
     cache = KVCache(ours.config, 1, 15, np.float32)
     last = ours._forward_cached(idx, np.arange(15)[None], np.ones((1, 15), bool), cache)
     np.testing.assert_allclose(last, ours(idx)[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_file(tmp_path):
+    """A checkpoint saved in bfloat16 (as SmolLM2, Llama 3.2 and Qwen2.5 ship) loads as the
+    float32 values of its bfloat16 weights: logits equal transformers' on the same upcast weights."""
+    stored = _build("llama").to(torch.bfloat16)
+    stored.save_pretrained(str(tmp_path))
+    theirs = _build("llama")  # (float32 rotary tables: .to(bfloat16) rounds those too)
+    theirs.load_state_dict({k: v.float() for k, v in stored.state_dict().items()})
+    ours = fastattn.from_pretrained(str(tmp_path))
+    for name, p in ours.named_parameters():
+        np.testing.assert_array_equal(p.data, theirs.state_dict()[name].numpy(), err_msg=name)
+    with torch.no_grad():
+        want = theirs(torch.tensor(PROMPT)).logits.numpy()
+    np.testing.assert_allclose(ours(PROMPT), want, rtol=0, atol=1e-4)
+
+
+def test_sharded_checkpoint(tmp_path):
+    """save_pretrained's shards (model.safetensors.index.json + model-0000k-of-0000n.safetensors)
+    load as one file does; an index naming a file outside the directory is refused."""
+    import json
+    theirs = _build("mistral")
+    theirs.save_pretrained(str(tmp_path), max_shard_size="100KB")
+    assert not (tmp_path / "model.safetensors").exists() and len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    ours = fastattn.from_pretrained(str(tmp_path))
+    with torch.no_grad():
+        want = theirs(torch.tensor(PROMPT)).logits.numpy()
+    np.testing.assert_allclose(ours(PROMPT), want, rtol=0, atol=1e-4)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.norm.weight"] = "../elsewhere.safetensors"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="elsewhere"):
+        fastattn.from_pretrained(str(tmp_path))

@@ -16,9 +16,31 @@ def _need(module, extra="hf"):
                           f"pip install '.[{extra}]' in fastattn's clone") from None
 
 
+INDEX = "model.safetensors.index.json"  # a sharded checkpoint's map: tensor name -> shard file
+
+
 def is_pretrained_dir(path):
-    """Whether path is a directory in Hugging Face's layout (config.json + model.safetensors)."""
-    return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "model.safetensors"))
+    """Whether path is a directory in Hugging Face's layout (config.json + model.safetensors, or
+    the shards that model.safetensors.index.json names)."""
+    return os.path.isfile(os.path.join(path, "config.json")) and any(
+        os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", INDEX))
+
+
+def _weight_files(path):
+    """The .safetensors files of a model directory: model.safetensors, else the shards that its
+    index names (each a file of the directory itself), or ValueError naming the index."""
+    single = os.path.join(path, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    index_path = os.path.join(path, INDEX)
+    weight_map = read_json(index_path, dict).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ValueError(f"{index_path}: weight_map must map each tensor name to a file name")
+    files = sorted(set(weight_map.values()))
+    for f in files:
+        if os.path.basename(f) != f or not f.endswith(".safetensors") or not os.path.isfile(os.path.join(path, f)):
+            raise ValueError(f"{index_path} names {f!r}: not a .safetensors file of this directory")
+    return [os.path.join(path, f) for f in files]
 
 
 def read_json(path, kind=None):
@@ -37,28 +59,45 @@ def read_json(path, kind=None):
 
 def read_hf_dir(path, check=None):
     """(config.json as a dict, model.safetensors as name -> array) of a Hugging Face model
-    directory (GPT-2's, BERT's, ...), or FileNotFoundError when it is not one.
+    directory (GPT-2's, BERT's, ...; the tensors of every shard for a sharded checkpoint), or
+    FileNotFoundError when it is not one.
 
     Nothing is trusted before it is checked: config.json must be a JSON object, and the header
     of model.safetensors must describe tensors that lie inside the file (so that loading them
     allocates no more than the file holds); check(config, shapes), shapes name -> declared
     shape, may raise ValueError before any tensor is read. Errors name the file."""
     if not is_pretrained_dir(path):
-        missing = [f for f in ("config.json", "model.safetensors") if not os.path.isfile(os.path.join(path, f))]
+        missing = [f for f in ("config.json", "model.safetensors") if not os.path.isfile(os.path.join(path, f))
+                   and not (f == "model.safetensors" and os.path.isfile(os.path.join(path, INDEX)))]
         what = f"lacks {' and '.join(missing)}" if os.path.isdir(path) else "is not a directory"
         raise FileNotFoundError(f"{path} {what}: a Hugging Face model directory holds config.json and "
                                 "model.safetensors (fastattn never downloads)")
-    config_path, tensors_path = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
-    config = read_json(config_path, dict)
-    shapes = safetensors_shapes(tensors_path)
+    config = read_json(os.path.join(path, "config.json"), dict)
+    files = _weight_files(path)
+    shapes = {}
+    for tensors_path in files:
+        for name, shape in safetensors_shapes(tensors_path).items():
+            if name in shapes:
+                raise ValueError(f"{path}: tensor {name!r} is in two shards (the second: {tensors_path})")
+            shapes[name] = shape
     if check is not None:
         try:
             check(config, shapes)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+    tensors = {}
+    for tensors_path in files:
+        tensors.update(_read_tensors(tensors_path))
+    return config, tensors
+
+
+def _read_tensors(tensors_path):
+    """name -> array of one .safetensors file whose header safetensors_shapes has checked."""
+    if "BF16" in _header_dtypes(tensors_path):  # (NumPy has no bfloat16: read those here)
+        return _read_with_bfloat16(tensors_path)
     load_file = _need("safetensors.numpy").load_file
     try:
-        return config, load_file(tensors_path)
+        return load_file(tensors_path)
     except Exception as e:  # safetensors raises its own SafetensorError (and others) for a bad file
         raise ValueError(f"{tensors_path} is not a readable safetensors file: {type(e).__name__}: {e}") from None
 
@@ -102,6 +141,45 @@ def safetensors_shapes(path):
                              f"the file ({data} bytes of data): {str(t)[:200]}")
         shapes[name] = tuple(t["shape"])
     return shapes
+
+
+def _header(path):
+    """(the JSON header of a .safetensors file, the offset of its data): the file's header was
+    checked by safetensors_shapes before this is called."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n).decode("utf-8")), 8 + n
+
+
+def _header_dtypes(path):
+    return {t["dtype"] for name, t in _header(path)[0].items() if name != "__metadata__"}
+
+
+_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                 "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+
+
+def _read_with_bfloat16(path):
+    """name -> array of a .safetensors file that holds bfloat16 tensors (what Llama 3.2, SmolLM2
+    and Qwen2.5 ship): each bfloat16 widened to the float32 with the same value (its bits are
+    the high half of that float32's), the other tensors as stored."""
+    header, start = _header(path)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=start)
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = t["data_offsets"]
+        raw = np.asarray(data[begin:end])
+        if t["dtype"] == "BF16":
+            a = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        elif t["dtype"] in _NUMPY_DTYPES:
+            a = raw.view(_NUMPY_DTYPES[t["dtype"]]).copy()
+        else:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {t['dtype']}, which fastattn does not read")
+        out[name] = a.reshape(t["shape"])
+    del data
+    return out
 
 
 def positive_ints(hf, names):
