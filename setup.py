@@ -134,8 +134,8 @@ def extensions():
             f"fastattn._compiled.{pyx.stem}",
             [f"{SRC}/{pyx.name}"],
             include_dirs=[SRC],
-            # setuptools does not see #include: list the headers so that editing one rebuilds
-            depends=sorted(str(p) for p in (HERE / SRC).glob("*.h")),
+            # setuptools does not see #include and cimport: list them so that editing one rebuilds
+            depends=sorted(str(p) for pattern in ("*.h", "*.pxd") for p in (HERE / SRC).glob(pattern)),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
         if pyx.stem in ("onednn", "linear_lowp"):

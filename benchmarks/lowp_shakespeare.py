@@ -1,7 +1,7 @@
 """Validation loss of a trained GPT (fastattn train) in float32 and with lower-precision weights.
 
-    fastattn train --data input.txt --out out-shakespeare-char      # the README's recipe
-    python benchmarks/lowp_shakespeare.py --checkpoint out-shakespeare-char --data input.txt
+    fastattn train --data shakespeare --out out-shakespeare-char    # the tutorial's recipe
+    python benchmarks/lowp_shakespeare.py --checkpoint out-shakespeare-char
 
 The same evaluation batches as the trainer's (its seed, block size, batch size and eval_iters,
 from the checkpoint's settings), each compute type's model built from the same best.npz:
@@ -23,7 +23,8 @@ from fastattn.training.trainer import TrainConfig, estimate_loss, load_splits
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a fastattn train output directory or .npz")
-    p.add_argument("--data", required=True, help="the text it was trained on")
+    p.add_argument("--data", default="shakespeare",
+                   help="the text it was trained on (default: Tiny Shakespeare, from the package)")
     p.add_argument("--compute-types", default="int8,bfloat16,int8_bfloat16")
     p.add_argument("--eval-iters", type=int, help="batches per split (default: the run's)")
     p.add_argument("--threads", type=int, default=fastattn.get_num_threads())

@@ -10,70 +10,13 @@ The library is loaded by fastattn/_compiled/_gemm_engine.py before this module i
 """
 from libc.stdint cimport int64_t
 
+from _dnnl cimport *  # (oneDNN's C API: src_cython/_dnnl.pxd)
+
 from fastattn._compiled import _gemm_engine  # (loads libdnnl.so.3, which this module links to)
 
 cdef extern from "openmp_info.h":
     int fa_max_threads() noexcept nogil
     void fa_set_max_threads(int n) noexcept nogil
-
-cdef extern from "oneapi/dnnl/dnnl.h" nogil:
-    ctypedef int64_t dnnl_dim_t
-    ctypedef dnnl_dim_t dnnl_dims_t[12]
-    ctypedef enum dnnl_status_t:
-        dnnl_success
-    ctypedef enum dnnl_engine_kind_t:
-        dnnl_cpu
-    ctypedef enum dnnl_data_type_t:
-        dnnl_f32
-    ctypedef enum dnnl_scratchpad_mode_t:
-        dnnl_scratchpad_mode_user
-    ctypedef enum dnnl_query_t:
-        dnnl_query_impl_info_str
-        dnnl_query_scratchpad_md
-    ctypedef enum dnnl_stream_flags_t:
-        dnnl_stream_default_flags
-    ctypedef void* dnnl_engine_t
-    ctypedef void* dnnl_stream_t
-    ctypedef void* dnnl_memory_desc_t
-    ctypedef const void* const_dnnl_memory_desc_t
-    ctypedef void* dnnl_memory_t
-    ctypedef void* dnnl_primitive_desc_t
-    ctypedef const void* const_dnnl_primitive_desc_t
-    ctypedef void* dnnl_primitive_t
-    ctypedef const void* const_dnnl_primitive_t
-    ctypedef void* dnnl_primitive_attr_t
-    ctypedef const void* const_dnnl_primitive_attr_t
-    ctypedef struct dnnl_exec_arg_t:
-        int arg
-        dnnl_memory_t memory
-    int DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD
-
-    dnnl_status_t dnnl_engine_create(dnnl_engine_t* engine, dnnl_engine_kind_t kind, size_t index)
-    dnnl_status_t dnnl_stream_create(dnnl_stream_t* stream, dnnl_engine_t engine, unsigned flags)
-    dnnl_status_t dnnl_stream_destroy(dnnl_stream_t stream)
-    dnnl_status_t dnnl_memory_desc_create_with_strides(dnnl_memory_desc_t* md, int ndims,
-                                                       const dnnl_dims_t dims, dnnl_data_type_t dt,
-                                                       const dnnl_dims_t strides)
-    dnnl_status_t dnnl_memory_desc_destroy(dnnl_memory_desc_t md)
-    dnnl_status_t dnnl_memory_desc_clone(dnnl_memory_desc_t* md, const_dnnl_memory_desc_t existing)
-    size_t dnnl_memory_desc_get_size(const_dnnl_memory_desc_t md)
-    dnnl_status_t dnnl_memory_create(dnnl_memory_t* memory, const_dnnl_memory_desc_t md,
-                                     dnnl_engine_t engine, void* handle)
-    dnnl_status_t dnnl_memory_destroy(dnnl_memory_t memory)
-    dnnl_status_t dnnl_primitive_attr_create(dnnl_primitive_attr_t* attr)
-    dnnl_status_t dnnl_primitive_attr_destroy(dnnl_primitive_attr_t attr)
-    dnnl_status_t dnnl_primitive_attr_set_scratchpad_mode(dnnl_primitive_attr_t attr, dnnl_scratchpad_mode_t mode)
-    dnnl_status_t dnnl_matmul_primitive_desc_create(dnnl_primitive_desc_t* pd, dnnl_engine_t engine,
-                                                    const_dnnl_memory_desc_t src, const_dnnl_memory_desc_t weights,
-                                                    const_dnnl_memory_desc_t bias, const_dnnl_memory_desc_t dst,
-                                                    const_dnnl_primitive_attr_t attr)
-    dnnl_status_t dnnl_primitive_desc_destroy(dnnl_primitive_desc_t pd)
-    dnnl_status_t dnnl_primitive_desc_query(const_dnnl_primitive_desc_t pd, dnnl_query_t what, int index, void* result)
-    const_dnnl_memory_desc_t dnnl_primitive_desc_query_md(const_dnnl_primitive_desc_t pd, dnnl_query_t what, int index)
-    dnnl_status_t dnnl_primitive_create(dnnl_primitive_t* primitive, const_dnnl_primitive_desc_t pd)
-    dnnl_status_t dnnl_primitive_destroy(dnnl_primitive_t primitive)
-    dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream,
-                                         int nargs, const dnnl_exec_arg_t* args)
 
 
 # One plan: C (m, n) = op(A) (m, k) @ op(B) (k, n) [+ bias (n)], all row-major with the leading

@@ -304,7 +304,7 @@ def test_embed_pools_truncates_and_keeps_the_order(backend, model_dir):
     assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all() and not batch["token_type_ids"].any()
     ids = [row[:n] for row, n in zip(batch["input_ids"], lengths)]
     np.testing.assert_allclose(model.encoder(**batch)[1, :3], model.encoder(ids[1][None])[0], atol=1e-5)
-    assert model.get_sentence_embedding_dimension() == 16
+    assert model.get_embedding_dimension() == model.get_sentence_embedding_dimension() == 16
     raw = model.encode(texts, batch_size=2)
     for text, ids_, vector in zip(texts, ids, raw):  # mean of the token states, one text at a time
         hidden = model.encoder(ids_[None])[0]
@@ -434,7 +434,8 @@ def test_all_minilm_defaults_and_similarity_as_sentence_transformers(monkeypatch
     rows = model.encode(SENTENCES[:3], convert_to_numpy=False)
     assert len(rows) == len(theirs.encode(SENTENCES[:3], convert_to_numpy=False)) == 3
     assert all(r.shape == (384,) for r in rows)
-    assert model.get_sentence_embedding_dimension() == theirs.get_sentence_embedding_dimension() == 384
+    their_dimension = getattr(theirs, "get_embedding_dimension", None) or theirs.get_sentence_embedding_dimension
+    assert model.get_embedding_dimension() == model.get_sentence_embedding_dimension() == their_dimension() == 384
     mine, st_batch = model.tokenize(SENTENCES), theirs.tokenize(SENTENCES)  # their dict of tensors
     tensors = {key: value.numpy() for key, value in st_batch.items() if hasattr(value, "numpy")}
     assert list(mine) == list(tensors)  # (sentence-transformers 6.3 adds "modality": "text", a str)

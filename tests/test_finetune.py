@@ -70,6 +70,25 @@ def test_fine_tune_a_gpt2_directory(gpt2_dir, corpus_file, tmp_path, capsys):
         {**first, "elapsed_s": pytest.approx(first["elapsed_s"], abs=60)}
 
 
+def test_a_nanogpt_directory_of_gpt2_tokens_trains_with_init_from(gpt2_dir, corpus_file, tmp_path):
+    """nanoGPT's shakespeare / openwebtext layout: train.bin and val.bin of GPT-2 ids as uint16, no
+    meta.json nor meta.pkl; --init-from brings the tokenizer, and the run is the one of the same
+    ids prepared by fastattn."""
+    prepare(corpus_file, tmp_path / "d", tokenizer=str(gpt2_dir))
+    nanogpt = tmp_path / "owt"
+    nanogpt.mkdir()
+    for name in ("train.bin", "val.bin"):
+        (nanogpt / name).write_bytes((tmp_path / "d" / name).read_bytes())  # (the same uint16 ids)
+    with pytest.raises(ValueError, match="no meta.json, so its vocabulary is unknown"):
+        train(str(nanogpt), tmp_path / "x", progress=False, log=lambda s: None, block_size=8, **SETTINGS)
+    runs = []
+    for data, out in ((nanogpt, "a"), (tmp_path / "d", "b")):
+        train(str(data), tmp_path / out, progress=False, log=lambda s: None, init_from=str(gpt2_dir),
+              block_size=8, **SETTINGS)
+        runs.append([(r["step"], r["val_loss"]) for r in map(json.loads, open(tmp_path / out / "metrics.jsonl"))])
+    assert runs[0] == runs[1]
+
+
 def test_fine_tune_a_fastattn_checkpoint(corpus_file, tmp_path):
     tiny = dict(SETTINGS, n_layer=1, n_head=2, n_embd=16, block_size=16)
     source = train(corpus_file, tmp_path / "src", progress=False, log=lambda s: None, **tiny)

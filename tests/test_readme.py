@@ -14,6 +14,7 @@ temporary directory. An HTML comment on the line before a block names what it ne
     dask        dask.distributed (pip install ".[dask]"); skips without it
     shards      vectors/, which the test writes first (`fastattn embed --out-dir vectors`, a tiny random BERT)
     onnx        the onnx and onnxruntime packages (pip install ".[onnx]" onnxruntime); skips without them
+    int8        a CPU and build that run compute_type="int8" (docs/lower-precision.md); skips elsewhere
 
 What the test makes is what the block reads; the block itself runs unchanged.
 """
@@ -149,6 +150,8 @@ def test_python_block_runs(page, line, needs, code, tmp_path, monkeypatch):
     assert done.stdout, f"{page}:{line}: every example prints what it shows"
     if page == "docs/export.md":
         assert "False" not in done.stdout  # (the ONNX example prints whether it agrees)
+    if page == "docs/llama.md":
+        assert done.stdout.startswith("(1, 20, 100)")  # (the logits' shape)
 
 
 def test_the_pages_have_their_examples():
@@ -161,6 +164,7 @@ def test_the_pages_have_their_examples():
                  "docs/seq2seq.md"):
         assert page in found, f"{page} has no Python example"
     assert len(found["docs/export.md"]) >= 7
+    assert len(found.get("docs/llama.md", [])) >= 1 and len(found.get("docs/lower-precision.md", [])) >= 2
     dask = [code for code in found["docs/embeddings.md"] if "LocalCluster" in code]
     assert dask and all('if __name__ == "__main__":' in code for code in dask)
 
@@ -260,3 +264,56 @@ def test_the_manual_lists_every_public_function_and_module():
         modules = f.read()
     missing = [name for name in nn.__all__ if f"`{name}`" not in modules]
     assert not missing, f"docs/nn.md does not list {missing}"
+
+
+def _fastattn_commands():
+    """(page, argv) of every `fastattn ...` command in the shell blocks of the README and docs/
+    (after a launcher such as mpiexec, or a pipe), up to a redirection."""
+    out = []
+    for page in PAGES:
+        for _, _, code in blocks("bash", page):
+            pending = ""
+            for line in code.replace("\\\n", " ").split("\n"):
+                pending += line
+                try:
+                    words = shlex.split(pending, comments=True)
+                except ValueError:  # a quoted argument that spans lines (a prompt): read on
+                    pending += "\n"
+                    continue
+                pending = ""
+                if "|" in words:
+                    words = words[len(words) - words[::-1].index("|"):]
+                if "fastattn" not in words:
+                    continue
+                argv = words[words.index("fastattn") + 1:]
+                for stop in ("<", ">", "|"):
+                    if stop in argv:
+                        argv = argv[:argv.index(stop)]
+                out.append((_name(page), argv))
+    return out
+
+
+def test_every_documented_command_line_parses():
+    """Each `fastattn ...` line of the README and the manual is a valid command line (its command
+    and flags exist and take the values shown); not run, only parsed."""
+    from fastattn.cli import _parser
+    commands = _fastattn_commands()
+    assert len(commands) >= 20 and any(argv[:1] == ["train"] for _, argv in commands)
+    parser = _parser()
+    for page, argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            raise AssertionError(f"{page}: `fastattn {' '.join(argv)}` is not a valid command line") from None
+
+
+def test_every_file_the_pages_name_exists():
+    """The scripts, tests and sources the README and docs/ name (benchmarks/x.py, tests/test_x.py,
+    src_cython/..., fastattn/...) are there."""
+    named = set()
+    for page in PAGES + sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.md"))):
+        with open(page, encoding="utf-8") as f:
+            named |= set(re.findall(r"(?<![\w/.])((?:benchmarks|tests|src_cython|fastattn)/[\w/.-]+\.(?:py|pyx|pxd|h|png|jsonl))",
+                                    f.read()))
+    missing = sorted(p for p in named if not os.path.exists(os.path.join(ROOT, p)))
+    assert len(named) > 30 and not missing, missing

@@ -163,8 +163,12 @@ class SentenceEncoder:
         mask = (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64)
         return {"input_ids": input_ids, "token_type_ids": np.zeros_like(input_ids), "attention_mask": mask}
 
-    def get_sentence_embedding_dimension(self):
+    def get_embedding_dimension(self):
         """The length of a sentence vector (384 for all-MiniLM-L6-v2), as in sentence-transformers."""
+        return self.dimension
+
+    def get_sentence_embedding_dimension(self):
+        """get_embedding_dimension's name before sentence-transformers 6.3."""
         return self.dimension
 
     def encode(self, inputs, batch_size=32, *, show_progress_bar=None, convert_to_numpy=True,
