@@ -39,9 +39,12 @@ cdef matmul_run_fn _run = NULL
 cdef sgemm_rowmajor_fn _sgemm = NULL
 _engine = "openblas"
 _onednn = None
-# 64-row panels ran at 92-114 GFLOP/s a thread on every model product measured (AMD EPYC Zen 4),
-# 128 rows within 5% of that; fewer rows per panel give two threads work from 128 rows on.
-cdef Py_ssize_t PANEL_ROWS = 64
+# Rows a panel, by CPU at run time. AMD EPYC Zen 4: 64-row panels ran at 92-114 GFLOP/s a thread
+# on every model product measured, 128 rows within 5% of that, and fewer rows a panel give two
+# threads work from 128 rows on. Intel Xeon with AMX (family 6, model 167): 128 rows took
+# 0.86-0.90x the time of 64 on the MiniLM and Shakespeare products, 0.99-1.01x on GPT-2 prefill's;
+# 256 rows 1.07-1.13x (2 threads, F.linear forward, medians of 15).
+cdef Py_ssize_t PANEL_ROWS = 128 if (_gemm_engine.onednn_isa() or "").startswith("avx512_core_amx") else 64
 
 
 def _use_engine(str engine):
@@ -79,6 +82,16 @@ _use_engine(_gemm_engine.ENGINE)
 cdef Py_ssize_t BLOCK_ROWS = 768
 cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
+
+
+def _set_panel_rows(Py_ssize_t rows):
+    """Set the rows of a oneDNN panel; returns the previous value. For benchmarks (a test hook)."""
+    global PANEL_ROWS
+    if rows < 1:
+        raise ValueError("panel rows must be >= 1")
+    previous = PANEL_ROWS
+    PANEL_ROWS = rows
+    return previous
 
 
 def _set_block_shape(Py_ssize_t rows, Py_ssize_t cols):

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.skipif("compiled" not in fastattn.available_backends(),
                                 reason="compiled backend not built")
 
 
-# rows: 1 (gemv), 2 and 3 (two panels), 63 to 129 around 2 x 64, 200 (3 full panels + 8 rows)
-@pytest.mark.parametrize("M", [1, 2, 3, 63, 64, 127, 128, 129, 200])
+# rows: 1 (gemv), 2 and 3 (two panels), 63 to 129 around 2 x 64, 200 (3 full panels + 8 rows), 255 and
+# 257 around 2 x 128 (the panels where oneDNN has AMX)
+@pytest.mark.parametrize("M", [1, 2, 3, 63, 64, 127, 128, 129, 200, 255, 257])
 @pytest.mark.parametrize("K, N", [(5, 3), (128, 384), (96, 7)])
 def test_linear_on_each_engine_matches_the_oracle(gemm_engine, rng, M, K, N):
     x, g = (rng.standard_normal(s).astype(np.float32) for s in ((M, K), (M, N)))

@@ -7,14 +7,23 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
 import pytest
 
+import fastattn
 from fastattn.io.token_files import read_token_dir
 
 OLD, NEW = "abcd\n" * 200, "wxyz\n" * 200  # the same sizes and vocabulary size, other characters
+
+
+def _child(**kwargs):
+    """subprocess keywords for a child that imports this process's fastattn: run from the clone's
+    root, `python -c` / `-m` would put the source tree (no compiled extension) first."""
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(fastattn.__file__))}
+    return {"cwd": tempfile.gettempdir(), **kwargs, "env": {**env, **kwargs.get("env", {})}}
 
 
 def _prepare_killed_at(data, out, k):
@@ -32,7 +41,7 @@ def _prepare_killed_at(data, out, k):
         os.replace = replace
         prepare({str(data)!r}, {str(out)!r})
     """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode
+    return subprocess.run([sys.executable, "-c", code], **_child(capture_output=True, timeout=120)).returncode
 
 
 def _text(splits, tok):
@@ -88,7 +97,7 @@ def standalone_cluster(tmp_path):
     info = tmp_path / "scheduler.json"
     scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                   "--port", "0", "--no-dashboard", "--scheduler-file", str(info),
-                                  "--idle-timeout", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  "--idle-timeout", "300"], **_child(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     worker = None
     try:
         deadline = __import__("time").monotonic() + 60
@@ -96,8 +105,8 @@ def standalone_cluster(tmp_path):
             __import__("time").sleep(0.1)
         worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(info),
                                    "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
-                                   "--death-timeout", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+                                   "--death-timeout", "20"], **_child(stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True))
         import json
         address = json.loads(info.read_text())["address"]
         with distributed.Client(address, timeout=60) as client:
@@ -131,7 +140,7 @@ def _embed_job(address, model, tmp_path, worker_timeout):
     return subprocess.run([sys.executable, "-m", "fastattn", "embed", "--model", model, "--batch-size", "2",
                            "--out", str(tmp_path / "v.npy"), "--scheduler", address,
                            "--worker-timeout", str(worker_timeout)],
-                          input=lines, capture_output=True, text=True, timeout=240)
+                          **_child(input=lines, capture_output=True, text=True, timeout=240))
 
 
 def test_a_dask_job_whose_every_worker_is_killed_fails(standalone_cluster, tmp_path):
