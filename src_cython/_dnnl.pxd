@@ -1,5 +1,6 @@
 # The part of oneDNN's C API (oneapi/dnnl/dnnl.h, from the onednn-devel-cpu-gomp wheel) that
-# fastattn's matmul plans use: src_cython/onednn.pyx (float32) and linear_lowp.pyx (int8, bf16).
+# fastattn's matmul plans use: src_cython/onednn.pyx (float32) and linear_lowp.pyx (int8, bf16),
+# and the plan both keep.
 from libc.stdint cimport int64_t
 
 cdef extern from "oneapi/dnnl/dnnl.h" nogil:
@@ -63,3 +64,27 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     dnnl_status_t dnnl_primitive_destroy(dnnl_primitive_t primitive)
     dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream,
                                          int nargs, const dnnl_exec_arg_t* args)
+
+
+# One plan of fastattn's: a matmul primitive for one block shape and what running it needs. Read by
+# the block runners without the GIL.
+ctypedef struct dnnl_plan:
+    dnnl_primitive_t primitive
+    dnnl_memory_desc_t md[5]  # src, weights, dst, scratchpad, bias (NULL: none needed)
+    size_t scratch_bytes
+
+
+cdef inline void plan_init(dnnl_plan* p) noexcept nogil:
+    cdef int i
+    p.primitive = NULL
+    for i in range(5):
+        p.md[i] = NULL
+
+
+cdef inline void plan_free(dnnl_plan* p) noexcept nogil:
+    cdef int i
+    if p.primitive != NULL:
+        dnnl_primitive_destroy(p.primitive)
+    for i in range(5):
+        if p.md[i] != NULL:
+            dnnl_memory_desc_destroy(p.md[i])

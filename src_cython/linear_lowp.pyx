@@ -36,10 +36,7 @@ cdef extern from "lowp_rows.h" nogil:
 
 # One plan: dst (rows, cols) [ldc] = src (rows, K) @ weights (K, cols) [+ bias (cols)], the weights
 # an (N, K) row-major block read transposed. Read by the grid without the GIL.
-ctypedef struct lowp_plan:
-    dnnl_primitive_t primitive
-    dnnl_memory_desc_t md[5]  # src, weights, dst, scratchpad, bias (NULL: none needed)
-    size_t scratch_bytes
+ctypedef dnnl_plan lowp_plan
 
 cdef dnnl_engine_t _engine = NULL
 
@@ -57,16 +54,10 @@ cdef class _Plan:
     cdef readonly str implementation
 
     def __cinit__(self):
-        self.plan.primitive = NULL
-        for i in range(5):
-            self.plan.md[i] = NULL
+        plan_init(&self.plan)
 
     def __dealloc__(self):
-        if self.plan.primitive != NULL:
-            dnnl_primitive_destroy(self.plan.primitive)
-        for i in range(5):
-            if self.plan.md[i] != NULL:
-                dnnl_memory_desc_destroy(self.plan.md[i])
+        plan_free(&self.plan)
 
 
 cdef _Plan _make_plan(bint int8, int64_t rows, int64_t cols, int64_t K, int64_t ldc, bint bias):

@@ -19,12 +19,9 @@ cdef extern from "openmp_info.h":
     void fa_set_max_threads(int n) noexcept nogil
 
 
-# One plan: C (m, n) = op(A) (m, k) @ op(B) (k, n) [+ bias (n)], all row-major with the leading
-# dimensions of its key. Read by the block runner without the GIL.
-ctypedef struct fa_matmul_plan:
-    dnnl_primitive_t primitive
-    dnnl_memory_desc_t md[5]  # src, weights, dst, scratchpad, bias (NULL: none needed)
-    size_t scratch_bytes
+# One plan (a dnnl_plan): C (m, n) = op(A) (m, k) @ op(B) (k, n) [+ bias (n)], all row-major with
+# the leading dimensions of its key.
+ctypedef dnnl_plan fa_matmul_plan
 
 cdef dnnl_engine_t _engine = NULL
 
@@ -42,16 +39,10 @@ cdef class MatmulPlan:
     cdef readonly str implementation
 
     def __cinit__(self):
-        self.plan.primitive = NULL
-        for i in range(5):
-            self.plan.md[i] = NULL
+        plan_init(&self.plan)
 
     def __dealloc__(self):
-        if self.plan.primitive != NULL:
-            dnnl_primitive_destroy(self.plan.primitive)
-        for i in range(5):
-            if self.plan.md[i] != NULL:
-                dnnl_memory_desc_destroy(self.plan.md[i])
+        plan_free(&self.plan)
 
     cdef size_t address(self):
         return <size_t>&self.plan
