@@ -3,6 +3,10 @@
 # and the plan both keep.
 from libc.stdint cimport int64_t
 
+cdef extern from "openmp_info.h":
+    int fa_max_threads() noexcept nogil
+    void fa_set_max_threads(int n) noexcept nogil
+
 cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     ctypedef int64_t dnnl_dim_t
     ctypedef dnnl_dim_t dnnl_dims_t[12]
@@ -88,3 +92,37 @@ cdef inline void plan_free(dnnl_plan* p) noexcept nogil:
     for i in range(5):
         if p.md[i] != NULL:
             dnnl_memory_desc_destroy(p.md[i])
+
+
+cdef inline check(dnnl_status_t status, what):
+    if status != dnnl_success:
+        raise RuntimeError("oneDNN: %s failed with status %d" % (what, <int>status))
+
+
+cdef inline str plan_create(dnnl_engine_t engine, dnnl_plan* p):
+    """The matmul primitive of `p` from its descriptors md[0] (src), md[1] (weights), md[2] (dst)
+    and md[4] (bias, or NULL), with a user scratchpad (md[3], scratch_bytes), made for one thread:
+    each block runs on the thread its grid gave it. Returns oneDNN's name of the implementation."""
+    cdef dnnl_primitive_attr_t attr = NULL
+    cdef dnnl_primitive_desc_t pd = NULL
+    cdef const char* impl = NULL
+    cdef const_dnnl_memory_desc_t scratch_md
+    cdef int saved_threads = fa_max_threads()
+    check(dnnl_primitive_attr_create(&attr), "creating attributes")
+    fa_set_max_threads(1)
+    try:
+        check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode")
+        check(dnnl_matmul_primitive_desc_create(&pd, engine, p.md[0], p.md[1], p.md[4], p.md[2], attr),
+              "the matmul primitive descriptor")
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
+        scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)
+        p.scratch_bytes = dnnl_memory_desc_get_size(scratch_md) if scratch_md != NULL else 0
+        if p.scratch_bytes:
+            check(dnnl_memory_desc_clone(&p.md[3], scratch_md), "copying the scratchpad descriptor")
+        check(dnnl_primitive_create(&p.primitive, pd), "the matmul primitive")
+    finally:
+        fa_set_max_threads(saved_threads)
+        if pd != NULL:
+            dnnl_primitive_desc_destroy(pd)
+        dnnl_primitive_attr_destroy(attr)
+    return impl.decode() if impl != NULL else "?"

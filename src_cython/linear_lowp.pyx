@@ -24,8 +24,6 @@ from fastattn._compiled import _gemm_engine  # (loads libdnnl.so.3, which this m
 from fastattn._threads import threads_for
 
 cdef extern from "openmp_info.h":
-    int fa_max_threads() noexcept nogil
-    void fa_set_max_threads(int n) noexcept nogil
     void fa_nested_serial() noexcept nogil
 
 cdef extern from "lowp_rows.h" nogil:
@@ -39,14 +37,7 @@ cdef extern from "lowp_rows.h" nogil:
 ctypedef dnnl_plan lowp_plan
 
 cdef dnnl_engine_t _engine = NULL
-
-
-cdef _check_status(dnnl_status_t status, what):
-    if status != dnnl_success:
-        raise RuntimeError("oneDNN: %s failed with status %d" % (what, <int>status))
-
-
-_check_status(dnnl_engine_create(&_engine, dnnl_cpu, 0), "creating the CPU engine")
+check(dnnl_engine_create(&_engine, dnnl_cpu, 0), "creating the CPU engine")
 
 
 cdef class _Plan:
@@ -64,40 +55,17 @@ cdef _Plan _make_plan(bint int8, int64_t rows, int64_t cols, int64_t K, int64_t 
     cdef _Plan p = _Plan()
     cdef dnnl_dims_t src_dims, src_strides, w_dims, w_strides, dst_dims, dst_strides, b_dims, b_strides
     cdef dnnl_data_type_t in_type = dnnl_s8 if int8 else dnnl_bf16
-    cdef dnnl_primitive_attr_t attr = NULL
-    cdef dnnl_primitive_desc_t pd = NULL
-    cdef const char* impl = NULL
-    cdef const_dnnl_memory_desc_t scratch_md
-    cdef int saved_threads
     src_dims[0], src_dims[1], src_strides[0], src_strides[1] = rows, K, K, 1
     w_dims[0], w_dims[1], w_strides[0], w_strides[1] = K, cols, 1, K
     dst_dims[0], dst_dims[1], dst_strides[0], dst_strides[1] = rows, cols, ldc, 1
-    _check_status(dnnl_memory_desc_create_with_strides(&p.plan.md[0], 2, src_dims, in_type, src_strides), "a memory descriptor")
-    _check_status(dnnl_memory_desc_create_with_strides(&p.plan.md[1], 2, w_dims, in_type, w_strides), "a memory descriptor")
-    _check_status(dnnl_memory_desc_create_with_strides(&p.plan.md[2], 2, dst_dims, dnnl_s32 if int8 else dnnl_f32,
+    check(dnnl_memory_desc_create_with_strides(&p.plan.md[0], 2, src_dims, in_type, src_strides), "a memory descriptor")
+    check(dnnl_memory_desc_create_with_strides(&p.plan.md[1], 2, w_dims, in_type, w_strides), "a memory descriptor")
+    check(dnnl_memory_desc_create_with_strides(&p.plan.md[2], 2, dst_dims, dnnl_s32 if int8 else dnnl_f32,
                                                        dst_strides), "a memory descriptor")
     if bias:
         b_dims[0], b_dims[1], b_strides[0], b_strides[1] = 1, cols, cols, 1
-        _check_status(dnnl_memory_desc_create_with_strides(&p.plan.md[4], 2, b_dims, dnnl_f32, b_strides), "a memory descriptor")
-    _check_status(dnnl_primitive_attr_create(&attr), "creating attributes")
-    saved_threads = fa_max_threads()
-    fa_set_max_threads(1)  # (made for one thread: each block runs on the thread the grid gave it)
-    try:
-        _check_status(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode")
-        _check_status(dnnl_matmul_primitive_desc_create(&pd, _engine, p.plan.md[0], p.plan.md[1], p.plan.md[4],
-                                                        p.plan.md[2], attr), "the matmul primitive descriptor")
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
-        p.implementation = impl.decode() if impl != NULL else "?"
-        scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)
-        p.plan.scratch_bytes = dnnl_memory_desc_get_size(scratch_md) if scratch_md != NULL else 0
-        if p.plan.scratch_bytes:
-            _check_status(dnnl_memory_desc_clone(&p.plan.md[3], scratch_md), "copying the scratchpad descriptor")
-        _check_status(dnnl_primitive_create(&p.plan.primitive, pd), "the matmul primitive")
-    finally:
-        fa_set_max_threads(saved_threads)
-        if pd != NULL:
-            dnnl_primitive_desc_destroy(pd)
-        dnnl_primitive_attr_destroy(attr)
+        check(dnnl_memory_desc_create_with_strides(&p.plan.md[4], 2, b_dims, dnnl_f32, b_strides), "a memory descriptor")
+    p.implementation = plan_create(_engine, &p.plan)
     return p
 
 

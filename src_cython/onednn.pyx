@@ -14,24 +14,13 @@ from _dnnl cimport *  # (oneDNN's C API: src_cython/_dnnl.pxd)
 
 from fastattn._compiled import _gemm_engine  # (loads libdnnl.so.3, which this module links to)
 
-cdef extern from "openmp_info.h":
-    int fa_max_threads() noexcept nogil
-    void fa_set_max_threads(int n) noexcept nogil
-
 
 # One plan (a dnnl_plan): C (m, n) = op(A) (m, k) @ op(B) (k, n) [+ bias (n)], all row-major with
 # the leading dimensions of its key.
 ctypedef dnnl_plan fa_matmul_plan
 
 cdef dnnl_engine_t _engine = NULL
-
-
-cdef _check(dnnl_status_t status, what):
-    if status != dnnl_success:
-        raise RuntimeError("oneDNN: %s failed with status %d" % (what, <int>status))
-
-
-_check(dnnl_engine_create(&_engine, dnnl_cpu, 0), "creating the CPU engine")
+check(dnnl_engine_create(&_engine, dnnl_cpu, 0), "creating the CPU engine")
 
 
 cdef class MatmulPlan:
@@ -56,11 +45,6 @@ cdef _plan(bint trans_a, bint trans_b, int64_t m, int64_t n, int64_t k, int64_t 
            int64_t ldc, bint bias):
     cdef MatmulPlan p = MatmulPlan()
     cdef dnnl_dims_t src_dims, src_strides, w_dims, w_strides, dst_dims, dst_strides, b_dims, b_strides
-    cdef dnnl_primitive_attr_t attr = NULL
-    cdef dnnl_primitive_desc_t pd = NULL
-    cdef const char* impl = NULL
-    cdef const_dnnl_memory_desc_t scratch_md
-    cdef int saved_threads
     src_dims[0], src_dims[1] = m, k
     src_strides[0] = 1 if trans_a else lda
     src_strides[1] = lda if trans_a else 1
@@ -69,32 +53,13 @@ cdef _plan(bint trans_a, bint trans_b, int64_t m, int64_t n, int64_t k, int64_t 
     w_strides[1] = ldb if trans_b else 1
     dst_dims[0], dst_dims[1] = m, n
     dst_strides[0], dst_strides[1] = ldc, 1
-    _check(dnnl_memory_desc_create_with_strides(&p.plan.md[0], 2, src_dims, dnnl_f32, src_strides), "a memory descriptor")
-    _check(dnnl_memory_desc_create_with_strides(&p.plan.md[1], 2, w_dims, dnnl_f32, w_strides), "a memory descriptor")
-    _check(dnnl_memory_desc_create_with_strides(&p.plan.md[2], 2, dst_dims, dnnl_f32, dst_strides), "a memory descriptor")
+    check(dnnl_memory_desc_create_with_strides(&p.plan.md[0], 2, src_dims, dnnl_f32, src_strides), "a memory descriptor")
+    check(dnnl_memory_desc_create_with_strides(&p.plan.md[1], 2, w_dims, dnnl_f32, w_strides), "a memory descriptor")
+    check(dnnl_memory_desc_create_with_strides(&p.plan.md[2], 2, dst_dims, dnnl_f32, dst_strides), "a memory descriptor")
     if bias:
         b_dims[0], b_dims[1], b_strides[0], b_strides[1] = 1, n, n, 1
-        _check(dnnl_memory_desc_create_with_strides(&p.plan.md[4], 2, b_dims, dnnl_f32, b_strides), "a memory descriptor")
-    _check(dnnl_primitive_attr_create(&attr), "creating attributes")
-    # (made for one thread: each block runs on the thread that the linear grid gave it)
-    saved_threads = fa_max_threads()
-    fa_set_max_threads(1)
-    try:
-        _check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode")
-        _check(dnnl_matmul_primitive_desc_create(&pd, _engine, p.plan.md[0], p.plan.md[1], p.plan.md[4],
-                                                 p.plan.md[2], attr), "the matmul primitive descriptor")
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
-        p.implementation = impl.decode() if impl != NULL else "?"
-        scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)
-        p.plan.scratch_bytes = dnnl_memory_desc_get_size(scratch_md) if scratch_md != NULL else 0
-        if p.plan.scratch_bytes:
-            _check(dnnl_memory_desc_clone(&p.plan.md[3], scratch_md), "copying the scratchpad descriptor")
-        _check(dnnl_primitive_create(&p.plan.primitive, pd), "the matmul primitive")
-    finally:
-        fa_set_max_threads(saved_threads)
-        if pd != NULL:
-            dnnl_primitive_desc_destroy(pd)
-        dnnl_primitive_attr_destroy(attr)
+        check(dnnl_memory_desc_create_with_strides(&p.plan.md[4], 2, b_dims, dnnl_f32, b_strides), "a memory descriptor")
+    p.implementation = plan_create(_engine, &p.plan)
     return p
 
 
