@@ -16,23 +16,34 @@ def named_error(error, path):
     return type(error)(error.errno, f"{error.strerror} (writing {path})")
 
 
-def write_atomic(path, write):
-    """write(binary file) to PATH.<pid>.tmp beside path, fsync it, rename it to path. On any
-    error the temporary file is removed and path is as it was."""
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
+def stage(path, write):
+    """write(binary file) to PATH.<pid>.tmp beside path and fsync it; returns that name. On any
+    error the temporary file is removed (an OSError names path)."""
+    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
         _remove(tmp)
         raise named_error(e, path) from None
     except BaseException:
         _remove(tmp)
         raise
+    return tmp
+
+
+def write_atomic(path, write):
+    """write(binary file) to PATH.<pid>.tmp beside path, fsync it, rename it to path. On any
+    error the temporary file is removed and path is as it was."""
+    path = os.fspath(path)
+    tmp = stage(path, write)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise named_error(e, path) from None
 
 
 def _remove(path):

@@ -22,7 +22,7 @@ import pickle
 
 import numpy as np
 
-from fastattn.io.atomic import named_error, write_atomic
+from fastattn.io.atomic import stage, write_atomic
 from fastattn.io.tokenizer import CharTokenizer, PretrainedTokenizer
 
 FORMAT = "fastattn-tokens"
@@ -86,21 +86,7 @@ def write_token_dir(out_dir, train_ids, val_ids, tokenizer):
 
 def _stage(path, write):
     """write(binary file) to a flushed temporary file beside path: (its name, path)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise named_error(e, path) from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return tmp, path
+    return stage(path, write), path
 
 
 def _sync_dir(path):
