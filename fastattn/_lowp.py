@@ -25,10 +25,39 @@ from fastattn.reference.linear_lowp import bfloat16_bits, bfloat16_values
 COMPUTE_TYPES = ("float32", "int8", "bfloat16", "int8_bfloat16", "auto")
 
 
-class Int8Weight:
+class _Packable:
+    """What Int8Weight and BFloat16Weight share: the compiled kernels' packed form of the weight
+    (src_cython/linear_lowp.pyx's _Packed: oneDNN's own layout), made on the first compiled product
+    and kept (the weight is never written in place, so it cannot go stale), and the row views,
+    made once each (so that each is packed once too)."""
+
+    __slots__ = ()
+
+    def _packed_for(self, pack):
+        """The packed form, pack(plain values) on the first call."""
+        p = self._packed
+        if p is None:
+            p = self._packed = pack(np.ascontiguousarray(self._plain()))
+        return p
+
+    def _rows(self, start, stop):
+        """Rows start:stop as a weight of their own, sharing memory (BERT's q, k, v blocks); the
+        same object for the same rows (and self for all of them)."""
+        if (start, stop) == (0, self.shape[0]):
+            return self
+        views = self._views
+        if views is None:
+            views = self._views = {}
+        view = views.get((start, stop))
+        if view is None:
+            view = views[(start, stop)] = self._view(start, stop)
+        return view
+
+
+class Int8Weight(_Packable):
     """An (N, K) weight as int8 rows q (N, K) and their float32 scales (N,): w ~ q * scale[:, None]."""
 
-    __slots__ = ("q", "scale")
+    __slots__ = ("q", "scale", "_packed", "_views")
     compute_type = "int8"
 
     def __init__(self, q, scale):
@@ -39,13 +68,16 @@ class Int8Weight:
             raise TypeError(f"Int8Weight: scale must be float32 of shape {q.shape[:1]}, got {scale.dtype} {scale.shape}")
         if not np.all(np.isfinite(scale)) or np.any(scale < 0):
             raise ValueError("Int8Weight: the scales must be finite and >= 0")
-        self.q, self.scale = q, scale
+        self.q, self.scale, self._packed, self._views = q, scale, None, None
 
     shape = property(lambda self: self.q.shape)
     ndim = property(lambda self: 2)
     size = property(lambda self: self.q.size)
     dtype = property(lambda self: np.dtype(np.float32))  # (what a product with it returns)
     nbytes = property(lambda self: self.q.nbytes + self.scale.nbytes)
+
+    def _plain(self):
+        return self.q
 
     def __getitem__(self, rows):
         """Float32 rows, as indexing the float weight would give (embedding lookups)."""
@@ -54,7 +86,7 @@ class Int8Weight:
     def dequantize(self):
         return self[:]
 
-    def _rows(self, start, stop):  # rows start:stop, sharing memory (BERT's q, k, v blocks)
+    def _view(self, start, stop):
         return Int8Weight(self.q[start:stop], self.scale[start:stop])
 
     def copy(self):
@@ -64,17 +96,17 @@ class Int8Weight:
         return f"Int8Weight(shape={self.shape})"
 
 
-class BFloat16Weight:
+class BFloat16Weight(_Packable):
     """An (N, K) weight as bfloat16 bits (uint16)."""
 
-    __slots__ = ("bits",)
+    __slots__ = ("bits", "_packed", "_views")
     compute_type = "bfloat16"
 
     def __init__(self, bits):
         bits = np.asarray(bits)
         if bits.dtype != np.uint16 or bits.ndim != 2:
             raise TypeError(f"BFloat16Weight: bits must be a 2-D uint16 array, got {bits.dtype} {bits.shape}")
-        self.bits = bits
+        self.bits, self._packed, self._views = bits, None, None
 
     shape = property(lambda self: self.bits.shape)
     ndim = property(lambda self: 2)
@@ -82,13 +114,16 @@ class BFloat16Weight:
     dtype = property(lambda self: np.dtype(np.float32))
     nbytes = property(lambda self: self.bits.nbytes)
 
+    def _plain(self):
+        return self.bits
+
     def __getitem__(self, rows):
         return bfloat16_values(self.bits[rows])
 
     def dequantize(self):
         return self[:]
 
-    def _rows(self, start, stop):
+    def _view(self, start, stop):
         return BFloat16Weight(self.bits[start:stop])
 
     def copy(self):
