@@ -76,7 +76,26 @@ static inline uint16_t fa_bf16(float x)
 
 static inline void fa_bf16_row(const float* x, int64_t n, uint16_t* out)
 {
-    for (int64_t k = 0; k < n; k++)
+    int64_t k = 0;
+#ifdef __SSE2__
+    /* fa_bf16 on 8 floats at a time, in the same integer steps (a scalar loop here took as long
+       as the bfloat16 product of a (768, 384) x (384, 384) block on AMX) */
+    const __m128i lsb = _mm_set1_epi32(1), half = _mm_set1_epi32(0x7fff), quiet = _mm_set1_epi32(0x40);
+    const __m128i abs_mask = _mm_set1_epi32(0x7fffffff), inf = _mm_set1_epi32(0x7f800000);
+    for (; k + 8 <= n; k += 8) {
+        __m128i h[2];
+        for (int j = 0; j < 2; j++) {
+            __m128i u = _mm_loadu_si128((const __m128i*)(x + k + 4 * j));
+            __m128i top = _mm_srli_epi32(u, 16);
+            __m128i rounded = _mm_srli_epi32(_mm_add_epi32(_mm_add_epi32(u, half), _mm_and_si128(top, lsb)), 16);
+            __m128i nan = _mm_cmpgt_epi32(_mm_and_si128(u, abs_mask), inf);
+            __m128i r = _mm_or_si128(_mm_and_si128(nan, _mm_or_si128(top, quiet)), _mm_andnot_si128(nan, rounded));
+            h[j] = _mm_srai_epi32(_mm_slli_epi32(r, 16), 16);  /* (sign-extended: packs keeps the 16 bits) */
+        }
+        _mm_storeu_si128((__m128i*)(out + k), _mm_packs_epi32(h[0], h[1]));
+    }
+#endif
+    for (; k < n; k++)
         out[k] = fa_bf16(x[k]);
 }
 
