@@ -23,7 +23,8 @@ turns within each repeat, so that whatever else runs on the machine weighs on al
    with torch.manual_seed(0)), a 128-token random prompt, greedy decoding of 64 new tokens. Every
    engine is timed the same way: prefill = the time to the first new token (the prompt through the
    model, its last logits, argmax), decode = the median time between two later tokens. fastattn:
-   generate_stream; transformers: a loop over forward() with its KV cache; CTranslate2:
+   generate_stream on the model frozen (Module.freeze: its weights packed on first use);
+   transformers: a loop over forward() with its KV cache; CTranslate2:
    generate_batch(include_prompt_in_result=False), which runs the prompt through the decoder at
    once and then steps, a callback stamping each token. The floor: a decode step reads every
    weight once, so it takes at least weight bytes / memory bandwidth, the bandwidth being that of
@@ -416,7 +417,8 @@ def model_sgemv_seconds(mats, xs, threads, n):
 
 
 def fastattn_gpt2(hf_dir, compute_type="float32"):
-    model = fastattn.from_pretrained(hf_dir, compute_type=compute_type)  # (a GPT, or a Llama for smollm2)
+    # (a GPT, or a Llama for smollm2), frozen for inference: its linear weights packed once
+    model = fastattn.from_pretrained(hf_dir, compute_type=compute_type).freeze()
 
     def run(prompt, n):
         """prompt (T,) ids -> (n new ids, the time from the call to each of them)."""

@@ -85,6 +85,18 @@ cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
 
 
+cdef bint PLAIN_PANELS = True
+
+
+def _set_plain_panels(bint on):
+    """Whether weights in plain layout run as panels (else grid blocks on oneDNN's sgemm); returns
+    the previous setting. For benchmarks."""
+    global PLAIN_PANELS
+    previous = PLAIN_PANELS
+    PLAIN_PANELS = on
+    return previous
+
+
 def _set_panel_rows(Py_ssize_t rows):
     """Set the rows of a oneDNN panel; returns the previous value. For benchmarks (a test hook)."""
     global PANEL_ROWS
@@ -160,6 +172,8 @@ cdef class _Panels:
         self.grid.packed_b = NULL
         self.plans = None
         if _run == NULL or rows < 2:  # (one row: the BLAS's gemv streams the weights faster)
+            return
+        if packed is None and not PLAIN_PANELS:
             return
         full = part = None
         if packed is not None:  # (B packed: a plan may refuse it, then B as it is)
@@ -274,7 +288,7 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
                             for r in range(k.r0, k.r0 + k.rows):
                                 for c in range(k.c0, k.c0 + k.cols):
                                     y[r, c] = b[c]
-                        gemm_rowmajor(False, True, k.rows, k.cols, K, 1, &x[k.r0, 0], K, &w[k.c0, 0], K,
+                        gemm_rowmajor_on(_sgemm, False, True, k.rows, k.cols, K, 1, &x[k.r0, 0], K, &w[k.c0, 0], K,
                                       1 if has_bias else 0, &y[k.r0, k.c0], N)
                     if gelu:
                         for r in range(k.r0, k.r0 + k.rows):
@@ -324,7 +338,7 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
                         # dx[r0:, c0:] (rows, cols) = dy[r0:] (rows, N) @ w[:, c0:] (N, cols)
                         if floating is double or gx.full_plan == NULL or not _run_panel(
                                 &gx, k, &dy[k.r0, 0], &w[0, 0], NULL, &dx[k.r0, 0], scratch, scratch_stride, t):
-                            gemm_rowmajor(False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
+                            gemm_rowmajor_on(_sgemm, False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
                                           0, &dx[k.r0, k.c0], K)
                     else:
                         # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols)
