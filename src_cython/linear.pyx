@@ -85,15 +85,17 @@ cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
 
 
-cdef bint PLAIN_PANELS = True
+# Whether y = x W^T and dx = dy W run as panels when W is in plain layout (else as grid blocks on
+# the engine's sgemm).
+cdef bint Y_PANELS = True
+cdef bint DX_PANELS = True
 
 
-def _set_plain_panels(bint on):
-    """Whether weights in plain layout run as panels (else grid blocks on oneDNN's sgemm); returns
-    the previous setting. For benchmarks."""
-    global PLAIN_PANELS
-    previous = PLAIN_PANELS
-    PLAIN_PANELS = on
+def _set_plain_panels(bint y, bint dx):
+    """Set Y_PANELS and DX_PANELS; returns the previous ones. For benchmarks."""
+    global Y_PANELS, DX_PANELS
+    previous = (Y_PANELS, DX_PANELS)
+    Y_PANELS, DX_PANELS = y, dx
     return previous
 
 
@@ -159,7 +161,7 @@ cdef class _Panels:
     cdef Py_ssize_t scratch_stride
 
     def __cinit__(self, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner, bint trans_b,
-                  Py_ssize_t lda, Py_ssize_t ldb, bint bias, int parts, packed=None):
+                  Py_ssize_t lda, Py_ssize_t ldb, bint bias, int parts, packed=None, bint dx=False):
         # Panels of PANEL_ROWS rows or fewer, an even number of them (two threads then share
         # them evenly: (606, 384) -> 1152 as 5 panels ran at 264 GFLOP/s on 2 threads, as 6 at
         # 315); the count depends on the rows only, never on the threads (see _grid). A plan is
@@ -173,7 +175,7 @@ cdef class _Panels:
         self.plans = None
         if _run == NULL or rows < 2:  # (one row: the BLAS's gemv streams the weights faster)
             return
-        if packed is None and not PLAIN_PANELS:
+        if packed is None and not (DX_PANELS if dx else Y_PANELS):
             return
         full = part = None
         if packed is not None:  # (B packed: a plan may refuse it, then B as it is)
@@ -318,7 +320,7 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
         if M and N:
             db[:] = np.asarray(dy).sum(axis=0)
         return
-    cdef _Panels panels = _Panels(M, K, N, False, N, K, False, num_threads) if floating is float else None
+    cdef _Panels panels = _Panels(M, K, N, False, N, K, False, num_threads, None, True) if floating is float else None
     gx = panels.grid if floating is float else _grid(M, K, N)
     cdef char* scratch = panels.scratch_base if floating is float else NULL
     cdef Py_ssize_t scratch_stride = panels.scratch_stride if floating is float else 0
