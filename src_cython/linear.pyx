@@ -15,7 +15,7 @@ from libc.string cimport memset
 
 from _blas cimport (blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor,
                    gemm_rowmajor_on, sgemm_rowmajor_fn)
-from _row_ops cimport add_row, gelu_row
+from _row_ops cimport add_row, gelu_row, scale_row
 
 from fastattn import _frozen
 from fastattn._compiled import _gemm_engine
@@ -343,9 +343,15 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
                             gemm_rowmajor_on(_sgemm, False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
                                           0, &dx[k.r0, k.c0], K)
                     else:
-                        # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols)
-                        gemm_rowmajor_on(_sgemm, True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N, &x[0, k.c0], K,
-                                      0, &dw[k.r0, k.c0], K)
+                        # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols);
+                        # one row (decode): the outer product, a row at a time (a GEMM of inner
+                        # dimension 1 runs far below the speed of writing dw)
+                        if M == 1:
+                            for r in range(k.r0, k.r0 + k.rows):
+                                scale_row(&dw[r, k.c0], &x[0, k.c0], k.cols, dy[0, r])
+                        else:
+                            gemm_rowmajor_on(_sgemm, True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N,
+                                             &x[0, k.c0], K, 0, &dw[k.r0, k.c0], K)
                         if k.c0 == 0:  # the first column block of a row block also sums db
                             memset(&db[k.r0], 0, k.rows * sizeof(floating))
                             for r in range(M):
