@@ -1,7 +1,8 @@
 """Linear layer forward and backward (the compiled twin of fastattn/reference/linear.py).
 
-The products go to scipy's BLAS, but split into blocks over fastattn's own OpenMP threads with
-BLAS serial inside each: a model then runs on one thread pool. (Calling a threaded BLAS between
+The products go to the GEMM engine (oneDNN's matmul and sgemm, or scipy's BLAS), split into
+blocks over fastattn's own OpenMP threads with the engine serial inside each: a model then runs
+on one thread pool. (Calling a threaded BLAS between
 the OpenMP kernels made two pools spin against each other on 2 cores: a GPT training step took
 4x longer than with either pool alone.)
 """
@@ -154,7 +155,7 @@ cdef inline Grid _grid(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner) noexc
 
 cdef class _Panels:
     """The oneDNN plans and per-thread scratchpads of one product cut into row panels (or, where
-    oneDNN has no fast kernel for it, nothing: the grid of BLAS blocks runs instead)."""
+    oneDNN has no fast kernel for it, nothing: the grid of blocks on the engine's sgemm runs)."""
     cdef object plans, scratch, packed
     cdef Grid grid
     cdef char* scratch_base
@@ -207,7 +208,7 @@ cdef inline bint _run_panel(const Grid* g, Block k, const float* a, const float*
                             const float* bias, float* c, char* scratch_base, Py_ssize_t scratch_stride,
                             Py_ssize_t t) noexcept nogil:
     """Block k of a panel grid on its oneDNN plan, by part t; False if oneDNN refused (then C is
-    as it was, and the caller computes the block on the BLAS)."""
+    as it was, and the caller computes the block on the engine's sgemm)."""
     return _run(g.full_plan if k.rows == g.br else g.last_plan, a, g.packed_b if g.packed_b != NULL else b,
                 bias, c, scratch_base + t * scratch_stride) == 0
 
