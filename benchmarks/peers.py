@@ -9,7 +9,8 @@ CTranslate2) on the same inputs, in one process, at the same thread count.
 Each workload prints one table, a column per engine ("-" when the engine is not installed or not
 in --engines; "torch" there stands for every PyTorch column), then a summary gives each fastattn
 figure against each peer. Every engine runs at --threads threads (torch.set_num_threads, ONNX
-Runtime intra_op_num_threads with inter_op 1, CTranslate2 intra_threads, fastattn.set_num_threads,
+Runtime intra_op_num_threads with inter_op 1, CTranslate2 intra_threads, fastattn.set_num_threads
+(adaptive=False: no fewer threads when the peers before it leave the cores busy),
 NumPy's BLAS through threadpoolctl). Figures are medians over --repeats runs; the engines take
 turns within each repeat, so that whatever else runs on the machine weighs on all of them alike.
 
@@ -23,7 +24,8 @@ turns within each repeat, so that whatever else runs on the machine weighs on al
    with torch.manual_seed(0)), a 128-token random prompt, greedy decoding of 64 new tokens. Every
    engine is timed the same way: prefill = the time to the first new token (the prompt through the
    model, its last logits, argmax), decode = the median time between two later tokens. fastattn:
-   generate_stream; transformers: a loop over forward() with its KV cache; CTranslate2:
+   generate_stream on the model frozen (Module.freeze: its weights packed on first use);
+   transformers: a loop over forward() with its KV cache; CTranslate2:
    generate_batch(include_prompt_in_result=False), which runs the prompt through the decoder at
    once and then steps, a callback stamping each token. The floor: a decode step reads every
    weight once, so it takes at least weight bytes / memory bandwidth, the bandwidth being that of
@@ -416,7 +418,8 @@ def model_sgemv_seconds(mats, xs, threads, n):
 
 
 def fastattn_gpt2(hf_dir, compute_type="float32"):
-    model = fastattn.from_pretrained(hf_dir, compute_type=compute_type)  # (a GPT, or a Llama for smollm2)
+    # (a GPT, or a Llama for smollm2), frozen for inference: its linear weights packed once
+    model = fastattn.from_pretrained(hf_dir, compute_type=compute_type).freeze()
 
     def run(prompt, n):
         """prompt (T,) ids -> (n new ids, the time from the call to each of them)."""
@@ -842,7 +845,7 @@ def main():
 
     # the same thread count everywhere; tokenizers' Rust thread pool reads RAYON_NUM_THREADS once
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
-    fastattn.set_num_threads(args.threads)
+    fastattn.set_num_threads(args.threads, adaptive=False)  # (exactly --threads, as the peers)
     if installed(args, "torch", "torch"):
         import torch
         torch.set_num_threads(args.threads)

@@ -380,7 +380,7 @@ def _translate(args):
     if args.beam_size < 1:
         raise ValueError(f"--beam-size must be >= 1, got {args.beam_size}")
     ckpt = load_seq2seq_checkpoint(path)
-    model = ckpt.build_model(compute_type=args.compute_type).eval()
+    model = ckpt.build_model(compute_type=args.compute_type).eval().freeze()
     text = sys.stdin.read()
     if not text:
         raise ValueError("no input: give one source a line on stdin")
@@ -540,6 +540,7 @@ def _viz(args):
 
 def _sample(args):
     model, tokenizer = _load_for_sampling(args.checkpoint, args.compute_type)
+    model.freeze()  # (inference only: the linear weights packed once)
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.top_k < 0:

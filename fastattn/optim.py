@@ -63,6 +63,13 @@ class _Optimizer:
         for p in self.params:
             p.grad[...] = 0
 
+    def _check_writable(self):
+        """ValueError naming the first read-only parameter (of a frozen module: Module.freeze)."""
+        for i, p in enumerate(self.params):
+            if isinstance(p.data, np.ndarray) and not p.data.flags.writeable:
+                raise ValueError(f"{type(self).__name__}.step: parameter {i} {p.data.shape} is read-only "
+                                 "(a frozen module: call .unfreeze() on it before training)")
+
 
 class AdamW(_Optimizer):
     """torch.optim.AdamW: Adam with the weight decay decoupled from the gradient
@@ -76,6 +83,7 @@ class AdamW(_Optimizer):
         self.state = [(np.zeros_like(p.data), np.zeros_like(p.data)) for p in self.params]
 
     def step(self):
+        self._check_writable()
         self.step_count += 1
         state = iter(self.state)
         for group in self.param_groups:
@@ -124,6 +132,7 @@ class Adam(AdamW):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def step(self):
+        self._check_writable()
         self.step_count += 1
         state = iter(self.state)
         for group in self.param_groups:
@@ -157,6 +166,7 @@ class SGD(_Optimizer):
         self.momentum_buffer = [None] * len(self.params)  # in the order of `params`; None until used
 
     def step(self):
+        self._check_writable()
         self.step_count += 1
         i = 0
         for group in self.param_groups:

@@ -24,6 +24,7 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     ctypedef enum dnnl_query_t:
         dnnl_query_impl_info_str
         dnnl_query_scratchpad_md
+        dnnl_query_weights_md
     ctypedef enum dnnl_stream_flags_t:
         dnnl_stream_default_flags
     ctypedef void* dnnl_engine_t
@@ -68,6 +69,18 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     dnnl_status_t dnnl_primitive_destroy(dnnl_primitive_t primitive)
     dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream,
                                          int nargs, const dnnl_exec_arg_t* args)
+
+    # packed weights (float32): a layout of the primitive's choosing, and the reorder into it
+    ctypedef enum dnnl_format_tag_t:
+        dnnl_format_tag_any
+    int DNNL_ARG_FROM, DNNL_ARG_TO
+    dnnl_status_t dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t* md, int ndims, const dnnl_dims_t dims,
+                                                   dnnl_data_type_t dt, dnnl_format_tag_t tag)
+    int dnnl_memory_desc_equal(const_dnnl_memory_desc_t lhs, const_dnnl_memory_desc_t rhs)
+    dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, const_dnnl_memory_desc_t src,
+                                                     dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,
+                                                     dnnl_engine_t dst_engine, const_dnnl_primitive_attr_t attr)
+    dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream)
 
 
 # --- for linear_lowp.pyx's packed weights (weights in oneDNN's own layout, made once by a

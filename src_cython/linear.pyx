@@ -1,7 +1,8 @@
 """Linear layer forward and backward (the compiled twin of fastattn/reference/linear.py).
 
-The products go to scipy's BLAS, but split into blocks over fastattn's own OpenMP threads with
-BLAS serial inside each: a model then runs on one thread pool. (Calling a threaded BLAS between
+The products go to the GEMM engine (oneDNN's matmul and sgemm, or scipy's BLAS), split into
+blocks over fastattn's own OpenMP threads with the engine serial inside each: a model then runs
+on one thread pool. (Calling a threaded BLAS between
 the OpenMP kernels made two pools spin against each other on 2 cores: a GPT training step took
 4x longer than with either pool alone.)
 """
@@ -15,8 +16,9 @@ from libc.string cimport memset
 
 from _blas cimport (blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor,
                    gemm_rowmajor_on, sgemm_rowmajor_fn)
-from _row_ops cimport add_row, gelu_row
+from _row_ops cimport add_row, gelu_row, scale_row
 
+from fastattn import _frozen
 from fastattn._compiled import _gemm_engine
 from fastattn._compiled._blas_threads import local_setter_address
 from fastattn._compiled.gelu import gelu as _gelu
@@ -84,6 +86,20 @@ cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
 
 
+# Whether y = x W^T and dx = dy W run as panels when W is in plain layout (else as grid blocks on
+# the engine's sgemm).
+cdef bint Y_PANELS = True
+cdef bint DX_PANELS = True
+
+
+def _set_plain_panels(bint y, bint dx):
+    """Set Y_PANELS and DX_PANELS; returns the previous ones. For benchmarks."""
+    global Y_PANELS, DX_PANELS
+    previous = (Y_PANELS, DX_PANELS)
+    Y_PANELS, DX_PANELS = y, dx
+    return previous
+
+
 def _set_panel_rows(Py_ssize_t rows):
     """Set the rows of a oneDNN panel; returns the previous value. For benchmarks (a test hook)."""
     global PANEL_ROWS
@@ -111,6 +127,7 @@ cdef struct Grid:
     # (rows % br rows, NULL if none); NULL plans: the blocks are BLAS / sgemm calls
     const void* full_plan
     const void* last_plan
+    const float* packed_b  # B in oneDNN's packed layout for the plans, or NULL (B as it is)
 
 
 cdef inline Py_ssize_t _even_block(Py_ssize_t n, Py_ssize_t most) noexcept nogil:
@@ -138,25 +155,43 @@ cdef inline Grid _grid(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner) noexc
 
 cdef class _Panels:
     """The oneDNN plans and per-thread scratchpads of one product cut into row panels (or, where
-    oneDNN has no fast kernel for it, nothing: the grid of BLAS blocks runs instead)."""
-    cdef object plans, scratch
+    oneDNN has no fast kernel for it, nothing: the grid of blocks on the engine's sgemm runs)."""
+    cdef object plans, scratch, packed
     cdef Grid grid
     cdef char* scratch_base
     cdef Py_ssize_t scratch_stride
 
     def __cinit__(self, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner, bint trans_b,
-                  Py_ssize_t lda, Py_ssize_t ldb, bint bias, int parts):
-        # PANEL_ROWS rows a panel; fewer than 2 * PANEL_ROWS rows in two panels (a plan is made
-        # for each new panel height once: at most 2 * PANEL_ROWS of them for a layer)
-        cdef Py_ssize_t height = PANEL_ROWS if rows >= 2 * PANEL_ROWS else (rows + 1) // 2
+                  Py_ssize_t lda, Py_ssize_t ldb, bint bias, int parts, packed=None, bint dx=False):
+        # Panels of PANEL_ROWS rows or fewer, an even number of them (two threads then share
+        # them evenly: (606, 384) -> 1152 as 5 panels ran at 264 GFLOP/s on 2 threads, as 6 at
+        # 315); the count depends on the rows only, never on the threads (see _grid). A plan is
+        # made for each new panel height once (about 0.1 ms).
+        cdef Py_ssize_t count = max(2, (rows + PANEL_ROWS - 1) // PANEL_ROWS)
+        count += count % 2
+        cdef Py_ssize_t height = (rows + count - 1) // count if rows else 0
         cdef Py_ssize_t last = rows % height if height else 0
         self.grid = _grid(rows, cols, inner)
+        self.grid.packed_b = NULL
         self.plans = None
         if _run == NULL or rows < 2:  # (one row: the BLAS's gemv streams the weights faster)
             return
-        full = _onednn.plan(False, trans_b, height, cols, inner, lda, ldb, cols, bias)
-        part = _onednn.plan(False, trans_b, last, cols, inner, lda, ldb, cols, bias) if last else None
+        if packed is None and not (DX_PANELS if dx else Y_PANELS):
+            return
+        full = part = None
+        if packed is not None:  # (B packed: a plan may refuse it, then B as it is)
+            full = _onednn.plan(False, trans_b, height, cols, inner, lda, ldb, cols, bias, True)
+            part = _onednn.plan(False, trans_b, last, cols, inner, lda, ldb, cols, bias, True) if last else None
+            if full is None or (last and part is None):
+                full = part = None
+            else:
+                self.grid.packed_b = <const float*><size_t>packed.address
+                self.packed = packed  # (alive while the product runs)
+        if full is None:
+            full = _onednn.plan(False, trans_b, height, cols, inner, lda, ldb, cols, bias)
+            part = _onednn.plan(False, trans_b, last, cols, inner, lda, ldb, cols, bias) if last else None
         if full is None or (last and part is None):
+            self.grid.packed_b = NULL
             return
         self.plans = (full, part)  # (alive while the product runs)
         self.grid.br, self.grid.nr = height, (rows + height - 1) // height
@@ -173,9 +208,9 @@ cdef inline bint _run_panel(const Grid* g, Block k, const float* a, const float*
                             const float* bias, float* c, char* scratch_base, Py_ssize_t scratch_stride,
                             Py_ssize_t t) noexcept nogil:
     """Block k of a panel grid on its oneDNN plan, by part t; False if oneDNN refused (then C is
-    as it was, and the caller computes the block on the BLAS)."""
-    return _run(g.full_plan if k.rows == g.br else g.last_plan, a, b, bias, c,
-                scratch_base + t * scratch_stride) == 0
+    as it was, and the caller computes the block on the engine's sgemm)."""
+    return _run(g.full_plan if k.rows == g.br else g.last_plan, a, g.packed_b if g.packed_b != NULL else b,
+                bias, c, scratch_base + t * scratch_stride) == 0
 
 
 cdef struct Block:
@@ -208,10 +243,11 @@ def _check(Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int num_threads):
 
 
 def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
-             floating[:, ::1] y, int num_threads, int gelu=0, floating[:, ::1] act=None):
+             floating[:, ::1] y, int num_threads, int gelu=0, floating[:, ::1] act=None, packed=None):
     # x (M, K), w (N, K), b (N,) or None -> y (M, N) = x w^T + b.
     # gelu: 0 none, 1 erf form, 2 tanh form: then act (M, N) = GELU(y), each block as soon as
     # its product is done, while it is still in cache (act may be y itself: in place).
+    # packed: w packed by onednn.pack (its panels read that; w itself where a block falls back).
     cdef Py_ssize_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
     cdef Py_ssize_t t, i, r, c, done, parts
     cdef int blas_threads = 0
@@ -234,7 +270,7 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
             for r in range(M):
                 gelu_row(&act[r, 0], &y[r, 0], N, gelu == 2)
         return
-    cdef _Panels panels = _Panels(M, N, K, True, K, K, has_bias, num_threads) if floating is float else None
+    cdef _Panels panels = _Panels(M, N, K, True, K, K, has_bias, num_threads, packed) if floating is float else None
     g = panels.grid if floating is float else _grid(M, N, K)
     cdef char* scratch = panels.scratch_base if floating is float else NULL
     cdef Py_ssize_t scratch_stride = panels.scratch_stride if floating is float else 0
@@ -255,7 +291,7 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
                             for r in range(k.r0, k.r0 + k.rows):
                                 for c in range(k.c0, k.c0 + k.cols):
                                     y[r, c] = b[c]
-                        gemm_rowmajor(False, True, k.rows, k.cols, K, 1, &x[k.r0, 0], K, &w[k.c0, 0], K,
+                        gemm_rowmajor_on(_sgemm, False, True, k.rows, k.cols, K, 1, &x[k.r0, 0], K, &w[k.c0, 0], K,
                                       1 if has_bias else 0, &y[k.r0, k.c0], N)
                     if gelu:
                         for r in range(k.r0, k.r0 + k.rows):
@@ -285,7 +321,7 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
         if M and N:
             db[:] = np.asarray(dy).sum(axis=0)
         return
-    cdef _Panels panels = _Panels(M, K, N, False, N, K, False, num_threads) if floating is float else None
+    cdef _Panels panels = _Panels(M, K, N, False, N, K, False, num_threads, None, True) if floating is float else None
     gx = panels.grid if floating is float else _grid(M, K, N)
     cdef char* scratch = panels.scratch_base if floating is float else NULL
     cdef Py_ssize_t scratch_stride = panels.scratch_stride if floating is float else 0
@@ -305,12 +341,18 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
                         # dx[r0:, c0:] (rows, cols) = dy[r0:] (rows, N) @ w[:, c0:] (N, cols)
                         if floating is double or gx.full_plan == NULL or not _run_panel(
                                 &gx, k, &dy[k.r0, 0], &w[0, 0], NULL, &dx[k.r0, 0], scratch, scratch_stride, t):
-                            gemm_rowmajor(False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
+                            gemm_rowmajor_on(_sgemm, False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
                                           0, &dx[k.r0, k.c0], K)
                     else:
-                        # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols)
-                        gemm_rowmajor_on(_sgemm, True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N, &x[0, k.c0], K,
-                                      0, &dw[k.r0, k.c0], K)
+                        # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols);
+                        # one row (decode): the outer product, a row at a time (a GEMM of inner
+                        # dimension 1 runs far below the speed of writing dw)
+                        if M == 1:
+                            for r in range(k.r0, k.r0 + k.rows):
+                                scale_row(&dw[r, k.c0], &x[0, k.c0], k.cols, dy[0, r])
+                        else:
+                            gemm_rowmajor_on(_sgemm, True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N,
+                                             &x[0, k.c0], K, 0, &dw[k.r0, k.c0], K)
                         if k.c0 == 0:  # the first column block of a row block also sums db
                             memset(&db[k.r0], 0, k.rows * sizeof(floating))
                             for r in range(M):
@@ -326,6 +368,14 @@ def _lowp():
     return linear_lowp
 
 
+def _packed_weight(w, Py_ssize_t rows):
+    """The packed copy of a weight frozen by Module.freeze (made on its first product of two
+    rows or more, kept by fastattn/_frozen.py until it is unfrozen), or None: w is read as it is."""
+    if _run == NULL or rows < 2 or w.dtype != np.float32 or not w.flags.c_contiguous:
+        return None
+    return _frozen.kept(w, _onednn.pack)
+
+
 @cython.wraparound(True)
 def linear(input, weight, bias=None):
     """input (..., in) @ weight.T + bias. Inputs are validated by fastattn.functional."""
@@ -334,9 +384,9 @@ def linear(input, weight, bias=None):
     x = np.ascontiguousarray(input)
     K, N = x.shape[-1], weight.shape[0]
     y = np.empty(x.shape[:-1] + (N,), dtype=x.dtype)
-    _forward(x.reshape(-1, K), np.ascontiguousarray(weight),
-             None if bias is None else np.ascontiguousarray(bias), y.reshape(-1, N),
-             threads_for(2 * x.size * N))
+    w = np.ascontiguousarray(weight)
+    _forward(x.reshape(-1, K), w, None if bias is None else np.ascontiguousarray(bias), y.reshape(-1, N),
+             threads_for(2 * x.size * N), packed=_packed_weight(w, x.size // K if K else 0))
     return y
 
 
@@ -352,11 +402,11 @@ def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
     K, N = x.shape[-1], weight.shape[0]
     y = np.empty(x.shape[:-1] + (N,), dtype=x.dtype)
     act = np.empty_like(y) if return_pre else y
+    w = np.ascontiguousarray(weight)
     # (work: the product, and some 20 operations per GELU)
-    _forward(x.reshape(-1, K), np.ascontiguousarray(weight),
-             None if bias is None else np.ascontiguousarray(bias), y.reshape(-1, N),
+    _forward(x.reshape(-1, K), w, None if bias is None else np.ascontiguousarray(bias), y.reshape(-1, N),
              threads_for(2 * x.size * N + 20 * y.size), 2 if approximate == "tanh" else 1,
-             act.reshape(-1, N))
+             act.reshape(-1, N), _packed_weight(w, x.size // K if K else 0))
     return (act, y) if return_pre else act
 
 

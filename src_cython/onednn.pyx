@@ -1,6 +1,10 @@
 """float32 matrix products on oneDNN's matmul primitive, one block of fastattn's linear grid at a
 time (src_cython/linear.pyx deals the blocks to its threads; each block runs here on its thread).
 
+A weight that does not change can be packed once into the layout oneDNN's kernel reads (pack):
+the kernel then skips copying the weight into that layout on every block, which it does for a
+weight in plain layout (Intel Xeon with AMX, 2 threads, (606, 384) -> 1152: 276 -> 315 GFLOP/s).
+
 A plan is one primitive for one block shape and layout, created once (a few hundred microseconds:
 oneDNN writes its kernel for the CPU) and kept: the linear grid gives the same few block shapes
 for a layer whatever the batch (see linear.pyx). Plans use a scratchpad that the caller gives per
@@ -8,6 +12,8 @@ thread, and each run has a stream of its own (0.1 us to make), so that any numbe
 one call or of several Python threads, can run one plan at once.
 The library is loaded by fastattn/_compiled/_gemm_engine.py before this module is imported.
 """
+import numpy as np
+
 from libc.stdint cimport int64_t
 
 from _dnnl cimport *  # (oneDNN's C API: src_cython/_dnnl.pxd)
@@ -41,8 +47,142 @@ cdef class MatmulPlan:
         return self.plan.scratch_bytes
 
 
+cdef class PackedLayout:
+    """oneDNN's own layout for a (k, n) float32 weight of the matmul primitive (blocked, chosen by
+    its kernel for this CPU). The same for any row count: made once for PACK_ROWS rows."""
+    cdef dnnl_memory_desc_t md
+    cdef readonly int64_t k, n
+    cdef readonly size_t nbytes
+
+    def __cinit__(self):
+        self.md = NULL
+
+    def __dealloc__(self):
+        if self.md != NULL:
+            dnnl_memory_desc_destroy(self.md)
+
+
+PACK_ROWS = 128
+_layouts = {}
+
+
+def packed_layout(int64_t k, int64_t n):
+    """The PackedLayout of a (k, n) weight, or None where packing gains nothing (oneDNN reads
+    the plain layout as it is, or has only its reference code for the shape)."""
+    key = (k, n)
+    if key not in _layouts:
+        _layouts[key] = _make_layout(k, n)
+    return _layouts[key]
+
+
+cdef _make_layout(int64_t k, int64_t n):
+    cdef PackedLayout layout = PackedLayout()
+    cdef dnnl_memory_desc_t md[4]  # src, weights (any), dst, plain weights
+    cdef dnnl_dims_t dims, strides
+    cdef dnnl_primitive_desc_t pd = NULL
+    cdef const char* impl = NULL
+    cdef const_dnnl_memory_desc_t wmd
+    cdef int i, saved_threads = fa_max_threads()
+    for i in range(4):
+        md[i] = NULL
+    layout.k, layout.n = k, n
+    fa_set_max_threads(1)  # (the kernel for one thread, as the plans)
+    try:
+        dims[0], dims[1], strides[0], strides[1] = PACK_ROWS, k, k, 1
+        check(dnnl_memory_desc_create_with_strides(&md[0], 2, dims, dnnl_f32, strides), "a memory descriptor")
+        dims[0], dims[1] = k, n
+        check(dnnl_memory_desc_create_with_tag(&md[1], 2, dims, dnnl_f32, dnnl_format_tag_any), "a memory descriptor")
+        strides[0], strides[1] = 1, k
+        check(dnnl_memory_desc_create_with_strides(&md[3], 2, dims, dnnl_f32, strides), "a memory descriptor")
+        dims[0], dims[1], strides[0], strides[1] = PACK_ROWS, n, n, 1
+        check(dnnl_memory_desc_create_with_strides(&md[2], 2, dims, dnnl_f32, strides), "a memory descriptor")
+        if dnnl_matmul_primitive_desc_create(&pd, _engine, md[0], md[1], NULL, md[2], NULL) != dnnl_success:
+            return None
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
+        if impl == NULL or impl.decode().startswith("ref"):
+            return None
+        wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)
+        if wmd == NULL or dnnl_memory_desc_equal(wmd, md[3]):
+            return None
+        check(dnnl_memory_desc_clone(&layout.md, wmd), "copying the weights descriptor")
+        layout.nbytes = dnnl_memory_desc_get_size(layout.md)
+        return layout
+    finally:
+        fa_set_max_threads(saved_threads)
+        if pd != NULL:
+            dnnl_primitive_desc_destroy(pd)
+        for i in range(4):
+            if md[i] != NULL:
+                dnnl_memory_desc_destroy(md[i])
+
+
+cdef class PackedWeight:
+    """A (n, k) row-major float32 weight w, packed for products x @ w^T: its PackedLayout and
+    the packed values (64-byte aligned, in .buffer)."""
+    cdef readonly PackedLayout layout
+    cdef readonly object buffer
+    cdef size_t data
+
+    @property
+    def address(self):
+        return self.data
+
+
+def pack(const float[:, ::1] w):
+    """w (n, k) float32 packed into oneDNN's layout for x @ w^T, or None where packing gains
+    nothing (see packed_layout)."""
+    cdef int64_t n = w.shape[0], k = w.shape[1]
+    cdef PackedLayout layout = packed_layout(k, n) if n and k else None
+    if layout is None:
+        return None
+    cdef PackedWeight packed = PackedWeight()
+    packed.layout = layout
+    packed.buffer = np.empty(layout.nbytes + 64, np.uint8)
+    packed.data = (<size_t>packed.buffer.ctypes.data + 63) // 64 * 64
+    cdef dnnl_memory_desc_t plain = NULL
+    cdef dnnl_primitive_desc_t pd = NULL
+    cdef dnnl_primitive_t reorder = NULL
+    cdef dnnl_memory_t mem[2]
+    cdef dnnl_exec_arg_t args[2]
+    cdef dnnl_stream_t stream = NULL
+    cdef dnnl_dims_t dims, strides
+    cdef int saved_threads = fa_max_threads()
+    cdef dnnl_status_t status
+    mem[0] = mem[1] = NULL
+    dims[0], dims[1], strides[0], strides[1] = k, n, 1, k
+    fa_set_max_threads(1)  # (oneDNN runs on fastattn's threads only: see _gemm_engine's fork notes)
+    try:
+        check(dnnl_memory_desc_create_with_strides(&plain, 2, dims, dnnl_f32, strides), "a memory descriptor")
+        check(dnnl_reorder_primitive_desc_create(&pd, plain, _engine, layout.md, _engine, NULL), "the reorder descriptor")
+        check(dnnl_primitive_create(&reorder, pd), "the reorder primitive")
+        check(dnnl_memory_create(&mem[0], plain, _engine, <void*>&w[0, 0]), "a memory object")
+        check(dnnl_memory_create(&mem[1], layout.md, _engine, <void*>packed.data), "a memory object")
+        args[0].arg, args[0].memory = DNNL_ARG_FROM, mem[0]
+        args[1].arg, args[1].memory = DNNL_ARG_TO, mem[1]
+        check(dnnl_stream_create(&stream, _engine, dnnl_stream_default_flags), "a stream")
+        with nogil:
+            status = dnnl_primitive_execute(reorder, stream, 2, args)
+            if status == dnnl_success:
+                status = dnnl_stream_wait(stream)
+        check(status, "packing a weight")
+    finally:
+        fa_set_max_threads(saved_threads)
+        for i in range(2):
+            if mem[i] != NULL:
+                dnnl_memory_destroy(mem[i])
+        if stream != NULL:
+            dnnl_stream_destroy(stream)
+        if reorder != NULL:
+            dnnl_primitive_destroy(reorder)
+        if pd != NULL:
+            dnnl_primitive_desc_destroy(pd)
+        if plain != NULL:
+            dnnl_memory_desc_destroy(plain)
+    return packed
+
+
 cdef _plan(bint trans_a, bint trans_b, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
-           int64_t ldc, bint bias):
+           int64_t ldc, bint bias, PackedLayout packed):
     cdef MatmulPlan p = MatmulPlan()
     cdef dnnl_dims_t src_dims, src_strides, w_dims, w_strides, dst_dims, dst_strides, b_dims, b_strides
     src_dims[0], src_dims[1] = m, k
@@ -54,7 +194,10 @@ cdef _plan(bint trans_a, bint trans_b, int64_t m, int64_t n, int64_t k, int64_t 
     dst_dims[0], dst_dims[1] = m, n
     dst_strides[0], dst_strides[1] = ldc, 1
     check(dnnl_memory_desc_create_with_strides(&p.plan.md[0], 2, src_dims, dnnl_f32, src_strides), "a memory descriptor")
-    check(dnnl_memory_desc_create_with_strides(&p.plan.md[1], 2, w_dims, dnnl_f32, w_strides), "a memory descriptor")
+    if packed is not None:  # (its k and n: those of the product, by plan's key)
+        check(dnnl_memory_desc_clone(&p.plan.md[1], packed.md), "copying the weights descriptor")
+    else:
+        check(dnnl_memory_desc_create_with_strides(&p.plan.md[1], 2, w_dims, dnnl_f32, w_strides), "a memory descriptor")
     check(dnnl_memory_desc_create_with_strides(&p.plan.md[2], 2, dst_dims, dnnl_f32, dst_strides), "a memory descriptor")
     if bias:
         b_dims[0], b_dims[1], b_strides[0], b_strides[1] = 1, n, n, 1
@@ -68,18 +211,28 @@ _plans = {}
 
 
 def plan(bint trans_a, bint trans_b, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
-         int64_t ldc, bint bias):
+         int64_t ldc, bint bias, bint packed=False):
     """The plan for C (m, n) = op(A) @ op(B) (+ a bias row if `bias`), row-major, leading
-    dimensions lda, ldb, ldc: made once, then taken from the cache. None where oneDNN would run
-    its reference (slow) code for this layout: the caller uses the BLAS there."""
-    key = (trans_a, trans_b, m, n, k, lda, ldb, ldc, bias)
+    dimensions lda, ldb, ldc (packed: B in packed_layout(k, n), trans_b and ldb unused): made
+    once, then taken from the cache. None where oneDNN would run its reference (slow) code for
+    this layout, or takes no packed B for it: the caller uses the BLAS or plain B there."""
+    key = (trans_a, trans_b and not packed, m, n, k, lda, 0 if packed else ldb, ldc, bias, packed)
     p = _plans.get(key)
     if p is None:
         if len(_plans) >= MAX_PLANS:
             _plans.clear()
-        p = _plan(trans_a, trans_b, m, n, k, lda, ldb, ldc, bias)
-        if p.implementation.startswith("ref"):
+        layout = packed_layout(k, n) if packed else None
+        if packed and layout is None:
             p = False
+        else:
+            try:
+                p = _plan(trans_a, trans_b, m, n, k, lda, ldb, ldc, bias, layout)
+            except RuntimeError:
+                if not packed:
+                    raise
+                p = False  # (oneDNN refused the packed layout for this shape)
+            if p and p.implementation.startswith("ref"):
+                p = False
         _plans[key] = p
     return p or None
 

@@ -147,6 +147,15 @@ def test_padding_does_not_change_a_sentence(backend, model_dir):
     np.testing.assert_allclose(batch[1], alone[0], atol=1e-5, rtol=0)
 
 
+def test_a_sentence_encoder_is_frozen_and_embeds_as_its_unfrozen_model(backend, model_dir):
+    model = SentenceEncoder(str(model_dir))
+    assert not any(p.data.flags.writeable for p in model.encoder.parameters())
+    texts = ["the king speaks to his queen", "night , day .", "her lord and the fair queen speaks"] * 30
+    frozen = model.encode(texts, batch_size=64)  # (rows enough for the packed products)
+    model.encoder.unfreeze()
+    np.testing.assert_allclose(model.encode(texts, batch_size=64), frozen, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda w: w.pop("encoder.layer.1.output.dense.bias"), r"missing \['encoder.layer.1.output.dense.bias'\]"),
     (lambda w: w.update({"encoder.layer.0.attention.self.key.weight": np.zeros((16, 15), np.float32)}),

@@ -11,7 +11,7 @@ PACKAGE = os.path.dirname(os.path.abspath(fastattn.__file__))
 # module or package name (its first part under fastattn) -> layer; a module may import its own
 # layer or lower ones
 LAYERS = {
-    "_backend": 0, "_build_info": 0, "_threads": 0, "_lowp": 0, "reference": 0, "_compiled": 0, "functional": 0,
+    "_backend": 0, "_build_info": 0, "_threads": 0, "_lowp": 0, "_frozen": 0, "reference": 0, "_compiled": 0, "functional": 0,
     "io": 1, "datasets": 1, "nn": 1, "optim": 1,
     "models": 2,
     "training": 3, "inference": 3,

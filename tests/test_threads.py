@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastattn
-from fastattn import _threads
+from fastattn import _frozen, _threads
 from fastattn import functional as F
 
 
@@ -100,12 +100,17 @@ def test_a_child_forked_after_threaded_kernels_runs_them(restore_threads):
         # (F.linear and its backward run on oneDNN where it is installed: its matmul and sgemm
         # open no OpenMP region of their own, so the child's first product returns too)
         g = rng.standard_normal((4096, 384)).astype(np.float32)
+        frozen, fresh = w.copy(), w.copy()  # (a weight packed here, and one packed in the child)
+        _frozen.freeze(frozen)
         want = (F.gelu(x), F.scaled_dot_product_attention(q, k, v, is_causal=True), F.linear(x, w),
-                *F.linear_backward(g, x, w))
+                *F.linear_backward(g, x, w), F.linear(x, frozen))
 
         def child():
+            _frozen.freeze(fresh)
             got = (F.gelu(x), F.scaled_dot_product_attention(q, k, v, is_causal=True), F.linear(x, w),
-                   *F.linear_backward(g, x, w))
+                   *F.linear_backward(g, x, w), F.linear(x, frozen))
+            if not np.allclose(F.linear(x, fresh), want[2], rtol=1e-5, atol=1e-4):
+                return False
             # one thread from now on, even when asked for more
             with pytest.warns(RuntimeWarning, match="forked"):
                 fastattn.set_num_threads(2)

@@ -111,7 +111,8 @@ def _text_list(inputs):
 class SentenceEncoder:
     """A sentence-embedding model kept loaded: SentenceEncoder(model_dir).encode(texts).
     compute_type: the weights' precision ("float32", "int8", "bfloat16", "int8_bfloat16" or
-    "auto"; see docs/lower-precision.md)."""
+    "auto"; see docs/lower-precision.md). The encoder (.encoder) is frozen (Module.freeze):
+    its float32 linear weights are packed once for the products."""
 
     def __init__(self, model_dir, compute_type="float32"):
         self.model_dir = model_dir
@@ -123,6 +124,7 @@ class SentenceEncoder:
                                  f"weights: not a BERT for compute_type={compute_type!r}")
         else:
             self.encoder = Encoder.from_pretrained(model_dir, compute_type=compute_type)
+        self.encoder.freeze()
         self.compute_type = getattr(self.encoder, "compute_type", "float32")
         self._configure(self.encoder.config)
 

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from fastattn import _lowp
+from fastattn import _frozen, _lowp
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -240,6 +240,10 @@ class Module:
         (ValueError) names every entry that does not fit; nothing is copied then. Returns
         (missing, unexpected) lists of names, as torch."""
         own = dict(self.named_parameters(remove_duplicate=False))  # (a tied weight: each name)
+        frozen = [name for name, p in own.items() if isinstance(p.data, np.ndarray) and not p.data.flags.writeable]
+        if frozen:
+            raise ValueError(f"load_state_dict into {type(self).__name__}: {frozen[0]} is read-only "
+                             "(a frozen module: call .unfreeze() first)")
         arrays = {name: np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
                   for name, value in state_dict.items()}
         missing = [n for n in own if n not in arrays]
@@ -291,6 +295,24 @@ class Module:
                             "weights replace float32 ones (build the model with dtype=np.float32)")
         p.data = _lowp.quantize(p.data, kind)
         p.grad = np.zeros(0, np.float32)  # (no training from here: no gradient kept)
+
+    # -- frozen weights -------------------------------------------------------------------------
+    def freeze(self):
+        """Makes every weight read-only, for inference, and returns the module. The compiled
+        backend then packs each float32 linear weight once into oneDNN's layout (on its first
+        product of two rows or more; as many bytes again as the weight) and its products read the
+        packed copy instead of re-packing the weight block by block on every call. Writing into a
+        frozen weight raises NumPy's read-only error (an optimizer's step and load_state_dict a
+        ValueError); unfreeze() makes the weights writable again and lets the packed copies go."""
+        for p in self.parameters():
+            _frozen.freeze(p.data)
+        return self
+
+    def unfreeze(self):
+        """Undoes freeze(): the weights writable again (those whose memory is), and returns the module."""
+        for p in self.parameters():
+            _frozen.unfreeze(p.data)
+        return self
 
     # -- modes ----------------------------------------------------------------------------------
     def train(self, mode=True):
