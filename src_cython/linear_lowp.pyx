@@ -16,9 +16,9 @@ and checked to pick that same layout, whatever its rows (1 for decode, the panel
 
 The output is cut into a grid of blocks, each one oneDNN plan (a primitive made once per block
 shape and kept) run on one of fastattn's OpenMP threads with oneDNN serial inside, as
-src_cython/linear.pyx does for float32. The grid depends on the shapes only: row panels of
-PANEL_ROWS, and column blocks (whole 64-column blocks of the packed weight) so that a single row
-(decode) still gives every thread a part.
+src_cython/linear.pyx does for float32: row panels of PANEL_ROWS, and column blocks (whole
+64-column blocks of the packed weight) so that a single row (decode) still gives every thread a
+part. bfloat16's grid depends on the shapes only; int8's on the thread count too (see Grid).
 """
 import numpy as np
 
@@ -52,8 +52,11 @@ check(dnnl_engine_create(&_engine, dnnl_cpu, 0), "creating the CPU engine")
 
 # The grid. Row panels of PANEL_ROWS; column blocks: at most MAX_COLS (a (64, 50257) int32 block
 # overflows the caches: 2.3x slower than blocks of 4096, one thread, AMX), and enough of them that
-# the blocks number at least MIN_BLOCKS (a decode row on 8 threads), none narrower than MIN_COLS,
-# each a whole number of the packed weight's column blocks (n_block), the last one the rest.
+# the blocks number at least MIN_BLOCKS (bfloat16: a decode row on 8 threads; its float32 sums can
+# differ with the block width, so its grid depends on the shapes only) or the thread count (int8:
+# exact sums; each block run costs about 1.7 us, and a GPT-2 decode step's int8 products took
+# 0.88x the time with 2 blocks for 2 threads than with 8), none narrower than MIN_COLS, each a
+# whole number of the packed weight's column blocks (n_block), the last one the rest.
 cdef Py_ssize_t PANEL_ROWS = 64
 cdef Py_ssize_t MAX_COLS = 4096
 cdef Py_ssize_t MIN_COLS = 64
@@ -359,14 +362,14 @@ cdef class _Blocks:
     cdef char* scratch_base
     cdef Py_ssize_t scratch_stride, out_offset
 
-    def __cinit__(self, _Packed w, Py_ssize_t M, bint bias, int parts):
+    def __cinit__(self, _Packed w, Py_ssize_t M, bint bias, int parts, Py_ssize_t min_blocks):
         cdef Grid* g = &self.grid
         cdef Py_ssize_t nc, N = w.N
         g.rows, g.cols, g.inner = M, N, w.K
         g.weights, g.n_block, g.block_bytes = w.base, w.n_block, w.block_bytes
         g.br = PANEL_ROWS if M >= 2 * PANEL_ROWS else M
         g.nr = _ceil(M, g.br)
-        nc = max(_ceil(N, MAX_COLS), min(_ceil(MIN_BLOCKS, g.nr), max(1, N // MIN_COLS)))
+        nc = max(_ceil(N, MAX_COLS), min(_ceil(min_blocks, g.nr), max(1, N // MIN_COLS)))
         g.bc = min(_ceil(_ceil(N, nc), g.n_block) * g.n_block, N)
         g.nc = _ceil(N, g.bc)
         if g.nc > 1 and N - (g.nc - 1) * g.bc < g.n_block:
@@ -449,7 +452,8 @@ def _forward_int8(const float[:, ::1] x, _Packed w, const float[::1] sw, const f
     cdef uint8_t[:, ::1] xq = xq_arr
     cdef float[::1] sx = sx_arr
     cdef const int32_t[::1] comp = w.comp
-    cdef _Blocks blocks = _Blocks(w, M, False, num_threads)
+    # (int8: a block a thread, the fewest runs: its integer sums are exact, the same whatever the grid)
+    cdef _Blocks blocks = _Blocks(w, M, False, num_threads, num_threads)
     cdef Grid g = blocks.grid
     cdef Block k
     cdef char* scratch
@@ -489,7 +493,7 @@ def _forward_bf16(const float[:, ::1] x, _Packed w, const float[::1] b, float[:,
         raise TypeError("linear: _forward_bf16 takes a bfloat16 weight")
     xb_arr = np.empty((M, K), np.uint16)
     cdef uint16_t[:, ::1] xb = xb_arr
-    cdef _Blocks blocks = _Blocks(w, M, has_bias, num_threads)
+    cdef _Blocks blocks = _Blocks(w, M, has_bias, num_threads, MIN_BLOCKS)
     cdef Grid g = blocks.grid
     cdef Block k
     cdef char* scratch
