@@ -83,6 +83,31 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream)
 
 
+# --- for linear_lowp.pyx's packed weights (weights in oneDNN's own layout, made once by a
+# reorder): the "any" layout tag, the queries of a chosen layout, and the reorder primitive ---
+cdef extern from "oneapi/dnnl/dnnl.h" nogil:
+    ctypedef enum dnnl_format_tag_t:
+        dnnl_format_tag_any
+    ctypedef enum dnnl_format_kind_t:
+        dnnl_blocked
+    const dnnl_data_type_t dnnl_u8
+    const dnnl_query_t dnnl_query_weights_md
+    const dnnl_query_t dnnl_query_format_kind
+    const dnnl_query_t dnnl_query_padded_dims
+    const dnnl_query_t dnnl_query_strides
+    const dnnl_query_t dnnl_query_inner_nblks_s32
+    const dnnl_query_t dnnl_query_inner_blks
+    const dnnl_query_t dnnl_query_inner_idxs
+    int DNNL_ARG_FROM, DNNL_ARG_TO
+    dnnl_status_t dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t* md, int ndims, const dnnl_dims_t dims,
+                                                   dnnl_data_type_t dt, dnnl_format_tag_t tag)
+    dnnl_status_t dnnl_memory_desc_query(const_dnnl_memory_desc_t md, dnnl_query_t what, void* result)
+    int dnnl_memory_desc_equal(const_dnnl_memory_desc_t lhs, const_dnnl_memory_desc_t rhs)
+    dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, const_dnnl_memory_desc_t src,
+                                                     dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,
+                                                     dnnl_engine_t dst_engine, const_dnnl_primitive_attr_t attr)
+# --- (end of linear_lowp.pyx's block)
+
 # One plan of fastattn's: a matmul primitive for one block shape and what running it needs. Read by
 # the block runners without the GIL.
 ctypedef struct dnnl_plan:
