@@ -128,8 +128,8 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
     cdef Py_ssize_t n_qblocks = (Tq + Bq - 1) // Bq
     cdef Py_ssize_t per_thread = Bq * Bk + Bq * Dv + 2 * Bq
     cdef Py_ssize_t shift = Tk - Tq
-    cdef Py_ssize_t w, n, nk, i0, bq, j0, bk, k_end, r, mask_at, g0, gr, gc
-    cdef bint edge, diag = False
+    cdef Py_ssize_t w, n, nk, i0, bq, j0, bk, k_end, r, mask_at, g0, gr
+    cdef bint edge
     cdef floating *s
     cdef floating *acc
     cdef floating *m
@@ -178,23 +178,8 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                         g0 = g0 + EDGE_ROWS
                 else:
                     bk = min(Bk, k_end - j0)
-                    # the causal limit crosses the block's last tile: row r sees its first
-                    # i0 + r + shift + 1 - j0 keys, so the tile's right end is a hidden triangle.
-                    # Its products run per group of EDGE_ROWS rows, each up to the group's last
-                    # visible key; the columns right of it are hidden below.
-                    diag = causal and j0 + bk == k_end and bq > EDGE_ROWS
-                    if diag:
-                        g0 = 0
-                        while g0 < bq:
-                            gr = min(EDGE_ROWS, bq - g0)
-                            gc = min(bk, i0 + g0 + gr + shift - j0)
-                            if gc > 0:
-                                gemm_rowmajor(False, True, gr, gc, D, scale, q + at(lq, n, i0 + g0), lq.rs,
-                                              k + at(lk, nk, j0), lk.rs, 0, s + g0 * bk, bk)
-                            g0 = g0 + EDGE_ROWS
-                    else:
-                        gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
-                                      k + at(lk, nk, j0), lk.rs, 0, s, bk)
+                    gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
+                                  k + at(lk, nk, j0), lk.rs, 0, s, bk)
                 for r in range(bq):
                     if window:
                         hide_before(s + r * bk, bk, i0 + r + shift - window + 1 - j0)
@@ -226,15 +211,6 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                                       v + at(lv, nk, j0 + g0), lv.rs, 1, acc + g0 * Dv, Dv)
                         g0 = g0 + EDGE_ROWS
                     edge = False
-                elif diag:  # (the weights right of each group's last visible key are 0: skipped)
-                    g0 = 0
-                    while g0 < bq:
-                        gr = min(EDGE_ROWS, bq - g0)
-                        gc = min(bk, i0 + g0 + gr + shift - j0)
-                        if gc > 0:
-                            gemm_rowmajor(False, False, gr, Dv, gc, 1, s + g0 * bk, bk,
-                                          v + at(lv, nk, j0), lv.rs, 1, acc + g0 * Dv, Dv)
-                        g0 = g0 + EDGE_ROWS
                 else:
                     gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + at(lv, nk, j0), lv.rs,
                                   1, acc, Dv)
@@ -246,68 +222,6 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                           1 / l[r] if l[r] != 0 else 0)
                 if lse != NULL:
                     lse[n * Tq + i0 + r] = m[r] + log(l[r]) if l[r] != 0 else -INFINITY
-        blas_threads_exit(_blas_set_local, blas_threads)
-
-
-cdef void _decode_grouped(const floating* q, const floating* k, const floating* v, floating* out,
-                          Layout lq, Layout lk, Layout lv, Layout lo,
-                          floating* lse, floating* workspace, Py_ssize_t N, Py_ssize_t Tk,
-                          Py_ssize_t D, Py_ssize_t Dv, floating scale, Py_ssize_t group,
-                          Py_ssize_t window, Py_ssize_t Bk, int num_threads) noexcept nogil:
-    # One query a head (Tq = 1: a decode step) and no mask: the `group` query heads that read
-    # one kv matrix are the rows of one block, lq.s1 apart, so each K and V block is read once
-    # for the group, in products of `group` rows instead of `group` matrix-vector products.
-    # The query is the last position: causal or not it sees every key, with a window the last W.
-    # workspace: per thread, a score tile (group, Bk), an accumulator (group, Dv), m and l (group).
-    cdef Py_ssize_t per_thread = group * Bk + group * Dv + 2 * group
-    cdef Py_ssize_t j_first = max(0, Tk - window) if window else 0
-    cdef Py_ssize_t nk, n0, j0, bk, r
-    cdef floating *s
-    cdef floating *acc
-    cdef floating *m
-    cdef floating *l
-    cdef floating row_max, m_new, alpha
-    cdef int blas_threads = 0
-
-    with parallel(num_threads=num_threads):
-        blas_threads = blas_threads_enter(_blas_set_local)
-        for nk in prange(N // group, schedule="dynamic"):
-            s = workspace + threadid() * per_thread
-            acc = s + group * Bk
-            m = acc + group * Dv
-            l = m + group
-            # the first query head of kv matrix nk (same batch, head (nk % H_kv) * group)
-            n0 = (nk // lk.inner) * lq.inner + (nk % lk.inner) * group
-            for r in range(group):
-                m[r] = -INFINITY
-                l[r] = 0
-            memset(acc, 0, group * Dv * sizeof(floating))
-            j0 = j_first
-            while j0 < Tk:
-                bk = min(Bk, Tk - j0)
-                gemm_rowmajor(False, True, group, bk, D, scale, q + at(lq, n0, 0), lq.s1,
-                              k + at(lk, nk, j0), lk.rs, 0, s, bk)
-                for r in range(group):
-                    row_max = mask_row(s + r * bk, bk, bk, NULL, 0, NULL, 0)
-                    if row_max != row_max or m[r] != m[r]:
-                        m_new = row_max + m[r]  # NaN: stays NaN for the rest of the row
-                    else:
-                        m_new = row_max if row_max > m[r] else m[r]
-                    if m_new == -INFINITY:  # nothing visible yet (-inf scores): this tile adds zeros
-                        exp_sum_row(s + r * bk, bk, m_new)
-                        continue
-                    alpha = exp(m[r] - m_new)
-                    l[r] = l[r] * alpha + exp_sum_row(s + r * bk, bk, m_new)
-                    if alpha != 1:
-                        scale_row(acc + r * Dv, acc + r * Dv, Dv, alpha)
-                    m[r] = m_new
-                gemm_rowmajor(False, False, group, Dv, bk, 1, s, bk, v + at(lv, nk, j0), lv.rs,
-                              1, acc, Dv)
-                j0 = j0 + bk
-            for r in range(group):
-                scale_row(out + at(lo, n0 + r, 0), acc + r * Dv, Dv, 1 / l[r] if l[r] != 0 else 0)
-                if lse != NULL:
-                    lse[n0 + r] = m[r] + log(l[r]) if l[r] != 0 else -INFINITY
         blas_threads_exit(_blas_set_local, blas_threads)
 
 
@@ -460,22 +374,9 @@ def _forward4(const floating[:, :, :, :] q, const floating[:, :, :, :] k, const 
     lk = _layout("k", k.shape, k.strides, sizeof(floating))
     lv = _layout("v", v.shape, v.strides, sizeof(floating))
     lo = _layout("out", out.shape, out.strides, sizeof(floating))
-    cdef Py_ssize_t group = Q // Qk
-    cdef floating[::1] ws
-    if Tq == 1 and group > 1 and mask_len == 0 and key_end is None and D <= lq.s1 <= INT_MAX:
-        # a decode step of grouped-query attention: the group's heads as one block's rows
-        block_k = min(Tk, max(BLOCK_K, TILE_AREA // group))
-        ws = np.empty(num_threads * (group * block_k + group * Dv + 2 * group),
-                      dtype=np.float32 if floating is float else np.float64)
-        with serial_blas, nogil:
-            _decode_grouped(&q[0, 0, 0, 0], &k[0, 0, 0, 0], &v[0, 0, 0, 0], &out[0, 0, 0, 0],
-                            lq, lk, lv, lo, &lse[0, 0] if lse is not None else NULL, &ws[0],
-                            N, Tk, D, Dv, <floating>scale, group, window, block_k,
-                            min(num_threads, N // group))
-        return
     workspace = np.empty(num_threads * (block_q * block_k + block_q * Dv + 2 * block_q),
                          dtype=np.float32 if floating is float else np.float64)
-    ws = workspace
+    cdef floating[::1] ws = workspace
     with serial_blas, nogil:
         _flash_forward(&q[0, 0, 0, 0], &k[0, 0, 0, 0], &v[0, 0, 0, 0], &out[0, 0, 0, 0],
                        lq, lk, lv, lo, &lse[0, 0] if lse is not None else NULL, &ws[0],
