@@ -24,7 +24,6 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     ctypedef enum dnnl_query_t:
         dnnl_query_impl_info_str
         dnnl_query_scratchpad_md
-        dnnl_query_weights_md
     ctypedef enum dnnl_stream_flags_t:
         dnnl_stream_default_flags
     ctypedef void* dnnl_engine_t
@@ -70,21 +69,10 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream,
                                          int nargs, const dnnl_exec_arg_t* args)
 
-    # packed weights (float32): a layout of the primitive's choosing, and the reorder into it
-    ctypedef enum dnnl_format_tag_t:
-        dnnl_format_tag_any
-    int DNNL_ARG_FROM, DNNL_ARG_TO
-    dnnl_status_t dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t* md, int ndims, const dnnl_dims_t dims,
-                                                   dnnl_data_type_t dt, dnnl_format_tag_t tag)
-    int dnnl_memory_desc_equal(const_dnnl_memory_desc_t lhs, const_dnnl_memory_desc_t rhs)
-    dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, const_dnnl_memory_desc_t src,
-                                                     dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,
-                                                     dnnl_engine_t dst_engine, const_dnnl_primitive_attr_t attr)
-    dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream)
 
-
-# --- for linear_lowp.pyx's packed weights (weights in oneDNN's own layout, made once by a
-# reorder): the "any" layout tag, the queries of a chosen layout, and the reorder primitive ---
+# Packed weights (onednn.pyx's float32 ones, linear_lowp.pyx's int8 and bfloat16 ones): weights in
+# oneDNN's own layout (the "any" tag, then the layout the primitive chose, queried), made once by
+# a reorder primitive.
 cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     ctypedef enum dnnl_format_tag_t:
         dnnl_format_tag_any
@@ -106,7 +94,8 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, const_dnnl_memory_desc_t src,
                                                      dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,
                                                      dnnl_engine_t dst_engine, const_dnnl_primitive_attr_t attr)
-# --- (end of linear_lowp.pyx's block)
+    dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream)
+
 
 # One plan of fastattn's: a matmul primitive for one block shape and what running it needs. Read by
 # the block runners without the GIL.

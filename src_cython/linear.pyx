@@ -86,8 +86,8 @@ cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
 
 
-# Whether y = x W^T and dx = dy W run as panels when W is in plain layout (else as grid blocks on
-# the engine's sgemm).
+# Whether y = x W^T and dx = dy W may run as panels when W is in plain layout (else as grid blocks
+# on the engine's sgemm): for benchmarks that compare the two (/_set_plain_panels).
 cdef bint Y_PANELS = True
 cdef bint DX_PANELS = True
 
@@ -177,6 +177,12 @@ cdef class _Panels:
         if _run == NULL or rows < 2:  # (one row: the BLAS's gemv streams the weights faster)
             return
         if packed is None and not (DX_PANELS if dx else Y_PANELS):
+            return
+        if dx and rows < 2 * PANEL_ROWS:
+            # dx = dy w reads w as it is, (N, K): each panel copies all of it into the kernel's
+            # layout, which short panels cannot pay for. Intel Xeon with AMX, 2 threads,
+            # (128, 768) @ (768, 3072): panels of 64 rows took 1.43x the time of sgemm blocks;
+            # from 2 x 128 rows on, within 6% either way (Shakespeare's and MiniLM's products).
             return
         full = part = None
         if packed is not None:  # (B packed: a plan may refuse it, then B as it is)

@@ -131,6 +131,24 @@ def test_non_contiguous_inputs_and_cache_views(backend, rng):
     oracle.assert_close(got, want, np.float64, scale=np.abs(k).max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("window", [None, 1, 20, 500])
+def test_decode_with_query_heads_apart(backend, rng, dtype, window):
+    # one query a head (a decode step, no mask: a group's query heads are one block's rows)
+    # with the heads 2 D apart, against a cache read up to its length, and its lse
+    B, H, H_kv, T, D = 2, 9, 3, 77, 16
+    q = rng.standard_normal((B, 2 * H, 1, D)).astype(dtype)[:, ::2]
+    cache = rng.standard_normal((2, B, H_kv, 100, D)).astype(dtype)
+    k, v = cache[0, :, :, :T], cache[1, :, :, :T]
+    out, lse = F.scaled_dot_product_attention(q, k, v, is_causal=True, return_lse=True,
+                                              enable_gqa=True, window=window)
+    oracle.assert_close(out, oracle_gqa(q, k, v, True, window), dtype, scale=np.abs(v).max())
+    s = np.einsum("bhd,bhkd->bhk", q[:, :, 0].astype(np.float64), repeat_heads(k, H)) / np.sqrt(D)
+    s[..., :T - (window or T)] = -np.inf
+    want = np.log(np.exp(s - s.max(-1, keepdims=True)).sum(-1)) + s.max(-1)
+    oracle.assert_close(lse[..., 0], want, dtype, scale=np.abs(want).max())
+
+
 @pytest.mark.parametrize("shapes", [
     ((2, 6, 5, 8), (2, 4, 5, 8)),     # 6 heads are not a multiple of 4
     ((2, 6, 5, 8), (3, 2, 5, 8)),     # batch differs

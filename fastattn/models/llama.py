@@ -15,7 +15,7 @@ import contextlib
 
 import numpy as np
 
-from fastattn import _lowp
+from fastattn import _frozen, _lowp
 from fastattn import functional as F
 from fastattn import nn
 from fastattn.io.hf_files import read_hf_dir
@@ -24,11 +24,12 @@ from fastattn.models.llama_config import LlamaConfig, llama_config, parameter_sh
 from fastattn.nn.module import _skip_init
 
 
-def _fuse(*linears):
+def _fuse(*linears, out=None):
     """One (sum of out_features, in) weight (and bias) for Linears that read the same input,
     each Linear's weight (bias) rebound to its rows, a view: one product instead of several at
-    inference (q/k/v, gate/up), the same Parameters for training and loading."""
-    weight = np.concatenate([m.weight.data for m in linears])
+    inference (q/k/v, gate/up), the same Parameters for training and loading. out: the array
+    to hold the weight (else a new one)."""
+    weight = np.concatenate([m.weight.data for m in linears], out=out)
     has_bias = linears[0].bias is not None
     bias = np.concatenate([m.bias.data for m in linears]) if has_bias else None
     start = 0
@@ -39,6 +40,33 @@ def _fuse(*linears):
             m.bias.data = bias[start:start + n]
         start += n
     return weight, bias
+
+
+def _pack_layers(layers):
+    """Every layer's weights moved into one array, in the order a decode step reads them (per
+    layer: q/k/v, o_proj, gate/up, down_proj), each Linear's weight and each fused weight
+    rebound to a view of it. A decode step multiplies one row by every weight once, streaming
+    them from memory: out of one run of memory with transparent huge pages (NumPy asks for them
+    on large arrays), the matrix-vector products of SmolLM2-135M's shapes ran 1.25x faster than
+    on separate arrays of 1.3-7 MB (measured on an Intel Xeon, 1 thread)."""
+    groups = []
+    for layer in layers:
+        a, mlp = layer.self_attn, layer.mlp
+        groups += [(a.q_proj, a.k_proj, a.v_proj), (a.o_proj,), (mlp.gate_proj, mlp.up_proj), (mlp.down_proj,)]
+    arena = np.empty(sum(m.weight.data.size for g in groups for m in g), groups[0][0].weight.data.dtype)
+    start, fused = 0, []
+    for g in groups:
+        rows, K = sum(m.out_features for m in g), g[0].in_features
+        out = arena[start:start + rows * K].reshape(rows, K)
+        start += rows * K
+        if len(g) == 1:
+            out[...] = g[0].weight.data
+            g[0].weight.data = out
+        else:
+            fused.append(_fuse(*g, out=out))  # (weight, bias)
+    for i, layer in enumerate(layers):
+        layer._qkv = fused[2 * i]
+        layer.mlp._gate_up = fused[2 * i + 1][0]
 
 
 def _quantize_fused(weight, linears, compute_type):
@@ -172,6 +200,7 @@ class Llama(nn.Module):
             self.model = _Body(config, dtype, rng)
             self.lm_head = None if config.tie_word_embeddings else nn.Linear(
                 config.hidden_size, config.vocab_size, False, dtype)
+        _pack_layers(self.model.layers)
         for name, p in self.named_parameters():
             if p.data.ndim == 2:
                 p.data[...] = rng.standard_normal(p.data.shape) * 0.02
@@ -194,6 +223,21 @@ class Llama(nn.Module):
         model.load_state_dict(tensors)
         del tensors
         return model.quantize(compute_type)
+
+    def freeze(self):
+        """Module.freeze, and the fused q/k/v and gate/up weights too (views of the packed
+        array, not of a Parameter's own: the compiled backend keeps their packed copies)."""
+        super().freeze()
+        for layer in self.model.layers:
+            _frozen.freeze(layer._qkv[0])
+            _frozen.freeze(layer.mlp._gate_up)
+        return self
+
+    def unfreeze(self):
+        for layer in self.model.layers:
+            _frozen.unfreeze(layer._qkv[0])
+            _frozen.unfreeze(layer.mlp._gate_up)
+        return super().unfreeze()
 
     @property
     def head_weight(self):
