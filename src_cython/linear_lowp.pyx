@@ -225,6 +225,8 @@ def pack(w):
     p.base = <char*><size_t>p.data.ctypes.data
     if int8:
         p.comp = (w.sum(axis=1, dtype=np.int32) * 128).astype(np.int32)
+    cdef int saved_threads = fa_max_threads()
+    fa_set_max_threads(1)  # (oneDNN runs on fastattn's threads only: see _gemm_engine's fork notes)
     try:
         _strided(&plain, K, N, 1, K, dnnl_s8 if int8 else dnnl_bf16)  # (w read as (K, N): transposed)
         check(dnnl_reorder_primitive_desc_create(&pd, plain, _engine, p.md, _engine, NULL),
@@ -236,7 +238,9 @@ def pack(w):
         args[0].arg, args[0].memory = DNNL_ARG_FROM, src
         args[1].arg, args[1].memory = DNNL_ARG_TO, dst
         check(dnnl_primitive_execute(reorder, stream, 2, args), "the reorder")
+        check(dnnl_stream_wait(stream), "waiting for the reorder")
     finally:
+        fa_set_max_threads(saved_threads)
         if stream != NULL:
             dnnl_stream_destroy(stream)
         if src != NULL:
