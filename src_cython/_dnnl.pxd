@@ -90,6 +90,7 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     dnnl_status_t dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t* md, int ndims, const dnnl_dims_t dims,
                                                    dnnl_data_type_t dt, dnnl_format_tag_t tag)
     dnnl_status_t dnnl_memory_desc_query(const_dnnl_memory_desc_t md, dnnl_query_t what, void* result)
+    dnnl_status_t dnnl_primitive_desc_next_impl(dnnl_primitive_desc_t pd)  # (linear_lowp.pyx)
     int dnnl_memory_desc_equal(const_dnnl_memory_desc_t lhs, const_dnnl_memory_desc_t rhs)
     dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, const_dnnl_memory_desc_t src,
                                                      dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,

@@ -61,6 +61,20 @@ cdef Py_ssize_t PANEL_ROWS = 64
 cdef Py_ssize_t MAX_COLS = 4096
 cdef Py_ssize_t MIN_COLS = 64
 cdef Py_ssize_t MIN_BLOCKS = 8
+# int8 blocks of fewer rows than AMX_MIN_ROWS run on oneDNN's AVX512-VNNI kernels, not its AMX ones
+# (GPT-2 small's layer products, 2 threads, in-process A/B on a loaded machine: one row 0.94x the
+# AMX time, 4 rows 1.04x, 16 rows 1.29x; and the AMX decode times jumped between 9 and 47 ms or
+# more a token from one run to the next in a process that also ran CTranslate2, VNNI's stayed at
+# 9 to 10). bfloat16 stays on AMX (its AVX512-BF16 kernels took 1.10x the time at one row).
+cdef Py_ssize_t AMX_MIN_ROWS = 4
+
+
+def _set_amx_min_rows(Py_ssize_t rows):
+    """Set AMX_MIN_ROWS (int8); returns the previous one. For benchmarks."""
+    global AMX_MIN_ROWS
+    previous = AMX_MIN_ROWS
+    AMX_MIN_ROWS = rows
+    return previous
 
 
 cdef class _Plan:
@@ -81,40 +95,71 @@ cdef void _strided(dnnl_memory_desc_t* md, int64_t d0, int64_t d1, int64_t s0, i
     check(dnnl_memory_desc_create_with_strides(md, 2, dims, dt, strides), "a memory descriptor")
 
 
-cdef dnnl_memory_desc_t _chosen_weights(bint int8, int64_t rows, int64_t cols, int64_t K) except NULL:
-    """A new descriptor (the caller destroys it) of the weights layout that oneDNN's matmul picks,
-    made for one thread as the plans are, for a (rows, K) @ (K, cols) product given weights "any"."""
-    cdef dnnl_memory_desc_t src = NULL, w = NULL, dst = NULL, chosen = NULL
+cdef dnnl_primitive_desc_t _matmul_pd(dnnl_plan* p, bint avoid_amx) except NULL:
+    """The matmul primitive descriptor of p's md[0] (src), md[1] (weights), md[2] (dst) and md[4]
+    (bias or NULL), made for one thread with a user scratchpad; with avoid_amx, oneDNN's first
+    implementation of these that is not an AMX one, where it has one (see AMX_MIN_ROWS). The
+    caller destroys it."""
     cdef dnnl_primitive_attr_t attr = NULL
     cdef dnnl_primitive_desc_t pd = NULL
-    cdef dnnl_dims_t dims
+    cdef const char* impl = NULL
     cdef int saved_threads = fa_max_threads()
     fa_set_max_threads(1)
     try:
-        _strided(&src, rows, K, K, 1, dnnl_u8 if int8 else dnnl_bf16)
-        _strided(&dst, rows, cols, cols, 1, dnnl_s32 if int8 else dnnl_f32)
-        dims[0], dims[1] = K, cols
-        check(dnnl_memory_desc_create_with_tag(&w, 2, dims, dnnl_s8 if int8 else dnnl_bf16, dnnl_format_tag_any),
-              "the weights descriptor (any layout)")
         check(dnnl_primitive_attr_create(&attr), "creating attributes")
         check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode")
-        check(dnnl_matmul_primitive_desc_create(&pd, _engine, src, w, NULL, dst, attr),
-              "the matmul primitive descriptor (weights in any layout)")
+        check(dnnl_matmul_primitive_desc_create(&pd, _engine, p.md[0], p.md[1], p.md[4], p.md[2], attr),
+              "the matmul primitive descriptor")
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
+        while avoid_amx and impl != NULL and b"amx" in <bytes>impl and dnnl_primitive_desc_next_impl(pd) == dnnl_success:
+            dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
+    finally:
+        fa_set_max_threads(saved_threads)
+        dnnl_primitive_attr_destroy(attr)
+    return pd
+
+
+cdef dnnl_memory_desc_t _chosen_weights(bint int8, int64_t rows, int64_t cols, int64_t K,
+                                        bint avoid_amx) except NULL:
+    """A new descriptor (the caller destroys it) of the weights layout that oneDNN's matmul picks
+    for a (rows, K) @ (K, cols) product given weights "any"."""
+    cdef dnnl_plan p
+    cdef dnnl_primitive_desc_t pd = NULL
+    cdef dnnl_memory_desc_t chosen = NULL
+    cdef dnnl_dims_t dims
+    plan_init(&p)
+    try:
+        _strided(&p.md[0], rows, K, K, 1, dnnl_u8 if int8 else dnnl_bf16)
+        _strided(&p.md[2], rows, cols, cols, 1, dnnl_s32 if int8 else dnnl_f32)
+        dims[0], dims[1] = K, cols
+        check(dnnl_memory_desc_create_with_tag(&p.md[1], 2, dims, dnnl_s8 if int8 else dnnl_bf16,
+                                               dnnl_format_tag_any), "the weights descriptor (any layout)")
+        pd = _matmul_pd(&p, avoid_amx)
         check(dnnl_memory_desc_clone(&chosen, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)),
               "copying the chosen weights descriptor")
     finally:
-        fa_set_max_threads(saved_threads)
         if pd != NULL:
             dnnl_primitive_desc_destroy(pd)
-        if attr != NULL:
-            dnnl_primitive_attr_destroy(attr)
-        if src != NULL:
-            dnnl_memory_desc_destroy(src)
-        if w != NULL:
-            dnnl_memory_desc_destroy(w)
-        if dst != NULL:
-            dnnl_memory_desc_destroy(dst)
+        plan_free(&p)
     return chosen
+
+
+cdef str _create(dnnl_plan* p, bint avoid_amx):
+    """p's primitive and scratchpad (md[3], scratch_bytes) from its descriptors (see _matmul_pd);
+    returns oneDNN's name of the implementation."""
+    cdef dnnl_primitive_desc_t pd = _matmul_pd(p, avoid_amx)
+    cdef const char* impl = NULL
+    cdef const_dnnl_memory_desc_t scratch_md
+    try:
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
+        scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)
+        p.scratch_bytes = dnnl_memory_desc_get_size(scratch_md) if scratch_md != NULL else 0
+        if p.scratch_bytes:
+            check(dnnl_memory_desc_clone(&p.md[3], scratch_md), "copying the scratchpad descriptor")
+        check(dnnl_primitive_create(&p.primitive, pd), "the matmul primitive")
+    finally:
+        dnnl_primitive_desc_destroy(pd)
+    return impl.decode() if impl != NULL else "?"
 
 
 cdef tuple _layout(const_dnnl_memory_desc_t md):
@@ -212,7 +257,7 @@ def pack(w):
         raise ValueError("linear_lowp.pack: a non-empty C-contiguous (N, K) int8 or uint16 array, got "
                          f"{w.dtype} {w.shape}")
     p.int8, p.N, p.K = int8, N, K
-    p.md = _chosen_weights(int8, PANEL_ROWS, N, K)
+    p.md = _chosen_weights(int8, PANEL_ROWS, N, K, False)
     p.layout = _layout(p.md)
     if p.layout is None:
         raise ValueError(f"linear_lowp.pack: oneDNN picked a layout that is not blocked for a {w.shape} weight")
@@ -260,7 +305,8 @@ cdef _Plan _make_plan(bint int8, int64_t rows, int64_t cols, int64_t K, bint bia
     cdef _Plan p = _Plan()
     cdef int64_t ldc = cols  # (a dense output: see _Blocks)
     _strided(&p.plan.md[0], rows, K, K, 1, dnnl_u8 if int8 else dnnl_bf16)
-    p.plan.md[1] = _chosen_weights(int8, rows, cols, K)
+    cdef bint avoid_amx = int8 and rows < AMX_MIN_ROWS
+    p.plan.md[1] = _chosen_weights(int8, rows, cols, K, avoid_amx)
     _strided(&p.plan.md[2], rows, cols, ldc, 1, dnnl_s32 if int8 else dnnl_f32)
     if bias:
         _strided(&p.plan.md[4], 1, cols, cols, 1, dnnl_f32)
@@ -274,7 +320,7 @@ cdef _Plan _make_plan(bint int8, int64_t rows, int64_t cols, int64_t K, bint bia
         raise ValueError("linear (%s): oneDNN picks the weights layout %s for a (%d, %d) @ (%d, %d) product, "
                          "not the packed weight's %s" % ("int8" if int8 else "bfloat16", mine, rows, K, K, cols,
                                                          layout))
-    p.implementation = plan_create(_engine, &p.plan)
+    p.implementation = _create(&p.plan, avoid_amx)
     return p
 
 
@@ -285,7 +331,7 @@ _plans = {}
 def _plan(bint int8, int64_t rows, int64_t cols, int64_t K, bint bias, layout):
     """The plan for one block shape on weights packed in `layout`, made once. ValueError where
     oneDNN has only its reference (slow) code for it, or picks another layout: no silent slow path."""
-    key = (int8, rows, cols, K, bias, layout)
+    key = (int8, rows, cols, K, bias, layout, int8 and rows < AMX_MIN_ROWS)
     p = _plans.get(key)
     if p is None:
         if len(_plans) >= MAX_PLANS:
@@ -302,7 +348,7 @@ def _plan(bint int8, int64_t rows, int64_t cols, int64_t K, bint bias, layout):
 
 def implementation(bint int8, int64_t rows, int64_t cols, int64_t K):
     """oneDNN's name for the kernel of one block shape (e.g. "brg:avx512_core_amx") on packed weights."""
-    cdef dnnl_memory_desc_t md = _chosen_weights(int8, PANEL_ROWS, cols, K)
+    cdef dnnl_memory_desc_t md = _chosen_weights(int8, PANEL_ROWS, cols, K, False)
     try:
         layout = _layout(md)
     finally:
