@@ -63,9 +63,8 @@ cdef Py_ssize_t MIN_COLS = 64
 cdef Py_ssize_t MIN_BLOCKS = 8
 # int8 blocks of fewer rows than AMX_MIN_ROWS run on oneDNN's AVX512-VNNI kernels, not its AMX ones
 # (GPT-2 small's layer products, 2 threads, in-process A/B on a loaded machine: one row 0.94x the
-# AMX time, 4 rows 1.04x, 16 rows 1.29x; and the AMX decode times jumped between 9 and 47 ms or
-# more a token from one run to the next in a process that also ran CTranslate2, VNNI's stayed at
-# 9 to 10). bfloat16 stays on AMX (its AVX512-BF16 kernels took 1.10x the time at one row).
+# AMX time, 4 rows 1.04x, 16 rows 1.29x). bfloat16 stays on AMX (its AVX512-BF16 kernels took
+# 1.10x the time at one row, 2.05x at 16).
 cdef Py_ssize_t AMX_MIN_ROWS = 4
 
 
