@@ -80,7 +80,7 @@ def main():
 
     import fastattn
     from fastattn import functional as F
-    fastattn.set_num_threads(args.threads)
+    fastattn.set_num_threads(args.threads, adaptive=False)  # (exactly --threads, as torch)
     engine = importlib.import_module("fastattn._compiled.linear")
     default = engine._current_engine()
     engines = [default] + [e for e in ("onednn", "openblas") if e != default and (

@@ -9,7 +9,8 @@ CTranslate2) on the same inputs, in one process, at the same thread count.
 Each workload prints one table, a column per engine ("-" when the engine is not installed or not
 in --engines; "torch" there stands for every PyTorch column), then a summary gives each fastattn
 figure against each peer. Every engine runs at --threads threads (torch.set_num_threads, ONNX
-Runtime intra_op_num_threads with inter_op 1, CTranslate2 intra_threads, fastattn.set_num_threads,
+Runtime intra_op_num_threads with inter_op 1, CTranslate2 intra_threads, fastattn.set_num_threads
+(adaptive=False: no fewer threads when the peers before it leave the cores busy),
 NumPy's BLAS through threadpoolctl). Figures are medians over --repeats runs; the engines take
 turns within each repeat, so that whatever else runs on the machine weighs on all of them alike.
 
@@ -874,7 +875,7 @@ def main():
 
     # the same thread count everywhere; tokenizers' Rust thread pool reads RAYON_NUM_THREADS once
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
-    fastattn.set_num_threads(args.threads)
+    fastattn.set_num_threads(args.threads, adaptive=False)  # (exactly --threads, as the peers)
     if installed(args, "torch", "torch"):
         import torch
         torch.set_num_threads(args.threads)

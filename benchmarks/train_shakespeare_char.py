@@ -218,7 +218,7 @@ def main():
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")],
                    help="comma-separated seeds: one fastattn training run per seed (needs a text)")
     args = p.parse_args()
-    fastattn.set_num_threads(args.threads)
+    fastattn.set_num_threads(args.threads, adaptive=False)  # (exactly --threads, as torch)
     if torch is not None:
         torch.set_num_threads(args.threads)
     if args.data != "random":

@@ -6,7 +6,9 @@ each combination: one row per (block_q, block_k), one column per shape, '*' mark
 of each shape. Blocks larger than the sequence act as the whole sequence (the kernel clamps them),
 so such combinations are timed once. The last lines compare the kernel's default choice,
 block_q = min(BLOCK_Q, Tq) (BLOCK_Q_FULL when not causal) and block_k = min(max(BLOCK_K, TILE_AREA // block_q), Tk), with the
-best: BLOCK_Q / BLOCK_K in src_cython/attention.pyx come from this table.
+best: BLOCK_Q / BLOCK_K in src_cython/attention.pyx come from this table. --engines instead
+times the default tiles with their products on each GEMM engine (OpenBLAS's sgemm, oneDNN's), the
+engines taking turns, and prints the ratio.
 Run it on a quiet machine; it takes about a minute on 2 cores (--quick: a few seconds).
 """
 import argparse
@@ -62,16 +64,47 @@ def sweep(shape, threads, repeat, rng):
     return times
 
 
+def compare_engines(shapes, threads, repeat, rng):
+    """The default tiles with their products on OpenBLAS and on oneDNN, in turns: one line a shape."""
+    from fastattn._compiled import _gemm_engine
+
+    if _gemm_engine.ENGINE != "onednn":
+        raise SystemExit(f"--engines needs the oneDNN engine ({_gemm_engine.unavailable_reason() or 'FASTATTN_GEMM'})")
+    previous = attention._use_tile_engine("openblas")
+    try:
+        for label, N, Tq, Tk, D, causal in shapes:
+            q = rng.standard_normal((N, Tq, D), dtype=np.float32)
+            k, v = (rng.standard_normal((N, Tk, D), dtype=np.float32) for _ in range(2))
+            out = np.empty((N, Tq, D), dtype=np.float32)
+            bq, bk = default_blocks(Tq, Tk, causal)
+            times = {"openblas": [], "onednn": []}
+            for _ in range(5):
+                for engine in times:
+                    attention._use_tile_engine(engine)
+                    times[engine].append(median_ms(lambda: attention._forward(
+                        q, k, v, out, D ** -0.5, causal, None, None, None, 0, 0, bq, bk,
+                        max(1, min(threads, N * Tq))), repeat))
+            a, b = (float(np.median(times[e])) for e in ("openblas", "onednn"))
+            print(f"  {label:20} openblas {a:8.2f} ms  onednn {b:8.2f} ms  onednn/openblas {b / a:.2f}")
+    finally:
+        attention._use_tile_engine(previous)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=fastattn.get_num_threads())
     p.add_argument("--repeat", type=int, default=7, help="timed runs per combination (median)")
     p.add_argument("--quick", action="store_true", help="3 runs, without the (1,1,4096,64) shape")
+    p.add_argument("--engines", action="store_true", help="the default tiles on OpenBLAS and on oneDNN, in turns")
     args = p.parse_args(argv)
     repeat = 3 if args.quick else args.repeat
     shapes = [s for s in SHAPES if not (args.quick and s[2] >= 4096)]
 
     rng = np.random.default_rng(0)
+    if args.engines:
+        print(f"threads {args.threads}; median ms of 5 turns of {repeat} runs, float32, the default tiles")
+        compare_engines(shapes, args.threads, repeat, rng)
+        return
     print(f"threads {args.threads}; BLOCK_Q {attention.BLOCK_Q} (not causal: {attention.BLOCK_Q_FULL}), BLOCK_K {attention.BLOCK_K}, "
           f"TILE_AREA {attention.TILE_AREA}; median ms of {repeat} runs, float32")
     results = [(s, sweep(s, args.threads, repeat, rng)) for s in shapes]

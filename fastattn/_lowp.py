@@ -25,10 +25,84 @@ from fastattn.reference.linear_lowp import bfloat16_bits, bfloat16_values
 COMPUTE_TYPES = ("float32", "int8", "bfloat16", "int8_bfloat16", "auto")
 
 
-class Int8Weight:
-    """An (N, K) weight as int8 rows q (N, K) and their float32 scales (N,): w ~ q * scale[:, None]."""
+class _Packable:
+    """What Int8Weight and BFloat16Weight share: where their plain (N, K) values (int8 q, bfloat16
+    bits) are. First in a plain array; after the first product on the compiled backend only in the
+    packed form that the kernels read (src_cython/linear_lowp.pyx's _Packed: oneDNN's own layout;
+    the weight is never written in place, so it cannot go stale), the plain array dropped: q / bits,
+    row lookups and saving read the packed form then. A row view (_rows, e.g. BERT's q, k, v blocks
+    of one fused weight) holds no values: it reads its parent's rows, and packs its own on its first
+    product."""
 
-    __slots__ = ("q", "scale")
+    __slots__ = ("_plain", "_shape", "_packed", "_views", "_of")
+
+    def _init(self, plain):
+        self._plain, self._shape, self._packed, self._views, self._of = plain, plain.shape, None, None, None
+
+    shape = property(lambda self: self._shape)
+    ndim = property(lambda self: 2)
+    size = property(lambda self: self._shape[0] * self._shape[1])
+    dtype = property(lambda self: np.dtype(np.float32))  # (what a product with it returns)
+
+    def _take(self, rows):
+        """The plain values of rows `rows` (an index of axis 0; slice(None): all, a view when held)."""
+        plain = self._plain  # (read before _packed: _packed_for sets _packed, then drops _plain)
+        if plain is not None:
+            return plain[rows]
+        packed = self._packed
+        if packed is not None:
+            return packed.take(np.arange(self._shape[0])[rows])
+        parent, start = self._of
+        stop = start + self._shape[0]
+        return parent._take(slice(start, stop) if isinstance(rows, slice) and rows == slice(None) else np.arange(start, stop)[rows])
+
+    def _packed_for(self, pack):
+        """The packed form: pack(plain values) on the first call, which drops the plain array."""
+        packed = self._packed
+        if packed is None:
+            packed = self._packed = pack(np.ascontiguousarray(self._take(slice(None))))
+            self._plain = None
+        return packed
+
+    def _resident_nbytes(self):
+        """The bytes this weight holds itself: its plain or packed values (a view's are its
+        parent's) and, for int8, its scales."""
+        plain, packed = self._plain, self._packed
+        return ((plain.nbytes if plain is not None else 0) + (packed.nbytes if packed is not None else 0)
+                + (self.scale.nbytes if isinstance(self, Int8Weight) and self._of is None else 0))
+
+    def _rows(self, start, stop):
+        """Rows start:stop as a weight of their own (a view: see the class docstring); the same
+        object for the same rows (so that it is packed once), self for all of them."""
+        start, stop, _ = slice(start, stop).indices(self._shape[0])
+        if (start, stop) == (0, self._shape[0]):
+            return self
+        views = self._views
+        if views is None:
+            views = self._views = {}
+        view = views.get((start, stop))
+        if view is None:
+            view = object.__new__(type(self))
+            view._plain, view._shape, view._packed, view._views = None, (stop - start, self._shape[1]), None, None
+            view._of = (self, start)
+            if isinstance(self, Int8Weight):
+                view.scale = self.scale[start:stop]
+            views[(start, stop)] = view
+        return view
+
+    def dequantize(self):
+        return self[:]
+
+    def __repr__(self):
+        return f"{type(self).__name__}(shape={self.shape})"
+
+
+class Int8Weight(_Packable):
+    """An (N, K) weight as int8 rows q (N, K) and their float32 scales (N,): w ~ q * scale[:, None].
+    nbytes: the bytes of q and the scales (as in a quantized file); the packed form pads K and N to
+    whole blocks of 64."""
+
+    __slots__ = ("scale",)
     compute_type = "int8"
 
     def __init__(self, q, scale):
@@ -39,63 +113,40 @@ class Int8Weight:
             raise TypeError(f"Int8Weight: scale must be float32 of shape {q.shape[:1]}, got {scale.dtype} {scale.shape}")
         if not np.all(np.isfinite(scale)) or np.any(scale < 0):
             raise ValueError("Int8Weight: the scales must be finite and >= 0")
-        self.q, self.scale = q, scale
+        self._init(q)
+        self.scale = scale
 
-    shape = property(lambda self: self.q.shape)
-    ndim = property(lambda self: 2)
-    size = property(lambda self: self.q.size)
-    dtype = property(lambda self: np.dtype(np.float32))  # (what a product with it returns)
-    nbytes = property(lambda self: self.q.nbytes + self.scale.nbytes)
+    q = property(lambda self: self._take(slice(None)))  # (N, K) int8
+    nbytes = property(lambda self: self.size + self.scale.nbytes)
 
     def __getitem__(self, rows):
         """Float32 rows, as indexing the float weight would give (embedding lookups)."""
-        return self.q[rows].astype(np.float32) * self.scale[rows][..., None]
-
-    def dequantize(self):
-        return self[:]
-
-    def _rows(self, start, stop):  # rows start:stop, sharing memory (BERT's q, k, v blocks)
-        return Int8Weight(self.q[start:stop], self.scale[start:stop])
+        return self._take(rows).astype(np.float32) * self.scale[rows][..., None]
 
     def copy(self):
         return Int8Weight(self.q.copy(), self.scale.copy())
 
-    def __repr__(self):
-        return f"Int8Weight(shape={self.shape})"
 
-
-class BFloat16Weight:
+class BFloat16Weight(_Packable):
     """An (N, K) weight as bfloat16 bits (uint16)."""
 
-    __slots__ = ("bits",)
+    __slots__ = ()
     compute_type = "bfloat16"
 
     def __init__(self, bits):
         bits = np.asarray(bits)
         if bits.dtype != np.uint16 or bits.ndim != 2:
             raise TypeError(f"BFloat16Weight: bits must be a 2-D uint16 array, got {bits.dtype} {bits.shape}")
-        self.bits = bits
+        self._init(bits)
 
-    shape = property(lambda self: self.bits.shape)
-    ndim = property(lambda self: 2)
-    size = property(lambda self: self.bits.size)
-    dtype = property(lambda self: np.dtype(np.float32))
-    nbytes = property(lambda self: self.bits.nbytes)
+    bits = property(lambda self: self._take(slice(None)))  # (N, K) uint16
+    nbytes = property(lambda self: 2 * self.size)
 
     def __getitem__(self, rows):
-        return bfloat16_values(self.bits[rows])
-
-    def dequantize(self):
-        return self[:]
-
-    def _rows(self, start, stop):
-        return BFloat16Weight(self.bits[start:stop])
+        return bfloat16_values(self._take(rows))
 
     def copy(self):
         return BFloat16Weight(self.bits.copy())
-
-    def __repr__(self):
-        return f"BFloat16Weight(shape={self.shape})"
 
 
 LOW_PRECISION = (Int8Weight, BFloat16Weight)

@@ -24,7 +24,6 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     ctypedef enum dnnl_query_t:
         dnnl_query_impl_info_str
         dnnl_query_scratchpad_md
-        dnnl_query_weights_md
     ctypedef enum dnnl_stream_flags_t:
         dnnl_stream_default_flags
     ctypedef void* dnnl_engine_t
@@ -70,12 +69,27 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream,
                                          int nargs, const dnnl_exec_arg_t* args)
 
-    # packed weights (float32): a layout of the primitive's choosing, and the reorder into it
+
+# Packed weights (onednn.pyx's float32 ones, linear_lowp.pyx's int8 and bfloat16 ones): weights in
+# oneDNN's own layout (the "any" tag, then the layout the primitive chose, queried), made once by
+# a reorder primitive.
+cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     ctypedef enum dnnl_format_tag_t:
         dnnl_format_tag_any
+    ctypedef enum dnnl_format_kind_t:
+        dnnl_blocked
+    const dnnl_data_type_t dnnl_u8
+    const dnnl_query_t dnnl_query_weights_md
+    const dnnl_query_t dnnl_query_format_kind
+    const dnnl_query_t dnnl_query_padded_dims
+    const dnnl_query_t dnnl_query_strides
+    const dnnl_query_t dnnl_query_inner_nblks_s32
+    const dnnl_query_t dnnl_query_inner_blks
+    const dnnl_query_t dnnl_query_inner_idxs
     int DNNL_ARG_FROM, DNNL_ARG_TO
     dnnl_status_t dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t* md, int ndims, const dnnl_dims_t dims,
                                                    dnnl_data_type_t dt, dnnl_format_tag_t tag)
+    dnnl_status_t dnnl_memory_desc_query(const_dnnl_memory_desc_t md, dnnl_query_t what, void* result)
     int dnnl_memory_desc_equal(const_dnnl_memory_desc_t lhs, const_dnnl_memory_desc_t rhs)
     dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, const_dnnl_memory_desc_t src,
                                                      dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,

@@ -2,11 +2,11 @@
 
 For each (batch-head n, block of Bq queries) a thread walks the keys in blocks of Bk:
 
-    S = scale * Q_blk @ K_blk^T              (Bq, Bk)   BLAS
+    S = scale * Q_blk @ K_blk^T              (Bq, Bk)   GEMM engine (oneDNN's sgemm, or the BLAS)
     mask S (causal limit, bool / additive)
     online softmax: m = running row max, l = running sum of exp(S - m),
                     acc is rescaled by exp(m_old - m_new) whenever m grows
-    acc += exp(S - m) @ V_blk                (Bq, Dv)   BLAS
+    acc += exp(S - m) @ V_blk                (Bq, Dv)   GEMM engine
     out_blk = acc / l                         (rows that saw no key: 0)
 
 so no (Tq, Tk) buffer exists: a thread holds one (Bq, Bk) score tile and one (Bq, Dv) accumulator.
@@ -27,9 +27,10 @@ from libc.limits cimport INT_MAX
 from libc.math cimport INFINITY, log, sqrt
 from libc.string cimport memset
 
-from _blas cimport blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor
+from _blas cimport blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor_on, sgemm_rowmajor_fn
 from _row_ops cimport exp, exp_sum_row, mask_row, scale_row
 
+from fastattn._compiled import _gemm_engine
 from fastattn._compiled._blas_threads import local_setter_address
 from fastattn._compiled.serial_blas import serial_blas
 from fastattn._compiled._masks import mask_plan
@@ -59,6 +60,29 @@ def _set_edge_rows(Py_ssize_t rows):
     return previous
 
 cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_address()
+
+cdef extern from "openmp_info.h":
+    void fa_nested_serial() noexcept nogil
+
+# The float32 tile products of two rows or more run on the GEMM engine's sgemm (oneDNN's, on the
+# calling thread alone; NULL: the BLAS). On the Intel Xeon with AMX (2 threads, interleaved,
+# loaded machine) oneDNN's took 0.84-0.91x OpenBLAS's time over full and causal attention at
+# T = 256 to 4096, D = 64.
+cdef sgemm_rowmajor_fn _tile_sgemm = NULL
+_tile_engine = "openblas"
+
+
+def _use_tile_engine(str engine):
+    """Run the float32 tile products on `engine` ("onednn" or "openblas"); returns the previous
+    one. For benchmarks/tune_attention_tiles.py and the tests."""
+    global _tile_sgemm, _tile_engine
+    address = _gemm_engine.sgemm_address(engine)  # (ValueError for an engine that is not here)
+    previous, _tile_engine = _tile_engine, engine
+    _tile_sgemm = <sgemm_rowmajor_fn><size_t>address
+    return previous
+
+
+_use_tile_engine(_gemm_engine.ENGINE)
 
 
 # Where the rows of q, k, v, out, ... are. The kernels see each array as (P, Q, T, D), the two
@@ -143,6 +167,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
     # builds where the "thread-local" setting is process-wide).
     with parallel(num_threads=num_threads):
         blas_threads = blas_threads_enter(_blas_set_local)
+        fa_nested_serial()
         for w in prange(N * n_qblocks, schedule="dynamic"):
             s = workspace + threadid() * per_thread
             acc = s + Bq * Bk
@@ -173,12 +198,12 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                     g0 = 0
                     while g0 < bq and g0 < bk:
                         gr = min(EDGE_ROWS, bq - g0)
-                        gemm_rowmajor(False, True, gr, bk - g0, D, scale, q + at(lq, n, i0 + g0), lq.rs,
+                        gemm_rowmajor_on(_tile_sgemm, False, True, gr, bk - g0, D, scale, q + at(lq, n, i0 + g0), lq.rs,
                                       k + at(lk, nk, j0 + g0), lk.rs, 0, s + g0 * bk + g0, bk)
                         g0 = g0 + EDGE_ROWS
                 else:
                     bk = min(Bk, k_end - j0)
-                    gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
+                    gemm_rowmajor_on(_tile_sgemm, False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
                                   k + at(lk, nk, j0), lk.rs, 0, s, bk)
                 for r in range(bq):
                     if window:
@@ -207,12 +232,12 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                     g0 = 0
                     while g0 < bq and g0 < bk:
                         gr = min(EDGE_ROWS, bq - g0)
-                        gemm_rowmajor(False, False, gr, Dv, bk - g0, 1, s + g0 * bk + g0, bk,
+                        gemm_rowmajor_on(_tile_sgemm, False, False, gr, Dv, bk - g0, 1, s + g0 * bk + g0, bk,
                                       v + at(lv, nk, j0 + g0), lv.rs, 1, acc + g0 * Dv, Dv)
                         g0 = g0 + EDGE_ROWS
                     edge = False
                 else:
-                    gemm_rowmajor(False, False, bq, Dv, bk, 1, s, bk, v + at(lv, nk, j0), lv.rs,
+                    gemm_rowmajor_on(_tile_sgemm, False, False, bq, Dv, bk, 1, s, bk, v + at(lv, nk, j0), lv.rs,
                                   1, acc, Dv)
                 j0 = j0 + bk  # (not +=: inside prange that would declare a reduction)
 
@@ -260,6 +285,7 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
 
     with parallel(num_threads=num_threads):
         blas_threads = blas_threads_enter(_blas_set_local)
+        fa_nested_serial()
         for nk in prange(N // group, schedule="dynamic"):
             p = workspace + threadid() * per_thread
             ds = p + Bq * Bk
@@ -287,7 +313,7 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
                     j0 = max(0, i0 + shift - window + 1) if window else 0
                     while j0 < k_end:
                         bk = min(Bk, k_end - j0)
-                        gemm_rowmajor(False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
+                        gemm_rowmajor_on(_tile_sgemm, False, True, bq, bk, D, scale, q + at(lq, n, i0), lq.rs,
                                       k + at(lk, nk, j0), lk.rs, 0, p, bk)
                         for r in range(bq):
                             if window:
@@ -301,16 +327,16 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
                             mask_row(p + r * bk, bk, i0 + r + shift + 1 - j0 if causal else bk,
                                      bm, mask_cs, am, mask_cs)
                             exp_sum_row(p + r * bk, bk, lse[n * Tq + i0 + r])  # (-inf lse: zeros)
-                        gemm_rowmajor(True, False, bk, Dv, bq, 1, p, bk, dout + at(ldo, n, i0), ldo.rs,
+                        gemm_rowmajor_on(_tile_sgemm, True, False, bk, Dv, bq, 1, p, bk, dout + at(ldo, n, i0), ldo.rs,
                                       1, dv + at(ldv, nk, j0), ldv.rs)
-                        gemm_rowmajor(False, True, bq, bk, Dv, 1, dout + at(ldo, n, i0), ldo.rs,
+                        gemm_rowmajor_on(_tile_sgemm, False, True, bq, bk, Dv, 1, dout + at(ldo, n, i0), ldo.rs,
                                       v + at(lv, nk, j0), lv.rs, 0, ds, bk)
                         for r in range(bq):
                             for c in range(bk):
                                 ds[r * bk + c] = p[r * bk + c] * (ds[r * bk + c] - row_dot[i0 + r])
-                        gemm_rowmajor(False, False, bq, D, bk, scale, ds, bk, k + at(lk, nk, j0), lk.rs,
+                        gemm_rowmajor_on(_tile_sgemm, False, False, bq, D, bk, scale, ds, bk, k + at(lk, nk, j0), lk.rs,
                                       1, dq + at(ldq, n, i0), ldq.rs)
-                        gemm_rowmajor(True, False, bk, D, bq, scale, ds, bk, q + at(lq, n, i0), lq.rs,
+                        gemm_rowmajor_on(_tile_sgemm, True, False, bk, D, bq, scale, ds, bk, q + at(lq, n, i0), lq.rs,
                                       1, dk + at(ldk, nk, j0), ldk.rs)
                         j0 = j0 + Bk  # (not +=: inside prange that would declare a reduction)
                     i0 = i0 + Bq

@@ -1,7 +1,8 @@
 """Linear layer forward and backward (the compiled twin of fastattn/reference/linear.py).
 
-The products go to scipy's BLAS, but split into blocks over fastattn's own OpenMP threads with
-BLAS serial inside each: a model then runs on one thread pool. (Calling a threaded BLAS between
+The products go to the GEMM engine (oneDNN's matmul and sgemm, or scipy's BLAS), split into
+blocks over fastattn's own OpenMP threads with the engine serial inside each: a model then runs
+on one thread pool. (Calling a threaded BLAS between
 the OpenMP kernels made two pools spin against each other on 2 cores: a GPT training step took
 4x longer than with either pool alone.)
 """
@@ -15,7 +16,7 @@ from libc.string cimport memset
 
 from _blas cimport (blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor,
                    gemm_rowmajor_on, sgemm_rowmajor_fn)
-from _row_ops cimport add_row, gelu_row
+from _row_ops cimport add_row, gelu_row, scale_row
 
 from fastattn import _frozen
 from fastattn._compiled import _gemm_engine
@@ -85,15 +86,17 @@ cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
 
 
-cdef bint PLAIN_PANELS = True
+# Whether y = x W^T and dx = dy W may run as panels when W is in plain layout (else as grid blocks
+# on the engine's sgemm): for benchmarks that compare the two (/_set_plain_panels).
+cdef bint Y_PANELS = True
+cdef bint DX_PANELS = True
 
 
-def _set_plain_panels(bint on):
-    """Whether weights in plain layout run as panels (else grid blocks on oneDNN's sgemm); returns
-    the previous setting. For benchmarks."""
-    global PLAIN_PANELS
-    previous = PLAIN_PANELS
-    PLAIN_PANELS = on
+def _set_plain_panels(bint y, bint dx):
+    """Set Y_PANELS and DX_PANELS; returns the previous ones. For benchmarks."""
+    global Y_PANELS, DX_PANELS
+    previous = (Y_PANELS, DX_PANELS)
+    Y_PANELS, DX_PANELS = y, dx
     return previous
 
 
@@ -152,14 +155,14 @@ cdef inline Grid _grid(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner) noexc
 
 cdef class _Panels:
     """The oneDNN plans and per-thread scratchpads of one product cut into row panels (or, where
-    oneDNN has no fast kernel for it, nothing: the grid of BLAS blocks runs instead)."""
+    oneDNN has no fast kernel for it, nothing: the grid of blocks on the engine's sgemm runs)."""
     cdef object plans, scratch, packed
     cdef Grid grid
     cdef char* scratch_base
     cdef Py_ssize_t scratch_stride
 
     def __cinit__(self, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner, bint trans_b,
-                  Py_ssize_t lda, Py_ssize_t ldb, bint bias, int parts, packed=None):
+                  Py_ssize_t lda, Py_ssize_t ldb, bint bias, int parts, packed=None, bint dx=False):
         # Panels of PANEL_ROWS rows or fewer, an even number of them (two threads then share
         # them evenly: (606, 384) -> 1152 as 5 panels ran at 264 GFLOP/s on 2 threads, as 6 at
         # 315); the count depends on the rows only, never on the threads (see _grid). A plan is
@@ -173,7 +176,13 @@ cdef class _Panels:
         self.plans = None
         if _run == NULL or rows < 2:  # (one row: the BLAS's gemv streams the weights faster)
             return
-        if packed is None and not PLAIN_PANELS:
+        if packed is None and not (DX_PANELS if dx else Y_PANELS):
+            return
+        if dx and rows < 2 * PANEL_ROWS:
+            # dx = dy w reads w as it is, (N, K): each panel copies all of it into the kernel's
+            # layout, which short panels cannot pay for. Intel Xeon with AMX, 2 threads,
+            # (128, 768) @ (768, 3072): panels of 64 rows took 1.43x the time of sgemm blocks;
+            # from 2 x 128 rows on, within 6% either way (Shakespeare's and MiniLM's products).
             return
         full = part = None
         if packed is not None:  # (B packed: a plan may refuse it, then B as it is)
@@ -205,7 +214,7 @@ cdef inline bint _run_panel(const Grid* g, Block k, const float* a, const float*
                             const float* bias, float* c, char* scratch_base, Py_ssize_t scratch_stride,
                             Py_ssize_t t) noexcept nogil:
     """Block k of a panel grid on its oneDNN plan, by part t; False if oneDNN refused (then C is
-    as it was, and the caller computes the block on the BLAS)."""
+    as it was, and the caller computes the block on the engine's sgemm)."""
     return _run(g.full_plan if k.rows == g.br else g.last_plan, a, g.packed_b if g.packed_b != NULL else b,
                 bias, c, scratch_base + t * scratch_stride) == 0
 
@@ -318,7 +327,7 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
         if M and N:
             db[:] = np.asarray(dy).sum(axis=0)
         return
-    cdef _Panels panels = _Panels(M, K, N, False, N, K, False, num_threads) if floating is float else None
+    cdef _Panels panels = _Panels(M, K, N, False, N, K, False, num_threads, None, True) if floating is float else None
     gx = panels.grid if floating is float else _grid(M, K, N)
     cdef char* scratch = panels.scratch_base if floating is float else NULL
     cdef Py_ssize_t scratch_stride = panels.scratch_stride if floating is float else 0
@@ -341,9 +350,15 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
                             gemm_rowmajor_on(_sgemm, False, False, k.rows, k.cols, N, 1, &dy[k.r0, 0], N, &w[0, k.c0], K,
                                           0, &dx[k.r0, k.c0], K)
                     else:
-                        # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols)
-                        gemm_rowmajor_on(_sgemm, True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N, &x[0, k.c0], K,
-                                      0, &dw[k.r0, k.c0], K)
+                        # dw[r0:, c0:] (rows, cols) = dy[:, r0:]^T (rows, M) @ x[:, c0:] (M, cols);
+                        # one row (decode): the outer product, a row at a time (a GEMM of inner
+                        # dimension 1 runs far below the speed of writing dw)
+                        if M == 1:
+                            for r in range(k.r0, k.r0 + k.rows):
+                                scale_row(&dw[r, k.c0], &x[0, k.c0], k.cols, dy[0, r])
+                        else:
+                            gemm_rowmajor_on(_sgemm, True, False, k.rows, k.cols, M, 1, &dy[0, k.r0], N,
+                                             &x[0, k.c0], K, 0, &dw[k.r0, k.c0], K)
                         if k.c0 == 0:  # the first column block of a row block also sums db
                             memset(&db[k.r0], 0, k.rows * sizeof(floating))
                             for r in range(M):

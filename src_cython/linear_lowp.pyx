@@ -1,21 +1,30 @@
 """Linear products with int8 and bfloat16 weights on oneDNN's matmul (the compiled twin of
 fastattn/reference/linear_lowp.py; the weights come from fastattn/_lowp.py).
 
-int8:  y (M, N) = acc * sx[m] * sw[n] + b[n], acc = qx (M, K) @ qw (N, K)^T in int32 (s8 x s8,
-       oneDNN's VNNI / AMX kernels), qx the rows of x quantized at run time (lowp_rows.h).
+int8:  y (M, N) = (acc - comp[n]) * sx[m] * sw[n] + b[n], acc = (qx + 128) (M, K) @ qw (N, K)^T in
+       int32, comp[n] = 128 * sum_k qw[n, k], so that acc - comp = qx @ qw^T exactly; qx the rows
+       of x quantized at run time (lowp_rows.h), given to oneDNN as u8 (qx + 128): u8 x s8 is what
+       VNNI and AMX multiply natively (s8 x s8 has oneDNN add a compensation of its own where
+       there is no AMX, kept at the end of its packed weights).
 bf16:  y = bf16(x) @ w_bf16^T + b, oneDNN accumulating in float32 (AVX512-BF16 / AMX).
+
+Weights are packed once (_Packed, on a weight's first product; fastattn/_lowp.py keeps it) into
+the layout oneDNN's matmul picks for them given weights "any" (on AVX512 / AMX for both types:
+column blocks of 64 output channels one after another, each K x 64 in VNNI groups of 4 int8 /
+2 bfloat16 along K, K padded to whole groups of 16 of those). Every plan is made with "any" too
+and checked to pick that same layout, whatever its rows (1 for decode, the panels, the last one).
 
 The output is cut into a grid of blocks, each one oneDNN plan (a primitive made once per block
 shape and kept) run on one of fastattn's OpenMP threads with oneDNN serial inside, as
 src_cython/linear.pyx does for float32. The grid depends on the shapes only: row panels of
-PANEL_ROWS, and column blocks so that a single row (decode) still gives every thread a part.
-Weights stay in their plain (N, K) layout; oneDNN packs each block as it goes.
+PANEL_ROWS, and column blocks (whole 64-column blocks of the packed weight) so that a single row
+(decode) still gives every thread a part.
 """
 import numpy as np
 
 cimport cython
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int8_t, int32_t, int64_t, uint16_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t
 from libc.string cimport memcpy
 
 from _dnnl cimport *  # (oneDNN's C API: src_cython/_dnnl.pxd)
@@ -27,17 +36,28 @@ cdef extern from "openmp_info.h":
     void fa_nested_serial() noexcept nogil
 
 cdef extern from "lowp_rows.h" nogil:
-    float fa_quantize_row_s8(const float* x, int64_t n, int8_t* q)
+    float fa_quantize_row_u8(const float* x, int64_t n, uint8_t* u)
     void fa_bf16_row(const float* x, int64_t n, uint16_t* out)
-    void fa_int8_epilogue_row(float* y, const int32_t* acc, float sx, const float* sw, const float* b, int64_t n)
+    void fa_int8_epilogue_row(float* y, const int32_t* acc, const int32_t* comp, float sx, const float* sw,
+                              const float* b, int64_t n)
 
 
 # One plan: dst (rows, cols) [ldc] = src (rows, K) @ weights (K, cols) [+ bias (cols)], the weights
-# an (N, K) row-major block read transposed. Read by the grid without the GIL.
+# in the packed layout (_Packed). Read by the grid without the GIL.
 ctypedef dnnl_plan lowp_plan
 
 cdef dnnl_engine_t _engine = NULL
 check(dnnl_engine_create(&_engine, dnnl_cpu, 0), "creating the CPU engine")
+
+
+# The grid. Row panels of PANEL_ROWS; column blocks: at most MAX_COLS (a (64, 50257) int32 block
+# overflows the caches: 2.3x slower than blocks of 4096, one thread, AMX), and enough of them that
+# the blocks number at least MIN_BLOCKS (a decode row on 8 threads), none narrower than MIN_COLS,
+# each a whole number of the packed weight's column blocks (n_block), the last one the rest.
+cdef Py_ssize_t PANEL_ROWS = 64
+cdef Py_ssize_t MAX_COLS = 4096
+cdef Py_ssize_t MIN_COLS = 64
+cdef Py_ssize_t MIN_BLOCKS = 8
 
 
 cdef class _Plan:
@@ -51,20 +71,202 @@ cdef class _Plan:
         plan_free(&self.plan)
 
 
-cdef _Plan _make_plan(bint int8, int64_t rows, int64_t cols, int64_t K, int64_t ldc, bint bias):
+cdef void _strided(dnnl_memory_desc_t* md, int64_t d0, int64_t d1, int64_t s0, int64_t s1,
+                   dnnl_data_type_t dt) except *:
+    cdef dnnl_dims_t dims, strides
+    dims[0], dims[1], strides[0], strides[1] = d0, d1, s0, s1
+    check(dnnl_memory_desc_create_with_strides(md, 2, dims, dt, strides), "a memory descriptor")
+
+
+cdef dnnl_memory_desc_t _chosen_weights(bint int8, int64_t rows, int64_t cols, int64_t K) except NULL:
+    """A new descriptor (the caller destroys it) of the weights layout that oneDNN's matmul picks,
+    made for one thread as the plans are, for a (rows, K) @ (K, cols) product given weights "any"."""
+    cdef dnnl_memory_desc_t src = NULL, w = NULL, dst = NULL, chosen = NULL
+    cdef dnnl_primitive_attr_t attr = NULL
+    cdef dnnl_primitive_desc_t pd = NULL
+    cdef dnnl_dims_t dims
+    cdef int saved_threads = fa_max_threads()
+    fa_set_max_threads(1)
+    try:
+        _strided(&src, rows, K, K, 1, dnnl_u8 if int8 else dnnl_bf16)
+        _strided(&dst, rows, cols, cols, 1, dnnl_s32 if int8 else dnnl_f32)
+        dims[0], dims[1] = K, cols
+        check(dnnl_memory_desc_create_with_tag(&w, 2, dims, dnnl_s8 if int8 else dnnl_bf16, dnnl_format_tag_any),
+              "the weights descriptor (any layout)")
+        check(dnnl_primitive_attr_create(&attr), "creating attributes")
+        check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode")
+        check(dnnl_matmul_primitive_desc_create(&pd, _engine, src, w, NULL, dst, attr),
+              "the matmul primitive descriptor (weights in any layout)")
+        check(dnnl_memory_desc_clone(&chosen, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)),
+              "copying the chosen weights descriptor")
+    finally:
+        fa_set_max_threads(saved_threads)
+        if pd != NULL:
+            dnnl_primitive_desc_destroy(pd)
+        if attr != NULL:
+            dnnl_primitive_attr_destroy(attr)
+        if src != NULL:
+            dnnl_memory_desc_destroy(src)
+        if w != NULL:
+            dnnl_memory_desc_destroy(w)
+        if dst != NULL:
+            dnnl_memory_desc_destroy(dst)
+    return chosen
+
+
+cdef tuple _layout(const_dnnl_memory_desc_t md):
+    """A (K, cols) weights descriptor as (padded dims, strides, inner block sizes, their dims, bytes):
+    oneDNN's blocked layout, element (k, n) at sum_d (i_d // block_d) * strides[d] + its place in
+    the inner blocks (see _Packed.take). None for a layout that is not blocked."""
+    cdef int kind = 0, nblks = 0, i
+    cdef const dnnl_dim_t* padded = NULL
+    cdef const dnnl_dim_t* strides = NULL
+    cdef const dnnl_dim_t* blks = NULL
+    cdef const dnnl_dim_t* idxs = NULL
+    check(dnnl_memory_desc_query(md, dnnl_query_format_kind, &kind), "querying a layout")
+    if kind != <int>dnnl_blocked:
+        return None
+    check(dnnl_memory_desc_query(md, dnnl_query_padded_dims, &padded), "querying a layout")
+    check(dnnl_memory_desc_query(md, dnnl_query_strides, &strides), "querying a layout")
+    check(dnnl_memory_desc_query(md, dnnl_query_inner_nblks_s32, &nblks), "querying a layout")
+    if nblks:
+        check(dnnl_memory_desc_query(md, dnnl_query_inner_blks, &blks), "querying a layout")
+        check(dnnl_memory_desc_query(md, dnnl_query_inner_idxs, &idxs), "querying a layout")
+    return ((padded[0], padded[1]), (strides[0], strides[1]), tuple(blks[i] for i in range(nblks)),
+            tuple(idxs[i] for i in range(nblks)), dnnl_memory_desc_get_size(md))
+
+
+def _block_of(layout, int d):
+    """The product of the inner block sizes of dim d (0: K, 1: N) of a layout."""
+    b = 1
+    for size, dim in zip(layout[2], layout[3]):
+        if dim == d:
+            b *= size
+    return b
+
+
+def _offsets(layout, int d, idx):
+    """The element offsets of coordinates idx (int64 array) of dim d: the layout's offset of
+    element (k, n) is _offsets(layout, 0, k) + _offsets(layout, 1, n)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    off = np.zeros(idx.shape, np.int64)
+    step, below = 1, 1  # (the inner blocks, innermost first: each a digit of its dim's index)
+    for size, dim in zip(reversed(layout[2]), reversed(layout[3])):
+        if dim == d:
+            off += (idx // below) % size * step
+            below *= size
+        step *= size
+    return off + idx // below * layout[1][d]
+
+
+cdef class _Packed:
+    """An (N, K) weight (int8 q or bfloat16 bits) in the layout oneDNN's matmul picks for it
+    (weights "any": on AVX512 / AMX a blocked one of n_block = 64 output columns a block, the
+    blocks one after another), made once by a reorder primitive. Every plan that reads it is made
+    with weights "any" too and must pick the same layout (see _plan), so that the grid's column
+    block at c0 (a multiple of n_block) is the weights at c0 // n_block * block_bytes.
+    int8: comp (N,) int32 = 128 * sum_k q[n, k], what the u8 activations (q + 128) add."""
+    cdef dnnl_memory_desc_t md
+    cdef readonly object data, comp, layout
+    cdef readonly Py_ssize_t N, K, n_block, block_bytes
+    cdef readonly bint int8
+    cdef char* base
+
+    def __cinit__(self):
+        self.md = NULL
+
+    def __dealloc__(self):
+        if self.md != NULL:
+            dnnl_memory_desc_destroy(self.md)
+
+    @property
+    def shape(self):
+        return (self.N, self.K)
+
+    @property
+    def nbytes(self):
+        return self.data.nbytes + (self.comp.nbytes if self.comp is not None else 0)
+
+    def take(self, rows):
+        """The plain (len(rows), K) values (int8 or bfloat16 bits) of weight rows `rows` (int array)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        k_off = _offsets(self.layout, 0, np.arange(self.K))
+        return self.data[_offsets(self.layout, 1, rows)[..., None] + k_off]
+
+
+def pack(w):
+    """w (N, K): int8 q or uint16 bfloat16 bits, C-contiguous -> _Packed."""
+    cdef bint int8 = w.dtype == np.int8
+    cdef Py_ssize_t N = w.shape[0], K = w.shape[1], elt = 1 if int8 else 2
+    cdef _Packed p = _Packed()
+    cdef dnnl_memory_desc_t plain = NULL
+    cdef dnnl_primitive_desc_t pd = NULL
+    cdef dnnl_primitive_t reorder = NULL
+    cdef dnnl_memory_t src = NULL, dst = NULL
+    cdef dnnl_stream_t stream = NULL
+    cdef dnnl_exec_arg_t args[2]
+    if w.dtype not in (np.int8, np.uint16) or w.ndim != 2 or not w.flags.c_contiguous or N == 0 or K == 0:
+        raise ValueError("linear_lowp.pack: a non-empty C-contiguous (N, K) int8 or uint16 array, got "
+                         f"{w.dtype} {w.shape}")
+    p.int8, p.N, p.K = int8, N, K
+    p.md = _chosen_weights(int8, PANEL_ROWS, N, K)
+    p.layout = _layout(p.md)
+    if p.layout is None:
+        raise ValueError(f"linear_lowp.pack: oneDNN picked a layout that is not blocked for a {w.shape} weight")
+    p.n_block = _block_of(p.layout, 1)
+    p.block_bytes = p.layout[1][1] * elt
+    # (64-byte aligned: oneDNN's kernels load whole cache lines of it)
+    raw = np.zeros(p.layout[4] + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    p.data = raw[start:start + p.layout[4]].view(np.int8 if int8 else np.uint16)
+    p.base = <char*><size_t>p.data.ctypes.data
+    if int8:
+        p.comp = (w.sum(axis=1, dtype=np.int32) * 128).astype(np.int32)
+    try:
+        _strided(&plain, K, N, 1, K, dnnl_s8 if int8 else dnnl_bf16)  # (w read as (K, N): transposed)
+        check(dnnl_reorder_primitive_desc_create(&pd, plain, _engine, p.md, _engine, NULL),
+              "the reorder to the packed layout")
+        check(dnnl_primitive_create(&reorder, pd), "the reorder primitive")
+        check(dnnl_memory_create(&src, plain, _engine, <void*><size_t>w.ctypes.data), "a memory object")
+        check(dnnl_memory_create(&dst, p.md, _engine, p.base), "a memory object")
+        check(dnnl_stream_create(&stream, _engine, dnnl_stream_default_flags), "a stream")
+        args[0].arg, args[0].memory = DNNL_ARG_FROM, src
+        args[1].arg, args[1].memory = DNNL_ARG_TO, dst
+        check(dnnl_primitive_execute(reorder, stream, 2, args), "the reorder")
+    finally:
+        if stream != NULL:
+            dnnl_stream_destroy(stream)
+        if src != NULL:
+            dnnl_memory_destroy(src)
+        if dst != NULL:
+            dnnl_memory_destroy(dst)
+        if reorder != NULL:
+            dnnl_primitive_destroy(reorder)
+        if pd != NULL:
+            dnnl_primitive_desc_destroy(pd)
+        if plain != NULL:
+            dnnl_memory_desc_destroy(plain)
+    return p
+
+
+cdef _Plan _make_plan(bint int8, int64_t rows, int64_t cols, int64_t K, bint bias, layout):
     cdef _Plan p = _Plan()
-    cdef dnnl_dims_t src_dims, src_strides, w_dims, w_strides, dst_dims, dst_strides, b_dims, b_strides
-    cdef dnnl_data_type_t in_type = dnnl_s8 if int8 else dnnl_bf16
-    src_dims[0], src_dims[1], src_strides[0], src_strides[1] = rows, K, K, 1
-    w_dims[0], w_dims[1], w_strides[0], w_strides[1] = K, cols, 1, K
-    dst_dims[0], dst_dims[1], dst_strides[0], dst_strides[1] = rows, cols, ldc, 1
-    check(dnnl_memory_desc_create_with_strides(&p.plan.md[0], 2, src_dims, in_type, src_strides), "a memory descriptor")
-    check(dnnl_memory_desc_create_with_strides(&p.plan.md[1], 2, w_dims, in_type, w_strides), "a memory descriptor")
-    check(dnnl_memory_desc_create_with_strides(&p.plan.md[2], 2, dst_dims, dnnl_s32 if int8 else dnnl_f32,
-                                                       dst_strides), "a memory descriptor")
+    cdef int64_t ldc = cols  # (a dense output: see _Blocks)
+    _strided(&p.plan.md[0], rows, K, K, 1, dnnl_u8 if int8 else dnnl_bf16)
+    p.plan.md[1] = _chosen_weights(int8, rows, cols, K)
+    _strided(&p.plan.md[2], rows, cols, ldc, 1, dnnl_s32 if int8 else dnnl_f32)
     if bias:
-        b_dims[0], b_dims[1], b_strides[0], b_strides[1] = 1, cols, cols, 1
-        check(dnnl_memory_desc_create_with_strides(&p.plan.md[4], 2, b_dims, dnnl_f32, b_strides), "a memory descriptor")
+        _strided(&p.plan.md[4], 1, cols, cols, 1, dnnl_f32)
+    # the packed weights' layout, cut at the block's columns: the same padded K, strides and
+    # inner blocks, and no more bytes than the block's columns (padded to whole blocks) take
+    mine = _layout(p.plan.md[1])
+    n_block = _block_of(layout, 1)
+    full_blocks = (cols + n_block - 1) // n_block
+    if (mine is None or mine[1:4] != layout[1:4] or mine[0][0] != layout[0][0]
+            or mine[4] != full_blocks * layout[1][1] * (1 if int8 else 2)):
+        raise ValueError("linear (%s): oneDNN picks the weights layout %s for a (%d, %d) @ (%d, %d) product, "
+                         "not the packed weight's %s" % ("int8" if int8 else "bfloat16", mine, rows, K, K, cols,
+                                                         layout))
     p.implementation = plan_create(_engine, &p.plan)
     return p
 
@@ -73,15 +275,15 @@ MAX_PLANS = 4096  # then the cache starts again (a plan in use stays alive: its 
 _plans = {}
 
 
-def _plan(bint int8, int64_t rows, int64_t cols, int64_t K, int64_t ldc, bint bias):
-    """The plan for one block shape, made once. ValueError where oneDNN has only its reference
-    (slow) code for it: no silent slow path."""
-    key = (int8, rows, cols, K, ldc, bias)
+def _plan(bint int8, int64_t rows, int64_t cols, int64_t K, bint bias, layout):
+    """The plan for one block shape on weights packed in `layout`, made once. ValueError where
+    oneDNN has only its reference (slow) code for it, or picks another layout: no silent slow path."""
+    key = (int8, rows, cols, K, bias, layout)
     p = _plans.get(key)
     if p is None:
         if len(_plans) >= MAX_PLANS:
             _plans.clear()
-        p = _make_plan(int8, rows, cols, K, ldc, bias)
+        p = _make_plan(int8, rows, cols, K, bias, layout)
         if p.implementation.startswith("ref"):
             raise ValueError("linear (%s): oneDNN has no fast kernel on this CPU (oneDNN's ISA: %s) for a "
                              "(%d, %d) @ (%d, %d) product, only its reference code %s" % (
@@ -92,8 +294,13 @@ def _plan(bint int8, int64_t rows, int64_t cols, int64_t K, int64_t ldc, bint bi
 
 
 def implementation(bint int8, int64_t rows, int64_t cols, int64_t K):
-    """oneDNN's name for the kernel of one block shape (e.g. "brg:avx512_core_amx")."""
-    return _plan(int8, rows, cols, K, cols, False).implementation
+    """oneDNN's name for the kernel of one block shape (e.g. "brg:avx512_core_amx") on packed weights."""
+    cdef dnnl_memory_desc_t md = _chosen_weights(int8, PANEL_ROWS, cols, K)
+    try:
+        layout = _layout(md)
+    finally:
+        dnnl_memory_desc_destroy(md)
+    return _plan(int8, rows, cols, K, False, layout).implementation
 
 
 cdef int _run(const lowp_plan* p, const void* a, const void* b, const float* bias, void* c,
@@ -124,16 +331,6 @@ cdef int _run(const lowp_plan* p, const void* a, const void* b, const float* bia
     return <int>status
 
 
-# The grid. PANEL_ROWS as the float32 panels (src_cython/linear.pyx); column blocks: at most
-# MAX_COLS (a (64, 50257) int32 block overflows the caches: 2.3x slower than blocks of 4096, one
-# thread, AMX), and enough of them that the blocks number at least MIN_BLOCKS (a decode row on 8
-# threads), none narrower than MIN_COLS.
-cdef Py_ssize_t PANEL_ROWS = 64
-cdef Py_ssize_t MAX_COLS = 4096
-cdef Py_ssize_t MIN_COLS = 64
-cdef Py_ssize_t MIN_BLOCKS = 8
-
-
 def _set_grid(Py_ssize_t panel_rows, Py_ssize_t max_cols, Py_ssize_t min_blocks):
     """Set PANEL_ROWS, MAX_COLS and MIN_BLOCKS; returns the previous ones. For benchmarks."""
     global PANEL_ROWS, MAX_COLS, MIN_BLOCKS
@@ -145,7 +342,9 @@ def _set_grid(Py_ssize_t panel_rows, Py_ssize_t max_cols, Py_ssize_t min_blocks)
 
 
 cdef struct Grid:
-    Py_ssize_t rows, cols, inner, br, bc, nr, nc
+    Py_ssize_t rows, cols, inner, br, bc, nr, nc, last_cols
+    const char* weights  # the packed weights; the column block at c0 starts c0 // n_block * block_bytes on
+    Py_ssize_t n_block, block_bytes
     const lowp_plan* plan[4]  # [full rows / last rows][full cols / last cols]
 
 
@@ -160,44 +359,55 @@ cdef class _Blocks:
     cdef char* scratch_base
     cdef Py_ssize_t scratch_stride, out_offset
 
-    def __cinit__(self, bint int8, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, bint bias, int parts):
+    def __cinit__(self, _Packed w, Py_ssize_t M, bint bias, int parts):
         cdef Grid* g = &self.grid
-        cdef Py_ssize_t nc
-        g.rows, g.cols, g.inner = M, N, K
+        cdef Py_ssize_t nc, N = w.N
+        g.rows, g.cols, g.inner = M, N, w.K
+        g.weights, g.n_block, g.block_bytes = w.base, w.n_block, w.block_bytes
         g.br = PANEL_ROWS if M >= 2 * PANEL_ROWS else M
         g.nr = _ceil(M, g.br)
         nc = max(_ceil(N, MAX_COLS), min(_ceil(MIN_BLOCKS, g.nr), max(1, N // MIN_COLS)))
-        g.bc = _ceil(_ceil(N, nc), 16) * 16  # (whole 16-column groups: oneDNN's vector width)
-        g.bc = min(g.bc, N)
+        g.bc = min(_ceil(_ceil(N, nc), g.n_block) * g.n_block, N)
         g.nc = _ceil(N, g.bc)
+        if g.nc > 1 and N - (g.nc - 1) * g.bc < g.n_block:
+            g.nc -= 1  # (the last block no narrower than n_block: oneDNN picks narrower blocks below)
+        g.last_cols = N - (g.nc - 1) * g.bc
         plans = []
         for i, rows in enumerate((g.br, M - (g.nr - 1) * g.br)):
-            for j, cols in enumerate((g.bc, N - (g.nc - 1) * g.bc)):
-                p = _plan(int8, rows, cols, K, cols, bias)
+            for j, cols in enumerate((g.bc, g.last_cols)):
+                p = _plan(w.int8, rows, cols, w.K, bias, w.layout)
                 plans.append(p)
                 g.plan[2 * i + j] = &(<_Plan>p).plan
         self.plans = plans
-        # per thread: oneDNN's scratchpad, then (column blocks) a dense (br, bc) output: oneDNN
+        # per thread: oneDNN's scratchpad, then (column blocks) a dense (br, cols) output: oneDNN
         # picks its brgemm kernels for a dense output only (a (1, 384) block of a 3072-wide one
         # ran on its older gemm:jit, 2x slower)
         self.out_offset = (max((<_Plan>p).plan.scratch_bytes for p in plans) + 4095) // 4096 * 4096
-        self.scratch_stride = self.out_offset + ((g.br * g.bc * 4 + 4095) // 4096 * 4096 if g.nc > 1 else 0)
+        self.scratch_stride = self.out_offset + (
+            (g.br * max(g.bc, g.last_cols) * 4 + 4095) // 4096 * 4096 if g.nc > 1 else 0)
         self.scratch = np.empty(parts * self.scratch_stride + 4096, dtype=np.uint8)
         self.scratch_base = <char*><size_t>((self.scratch.ctypes.data + 4095) // 4096 * 4096)
 
 
 cdef struct Block:
     Py_ssize_t r0, rows, c0, cols
+    const lowp_plan* plan
+    const char* weights
 
 
 cdef inline Block _block(const Grid* g, Py_ssize_t i) noexcept nogil:
     """Block i of the grid, column blocks outer (a block of weights is read by its row panels in
     turn, while it is in cache)."""
     cdef Block k
-    k.c0 = (i // g.nr) * g.bc
+    cdef Py_ssize_t j = i // g.nr
+    cdef bint last_rows
+    k.c0 = j * g.bc
     k.r0 = (i % g.nr) * g.br
     k.rows = min(g.br, g.rows - k.r0)
-    k.cols = min(g.bc, g.cols - k.c0)
+    k.cols = g.last_cols if j == g.nc - 1 else g.bc
+    last_rows = k.r0 + g.br > g.rows
+    k.plan = g.plan[2 * last_rows + (j == g.nc - 1)]
+    k.weights = g.weights + (k.c0 // g.n_block) * g.block_bytes
     return k
 
 
@@ -206,39 +416,41 @@ cdef inline bint _mine(Py_ssize_t i, Py_ssize_t n, Py_ssize_t part, Py_ssize_t p
     return (2 * i + 1) * parts // (2 * n) == part
 
 
-def _sizes(x, w, b, y):
+def _sizes(x, _Packed w, b, y):
     M, K = x.shape[0], x.shape[1]
-    N = w.shape[0]
-    if w.shape[1] != K or y.shape[0] != M or y.shape[1] != N or (b is not None and b.shape[0] != N):
+    N = w.N
+    if w.K != K or y.shape[0] != M or y.shape[1] != N or (b is not None and b.shape[0] != N):
         raise ValueError("linear: x (%d, %d), weight (%d, %d), out (%d, %d)" % (
-            M, K, w.shape[0], w.shape[1], y.shape[0], y.shape[1]))
+            M, K, N, w.K, y.shape[0], y.shape[1]))
+    if M == 0:
+        raise ValueError("linear: empty products are handled by fastattn.functional")
     return M, K, N
 
 
-# |acc| <= 127 * 127 * K must fit int32
-MAX_INT8_K = 2147483647 // (127 * 127)
+# |acc| <= 255 * 127 * K (u8 x s8) must fit int32
+MAX_INT8_K = 2147483647 // (255 * 127)
 
 
-def _forward_int8(const float[:, ::1] x, const int8_t[:, ::1] w, const float[::1] sw,
-                  const float[::1] b, float[:, ::1] y, int num_threads):
-    # x (M, K), w (N, K) int8, sw (N,), b (N,) or None -> y (M, N)
+def _forward_int8(const float[:, ::1] x, _Packed w, const float[::1] sw, const float[::1] b,
+                  float[:, ::1] y, int num_threads):
+    # x (M, K), w packed int8 (N, K), sw (N,), b (N,) or None -> y (M, N)
     cdef Py_ssize_t M, K, N, t, i, r, parts, nblocks
     cdef bint has_bias = b is not None
     cdef int failed = 0, status
     M, K, N = _sizes(x, w, b, y)
+    if not w.int8:
+        raise TypeError("linear: _forward_int8 takes an int8 weight")
     if sw.shape[0] != N:
         raise ValueError("linear: weight scales (%d,) for a (%d, %d) weight" % (sw.shape[0], N, K))
     if K > MAX_INT8_K:
         raise ValueError("linear: int8 products take in_features <= %d (int32 sums), got %d" % (MAX_INT8_K, K))
-    if M == 0 or N == 0 or K == 0:
-        raise ValueError("linear: empty products are handled by fastattn.functional")
-    xq_arr = np.empty((M, K), np.int8)
+    xq_arr = np.empty((M, K), np.uint8)
     sx_arr = np.empty(M, np.float32)
-    cdef int8_t[:, ::1] xq = xq_arr
+    cdef uint8_t[:, ::1] xq = xq_arr
     cdef float[::1] sx = sx_arr
-    cdef _Blocks blocks = _Blocks(True, M, N, K, False, num_threads)
+    cdef const int32_t[::1] comp = w.comp
+    cdef _Blocks blocks = _Blocks(w, M, False, num_threads)
     cdef Grid g = blocks.grid
-    cdef const lowp_plan* p
     cdef Block k
     cdef char* scratch
     cdef int32_t* acc
@@ -247,41 +459,38 @@ def _forward_int8(const float[:, ::1] x, const int8_t[:, ::1] w, const float[::1
     with nogil, parallel(num_threads=parts):
         fa_nested_serial()
         for r in prange(M, schedule="static"):
-            sx[r] = fa_quantize_row_s8(&x[r, 0], K, &xq[r, 0])
+            sx[r] = fa_quantize_row_u8(&x[r, 0], K, &xq[r, 0])
         for t in prange(parts, schedule="static", chunksize=1):
             for i in range(nblocks):
                 if _mine(i, nblocks, t, parts):
                     k = _block(&g, i)
-                    p = g.plan[2 * (k.r0 + g.br > M) + (k.c0 + g.bc > N)]
                     # acc (rows, cols) int32 = xq[r0:] (rows, K) @ w[c0:]^T (K, cols): in y's
                     # place when the block is full width, else in this thread's buffer
                     scratch = blocks.scratch_base + t * blocks.scratch_stride
                     acc = <int32_t*>&y[k.r0, 0] if g.nc == 1 else <int32_t*>(scratch + blocks.out_offset)
-                    status = _run(p, &xq[k.r0, 0], &w[k.c0, 0], NULL, acc, scratch)
+                    status = _run(k.plan, &xq[k.r0, 0], k.weights, NULL, acc, scratch)
                     if status != 0:
                         failed += 1
                     else:
                         for r in range(k.r0, k.r0 + k.rows):
-                            fa_int8_epilogue_row(&y[r, k.c0], acc + (r - k.r0) * k.cols, sx[r], &sw[k.c0],
-                                                 &b[k.c0] if has_bias else NULL, k.cols)
+                            fa_int8_epilogue_row(&y[r, k.c0], acc + (r - k.r0) * k.cols, &comp[k.c0], sx[r],
+                                                 &sw[k.c0], &b[k.c0] if has_bias else NULL, k.cols)
     if failed:
         raise RuntimeError("oneDNN: the int8 matmul failed on %d blocks" % failed)
 
 
-def _forward_bf16(const float[:, ::1] x, const uint16_t[:, ::1] w, const float[::1] b,
-                  float[:, ::1] y, int num_threads):
-    # x (M, K), w (N, K) bfloat16 bits, b (N,) or None -> y (M, N)
+def _forward_bf16(const float[:, ::1] x, _Packed w, const float[::1] b, float[:, ::1] y, int num_threads):
+    # x (M, K), w packed bfloat16 (N, K), b (N,) or None -> y (M, N)
     cdef Py_ssize_t M, K, N, t, i, r, parts, nblocks
     cdef bint has_bias = b is not None
     cdef int failed = 0, status
     M, K, N = _sizes(x, w, b, y)
-    if M == 0 or N == 0 or K == 0:
-        raise ValueError("linear: empty products are handled by fastattn.functional")
+    if w.int8:
+        raise TypeError("linear: _forward_bf16 takes a bfloat16 weight")
     xb_arr = np.empty((M, K), np.uint16)
     cdef uint16_t[:, ::1] xb = xb_arr
-    cdef _Blocks blocks = _Blocks(False, M, N, K, has_bias, num_threads)
+    cdef _Blocks blocks = _Blocks(w, M, has_bias, num_threads)
     cdef Grid g = blocks.grid
-    cdef const lowp_plan* p
     cdef Block k
     cdef char* scratch
     cdef float* out
@@ -295,10 +504,9 @@ def _forward_bf16(const float[:, ::1] x, const uint16_t[:, ::1] w, const float[:
             for i in range(nblocks):
                 if _mine(i, nblocks, t, parts):
                     k = _block(&g, i)
-                    p = g.plan[2 * (k.r0 + g.br > M) + (k.c0 + g.bc > N)]
                     scratch = blocks.scratch_base + t * blocks.scratch_stride
                     out = &y[k.r0, 0] if g.nc == 1 else <float*>(scratch + blocks.out_offset)
-                    status = _run(p, &xb[k.r0, 0], &w[k.c0, 0], &b[k.c0] if has_bias else NULL, out, scratch)
+                    status = _run(k.plan, &xb[k.r0, 0], k.weights, &b[k.c0] if has_bias else NULL, out, scratch)
                     if status != 0:
                         failed += 1
                     elif g.nc > 1:
@@ -309,34 +517,40 @@ def _forward_bf16(const float[:, ::1] x, const uint16_t[:, ::1] w, const float[:
 
 
 @cython.wraparound(True)
-def linear_int8(input, weight, scale, bias=None):
-    """input (..., K) float32 @ dequantized(weight (N, K) int8, scale (N,))^T + bias, the
-    activations quantized per row (see the module docstring). Inputs are validated by
-    fastattn.functional."""
+def _product(forward, input, _Packed w, extra, bias):
     x = np.ascontiguousarray(input, dtype=np.float32)
-    K, N = x.shape[-1], weight.shape[0]
+    K, N = x.shape[-1], w.N
     y = np.empty(x.shape[:-1] + (N,), dtype=np.float32)
-    _forward_int8(x.reshape(-1, K), np.ascontiguousarray(weight), np.ascontiguousarray(scale),
-                  None if bias is None else np.ascontiguousarray(bias, dtype=np.float32),
-                  y.reshape(-1, N), threads_for(2 * x.size * N))
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    if extra is None:
+        forward(x.reshape(-1, K), w, b, y.reshape(-1, N), threads_for(2 * x.size * N))
+    else:
+        forward(x.reshape(-1, K), w, extra, b, y.reshape(-1, N), threads_for(2 * x.size * N))
     return y
 
 
 @cython.wraparound(True)
+def linear_int8(input, weight, scale, bias=None):
+    """input (..., K) float32 @ dequantized(weight (N, K) int8, scale (N,))^T + bias, the
+    activations quantized per row (see the module docstring); weight plain (packed here: a model's
+    weights are packed once, see linear_lowp) or a _Packed. Inputs are validated by
+    fastattn.functional."""
+    w = weight if isinstance(weight, _Packed) else pack(np.ascontiguousarray(weight))
+    return _product(_forward_int8, input, w, np.ascontiguousarray(scale), bias)
+
+
+@cython.wraparound(True)
 def linear_bf16(input, weight, bias=None):
-    """input (..., K) float32, rounded to bfloat16, @ weight (N, K) (bfloat16 bits, uint16)^T +
-    bias, summed in float32. Inputs are validated by fastattn.functional."""
-    x = np.ascontiguousarray(input, dtype=np.float32)
-    K, N = x.shape[-1], weight.shape[0]
-    y = np.empty(x.shape[:-1] + (N,), dtype=np.float32)
-    _forward_bf16(x.reshape(-1, K), np.ascontiguousarray(weight),
-                  None if bias is None else np.ascontiguousarray(bias, dtype=np.float32),
-                  y.reshape(-1, N), threads_for(2 * x.size * N))
-    return y
+    """input (..., K) float32, rounded to bfloat16, @ weight (N, K) (bfloat16 bits, uint16, plain or
+    a _Packed)^T + bias, summed in float32. Inputs are validated by fastattn.functional."""
+    w = weight if isinstance(weight, _Packed) else pack(np.ascontiguousarray(weight))
+    return _product(_forward_bf16, input, w, None, bias)
 
 
 def linear_lowp(input, weight, bias=None):
-    """linear with an Int8Weight or BFloat16Weight (fastattn/_lowp.py) as the weight."""
+    """linear with an Int8Weight or BFloat16Weight (fastattn/_lowp.py) as the weight: packed on
+    its first product and kept in it (weight._packed_for)."""
+    w = weight._packed_for(pack)
     if weight.compute_type == "int8":
-        return linear_int8(input, weight.q, weight.scale, bias)
-    return linear_bf16(input, weight.bits, bias)
+        return linear_int8(input, w, weight.scale, bias)
+    return linear_bf16(input, w, bias)

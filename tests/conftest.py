@@ -48,12 +48,14 @@ def gemm_engine(request):
     import importlib
 
     linear = importlib.import_module("fastattn._compiled.linear")
-    previous = linear._use_engine(request.param)
+    attention = importlib.import_module("fastattn._compiled.attention")
+    previous = linear._use_engine(request.param), attention._use_tile_engine(request.param)
     try:
         with fastattn.use_backend("compiled"):
             yield request.param
     finally:
-        linear._use_engine(previous)
+        linear._use_engine(previous[0])
+        attention._use_tile_engine(previous[1])
 
 
 @pytest.fixture

@@ -102,3 +102,35 @@ def test_an_engine_that_is_not_there_is_a_value_error():
     linear = importlib.import_module("fastattn._compiled.linear")
     with pytest.raises(ValueError, match="unknown GEMM engine 'mkl'"):
         linear._use_engine("mkl")
+
+
+# attention's tile products (src_cython/attention.pyx) run on the engine too: tiles of one row
+# (decode), a short last tile, causal and full, against the float64 oracle and its gradients
+@pytest.mark.parametrize("Tq, Tk, causal", [(1, 37, False), (5, 5, True), (130, 130, True), (67, 600, False)])
+def test_attention_tiles_on_each_engine_match_the_oracle(gemm_engine, rng, Tq, Tk, causal):
+    q = rng.standard_normal((2, 3, Tq, 16)).astype(np.float32)
+    k, v = (rng.standard_normal((2, 3, Tk, 16)).astype(np.float32) for _ in range(2))
+    g = rng.standard_normal((2, 3, Tq, 16)).astype(np.float32)
+    want = oracle.attention(*(a.astype(np.float64) for a in (q, k, v)), causal=causal)
+    out, lse = F.scaled_dot_product_attention(q, k, v, is_causal=causal, return_lse=True)
+    oracle.assert_close(out, want, np.float32, scale=4, rtol_factor=10)
+    # the gradients against central differences of the float64 oracle along one random direction
+    dq, dk, dv = F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=causal)
+    g64 = g.astype(np.float64)
+    for grad, i in ((dq, 0), (dk, 1), (dv, 2)):
+        d = rng.standard_normal(grad.shape)
+        args = [a.astype(np.float64) for a in (q, k, v)]
+        plus, minus = list(args), list(args)
+        plus[i], minus[i] = args[i] + 1e-6 * d, args[i] - 1e-6 * d
+        numeric = ((oracle.attention(*plus, causal=causal) - oracle.attention(*minus, causal=causal)) * g64).sum() / 2e-6
+        np.testing.assert_allclose((grad * d).sum(), numeric, rtol=1e-3, atol=1e-3)
+
+
+def test_attention_on_each_engine_gives_the_same_bits_at_every_thread_count(gemm_engine, rng):
+    q, k, v, g = (rng.standard_normal((2, 4, 300, 32)).astype(np.float32) for _ in range(4))
+    def run():
+        out, lse = F.scaled_dot_product_attention(q, k, v, is_causal=True, return_lse=True)
+        return (out, *F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=True))
+    out = at_thread_counts(run, (1, 2, 3))
+    for other in out[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(out[0], other))

@@ -185,3 +185,101 @@ def test_cpu_and_engine_errors(monkeypatch):
     monkeypatch.setattr(_gemm_engine, "ENGINE", "openblas")
     with pytest.raises(ValueError, match="oneDNN engine"):
         _lowp.check_compute_type("bfloat16", "compiled")
+
+
+# -- the packed weights (src_cython/linear_lowp.pyx's _Packed) -------------------------------------
+
+PACKED_SHAPES = [(1, 1), (13, 7), (33, 65), (64, 64), (97, 130), (200, 3), (769, 66)]  # (N, K)
+
+
+def _packed_weight(rng, N, K, compute_type):
+    w = (rng.standard_normal((N, K)) * 0.05).astype(np.float32)
+    w[N // 2] = 0  # (an all-zero row: scale 0)
+    return w, _lowp.quantize(w, compute_type)
+
+
+def _plain(q):
+    return q.q.copy() if q.compute_type == "int8" else q.bits.copy()
+
+
+@pytest.mark.parametrize("N, K", PACKED_SHAPES, ids=str)
+@pytest.mark.parametrize("compute_type", ["int8", "bfloat16"])
+def test_one_packed_weight_serves_every_row_count(rng, N, K, compute_type):
+    """One weight, packed on its first product, then products of 0 to 260 rows (a decode row, the
+    panels and the last ones) at 1 and 2 threads: int8 the reference bit for bit, bfloat16 within
+    float32 summation's bound of it; the weight is packed once and keeps no plain copy."""
+    _needs(compute_type, "compiled")
+    w, q = _packed_weight(rng, N, K, compute_type)
+    plain = _plain(q)
+    xs = [rng.standard_normal((M, K)).astype(np.float32) for M in (1, 2, 63, 64, 65, 128, 129, 260)]
+    b = rng.standard_normal(N).astype(np.float32)
+    with fastattn.use_backend("reference"):
+        want = [F.linear(x, q, b) for x in xs]
+    first = at_thread_counts(lambda: F.linear(xs[0], q, b))
+    packed = q._packed
+    assert packed is not None and q._plain is None
+    runs = at_thread_counts(lambda: [F.linear(x, q, b) for x in xs]) + [[f] for f in first]
+    for got in runs:
+        for x, g, r in zip(xs, got, want):
+            if compute_type == "int8":
+                np.testing.assert_array_equal(g, r)
+            else:
+                xb, wb = (_lowp.bfloat16_values(_lowp.bfloat16_bits(a)).astype(np.float64) for a in (x, w))
+                gamma = (K + 1) * U / (1 - (K + 1) * U)
+                assert np.all(np.abs(g - r) <= gamma * (np.abs(xb) @ np.abs(wb).T + np.abs(b)) + U * np.abs(r))
+    assert q._packed is packed
+    assert F.linear(np.ones((0, K), np.float32), q, b).shape == (0, N)  # (zero rows: the bias)
+    # the plain values, lookups and copies read the packed form
+    np.testing.assert_array_equal(_plain(q), plain)
+    ids = np.array([N - 1, 0, N // 2, N - 1])
+    with fastattn.use_backend("reference"):
+        fresh = _lowp.quantize(w, compute_type)
+    np.testing.assert_array_equal(q[ids], fresh[ids])
+    np.testing.assert_array_equal(q[N - 1], fresh[N - 1])
+    np.testing.assert_array_equal(_plain(q.copy()), plain)
+    # what it holds: the packed values (K and N padded to whole blocks), for int8 the scales and
+    # the row sums: no plain copy
+    extra = 4 * N if compute_type == "int8" else 0
+    assert q._resident_nbytes() == packed.data.nbytes + 2 * extra and packed.nbytes == packed.data.nbytes + extra
+    assert packed.data.size >= N * K
+
+
+def test_packed_layout_is_plain_row_blocks(rng):
+    """The packed data holds each value once (a permutation of the plain values, zero padding
+    elsewhere), and a row is found at its place in the layout oneDNN reports."""
+    _needs("int8", "compiled")
+    from fastattn._compiled import linear_lowp
+
+    q = _lowp.quantize_int8(rng.standard_normal((130, 70)).astype(np.float32))
+    p = linear_lowp.pack(q.q)
+    (K_padded, N_padded), _, _, _, size = p.layout
+    assert K_padded >= 70 and N_padded >= 130 and size == p.data.nbytes == K_padded * N_padded
+    assert np.count_nonzero(p.data) == np.count_nonzero(q.q)
+    np.testing.assert_array_equal(np.sort(p.data[p.data != 0]), np.sort(q.q[q.q != 0]))
+    np.testing.assert_array_equal(p.take(np.arange(130)), q.q)
+    np.testing.assert_array_equal(p.comp, 128 * q.q.astype(np.int64).sum(axis=1))
+
+
+@pytest.mark.parametrize("compute_type", ["int8", "bfloat16"])
+def test_row_views_of_a_stacked_weight(backend, rng, compute_type):
+    """_rows views (BERT's q, k, v of one fused weight; MultiheadAttention's row blocks): the same
+    object for the same rows, products and lookups those of a weight of those rows alone, before
+    and after the stacked weight itself is packed; int8: the stacked product's columns too."""
+    _needs(compute_type, backend)
+    parts = [(rng.standard_normal((n, 40)) * 0.1).astype(np.float32) for n in (64, 37, 100)]
+    x = rng.standard_normal((5, 40)).astype(np.float32)
+    alone = [_lowp.quantize(p, compute_type) for p in parts]
+    want = [F.linear(x, q) for q in alone]
+    bounds = [(0, 64), (64, 101), (101, 201)]
+    for parent_first in (False, True):
+        stacked = _lowp.stack_rows([_lowp.quantize(p, compute_type) for p in parts])
+        if parent_first:
+            y = F.linear(x, stacked)
+            if compute_type == "int8":  # (exact integer sums: any blocking gives the same)
+                np.testing.assert_array_equal(y, np.concatenate(want, axis=1))
+        for (a, z), q, w in zip(bounds, alone, want):
+            view = stacked._rows(a, z)
+            assert view is stacked._rows(a, z) and view.shape == (z - a, 40)
+            np.testing.assert_array_equal(F.linear(x, view), w)
+            np.testing.assert_array_equal(view[[0, z - a - 1]], q[[0, z - a - 1]])
+    assert stacked._rows(0, 201) is stacked and stacked._rows(101, None) is stacked._rows(101, 201)
