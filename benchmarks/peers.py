@@ -37,7 +37,8 @@ turns within each repeat, so that whatever else runs on the machine weighs on al
    random weights seeded with torch.manual_seed(0)), timed as gpt2 is: a 128-token random prompt,
    64 greedy tokens, prefill = time to the first token, decode = median step after it.
    fastattn: fastattn.from_pretrained (fastattn.Llama); transformers: LlamaForCausalLM with its
-   KV cache; CTranslate2: its converter's Llama, float32.
+   KV cache; CTranslate2: its converter's Llama, float32. "model's sgemvs": NumPy's sgemv over the
+   decode step's matrices (views of one array in the order of use, as fastattn.Llama holds them).
 4. shakespeare: the Tiny Shakespeare model's shape (train_shakespeare_char.py's CONFIG, random
    weights), batch 1, a 1-token prompt, temperature 0.8 and top-k 200: tokens/s of fastattn with
    its KV cache against nanoGPT's generate() in PyTorch (generate.py's torch_generate, no cache),
@@ -403,6 +404,24 @@ def model_matrices(hf_dir):
     return mats, {C: np.ones(C, np.float32), 4 * C: np.ones(4 * C, np.float32)}
 
 
+def llama_matrices(hf_dir):
+    """Float32 matrices of a Llama's decode products (per layer: q/k/v stacked, o_proj, gate/up
+    stacked, down_proj; then the LM head), views of one array in that order (as fastattn.Llama
+    holds them), and the vectors they multiply, {in_features: x}."""
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        c = json.load(f)
+    E, I, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    H = c["num_attention_heads"]
+    H_kv, D = c.get("num_key_value_heads") or H, c.get("head_dim") or E // H
+    shapes = [((H + 2 * H_kv) * D, E), (E, H * D), (2 * I, E), (E, I)] * L + [(V, E)]
+    flat = np.full(sum(r * k for r, k in shapes), 0.5, np.float32)
+    mats, start = [], 0
+    for r, k in shapes:
+        mats.append(flat[start:start + r * k].reshape(r, k))
+        start += r * k
+    return mats, {k: np.ones(k, np.float32) for k in (E, I, H * D)}
+
+
 def model_sgemv_seconds(mats, xs, threads, n):
     """The times of n passes of NumPy's sgemv over `mats` (model_matrices), one call each, at
     `threads` threads: what a decode step's products cost in the BLAS alone, whatever an engine
@@ -550,25 +569,36 @@ def smollm2(args, built):
         engines["transformers"] = transformers_gpt2(hf_dir)
     if built.get("smollm2/ctranslate2"):
         engines["ctranslate2"] = ct2_gpt2(built["smollm2/ctranslate2"], args.threads)
+    mats, xs = llama_matrices(hf_dir)
     for run in engines.values():
         run(prompt, 3)  # warm up
     prefill, decode, tokens = ({name: [] for name in engines} for _ in range(3))
+    shaped = []
     for _ in range(args.repeats):
         for name, run in engines.items():
             settle()
             tokens[name], stamps = run(prompt, n_new)
             prefill[name].append(stamps[0])
             decode[name].extend(np.diff(stamps))
+        settle()
+        shaped.extend(model_sgemv_seconds(mats, xs, args.threads, 3))
+    shaped_ms = np.median(shaped) * 1e3
+    decode_ms = {n: np.median(d) * 1e3 for n, d in decode.items()}
     reference = tokens.get("transformers")
     agree = {n: f"{next((i for i, (a, b) in enumerate(zip(t, reference)) if a != b), n_new)}/{n_new}"
              for n, t in tokens.items()} if reference else {}
     columns = ["fastattn", "transformers", "ctranslate2"]
     rows = [(f"prefill ms ({GPT2_PROMPT} tokens)", {n: np.median(p) * 1e3 for n, p in prefill.items()}, ".1f", "lower"),
-            ("decode ms/token", {n: np.median(d) * 1e3 for n, d in decode.items()}, ".2f", "lower"),
+            ("decode ms/token", decode_ms, ".2f", "lower"),
+            ("decode / model's sgemvs", {n: d / shaped_ms for n, d in decode_ms.items()}, ".2f", None),
             ("tokens = transformers'", agree, "s", None)]
     table(f"smollm2: SmolLM2-135M shapes (30 layers, 576 wide, 9 heads / 3 KV heads), random weights, "
           f"{GPT2_PROMPT}-token prompt, {n_new} greedy tokens, median of {args.repeats}", columns, rows,
-          ["decode: median step over every repeat's steps after the first token; tokens = "
+          [f"model's sgemvs: NumPy's sgemv on the decode step's {len(mats)} matrices (views of one "
+           f"array in the order of use, {sum(w.nbytes for w in mats) / 1e6:.0f} MB), one call each, "
+           f"{args.threads} threads (median of {len(shaped)}) = {shaped_ms:.2f} ms/token: the products "
+           "alone in the BLAS",
+           "decode: median step over every repeat's steps after the first token; tokens = "
            "transformers': how many leading greedy tokens agree"])
     return rows
 

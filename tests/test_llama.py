@@ -203,6 +203,30 @@ def test_fused_inference_weights_follow_training(saved):
     np.testing.assert_allclose(last, ours(idx)[:, -1], rtol=1e-4, atol=1e-4)
 
 
+def test_layer_weights_are_one_array_in_decode_order(saved):
+    """Every layer's weights are views of one array, laid out in the order a decode step reads
+    them; freeze() makes it read-only (and the fused q/k/v and gate/up views), and the frozen
+    model generates the same tokens."""
+    _, _, path = saved
+    ours = fastattn.from_pretrained(path)
+    want = ours.generate(PROMPT[:1], 8, temperature=0)
+    order = []
+    for layer in ours.model.layers:
+        a, mlp = layer.self_attn, layer.mlp
+        order += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+    arena = order[0].weight.data.base
+    assert all(m.weight.data.base is arena for m in order)
+    starts = [m.weight.data.__array_interface__["data"][0] for m in order]
+    assert all(b - a == m.weight.data.nbytes for a, b, m in zip(starts, starts[1:], order))
+    ours.freeze()
+    assert not arena.flags.writeable
+    assert not any(layer._qkv[0].flags.writeable or layer.mlp._gate_up.flags.writeable
+                   for layer in ours.model.layers)
+    np.testing.assert_array_equal(ours.generate(PROMPT[:1], 8, temperature=0), want)
+    ours.unfreeze()
+    assert arena.flags.writeable and ours.model.layers[0]._qkv[0].flags.writeable
+
+
 def test_bfloat16_file(tmp_path):
     """A checkpoint saved in bfloat16 (as SmolLM2, Llama 3.2 and Qwen2.5 ship) loads as the
     float32 values of its bfloat16 weights: logits equal transformers' on the same upcast weights."""
