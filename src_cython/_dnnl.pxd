@@ -90,7 +90,7 @@ cdef extern from "oneapi/dnnl/dnnl.h" nogil:
     dnnl_status_t dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t* md, int ndims, const dnnl_dims_t dims,
                                                    dnnl_data_type_t dt, dnnl_format_tag_t tag)
     dnnl_status_t dnnl_memory_desc_query(const_dnnl_memory_desc_t md, dnnl_query_t what, void* result)
-    dnnl_status_t dnnl_primitive_desc_next_impl(dnnl_primitive_desc_t pd)  # (linear_lowp.pyx)
+    dnnl_status_t dnnl_primitive_desc_next_impl(dnnl_primitive_desc_t pd)  # (matmul_pd's avoid_amx)
     int dnnl_memory_desc_equal(const_dnnl_memory_desc_t lhs, const_dnnl_memory_desc_t rhs)
     dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, const_dnnl_memory_desc_t src,
                                                      dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,
@@ -127,30 +127,87 @@ cdef inline check(dnnl_status_t status, what):
         raise RuntimeError("oneDNN: %s failed with status %d" % (what, <int>status))
 
 
-cdef inline str plan_create(dnnl_engine_t engine, dnnl_plan* p):
-    """The matmul primitive of `p` from its descriptors md[0] (src), md[1] (weights), md[2] (dst)
-    and md[4] (bias, or NULL), with a user scratchpad (md[3], scratch_bytes), made for one thread:
-    each block runs on the thread its grid gave it. Returns oneDNN's name of the implementation."""
+cdef inline dnnl_primitive_desc_t matmul_pd(dnnl_engine_t engine, dnnl_plan* p, bint avoid_amx) except NULL:
+    """The matmul primitive descriptor of p's md[0] (src), md[1] (weights), md[2] (dst) and md[4]
+    (bias, or NULL), made for one thread (each block runs on the thread its grid gave it) with a
+    user scratchpad; with avoid_amx, oneDNN's first implementation of these that is not an AMX
+    one, where it has one. The caller destroys it."""
     cdef dnnl_primitive_attr_t attr = NULL
     cdef dnnl_primitive_desc_t pd = NULL
     cdef const char* impl = NULL
-    cdef const_dnnl_memory_desc_t scratch_md
     cdef int saved_threads = fa_max_threads()
-    check(dnnl_primitive_attr_create(&attr), "creating attributes")
     fa_set_max_threads(1)
     try:
+        check(dnnl_primitive_attr_create(&attr), "creating attributes")
         check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode")
         check(dnnl_matmul_primitive_desc_create(&pd, engine, p.md[0], p.md[1], p.md[4], p.md[2], attr),
               "the matmul primitive descriptor")
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
+        while avoid_amx and impl != NULL and b"amx" in <bytes>impl and dnnl_primitive_desc_next_impl(pd) == dnnl_success:
+            dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
+    finally:
+        fa_set_max_threads(saved_threads)
+        if attr != NULL:
+            dnnl_primitive_attr_destroy(attr)
+    return pd
+
+
+cdef inline str plan_create(dnnl_engine_t engine, dnnl_plan* p, bint avoid_amx):
+    """p's primitive and scratchpad (md[3], scratch_bytes) from its descriptors (see matmul_pd);
+    returns oneDNN's name of the implementation."""
+    cdef dnnl_primitive_desc_t pd = matmul_pd(engine, p, avoid_amx)
+    cdef const char* impl = NULL
+    cdef const_dnnl_memory_desc_t scratch_md
+    cdef int saved_threads = fa_max_threads()
+    fa_set_max_threads(1)
+    try:
         dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
         scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)
         p.scratch_bytes = dnnl_memory_desc_get_size(scratch_md) if scratch_md != NULL else 0
         if p.scratch_bytes:
             check(dnnl_memory_desc_clone(&p.md[3], scratch_md), "copying the scratchpad descriptor")
         check(dnnl_primitive_create(&p.primitive, pd), "the matmul primitive")
+        return impl.decode() if impl != NULL else "?"
     finally:
         fa_set_max_threads(saved_threads)
+        dnnl_primitive_desc_destroy(pd)
+
+
+cdef inline reorder(dnnl_engine_t engine, const_dnnl_memory_desc_t src_md, const void* src,
+                    const_dnnl_memory_desc_t dst_md, void* dst):
+    """Copies src (laid out as src_md) into dst (as dst_md) with a reorder primitive: a weight
+    into its packed layout. On this thread alone (oneDNN runs on fastattn's threads only: see
+    fastattn/_compiled/_gemm_engine.py's fork notes), and waited for."""
+    cdef dnnl_primitive_desc_t pd = NULL
+    cdef dnnl_primitive_t primitive = NULL
+    cdef dnnl_memory_t mem[2]
+    cdef dnnl_exec_arg_t args[2]
+    cdef dnnl_stream_t stream = NULL
+    cdef dnnl_status_t status
+    cdef int i, saved_threads = fa_max_threads()
+    mem[0] = mem[1] = NULL
+    fa_set_max_threads(1)
+    try:
+        check(dnnl_reorder_primitive_desc_create(&pd, src_md, engine, dst_md, engine, NULL), "the reorder descriptor")
+        check(dnnl_primitive_create(&primitive, pd), "the reorder primitive")
+        check(dnnl_memory_create(&mem[0], src_md, engine, <void*>src), "a memory object")
+        check(dnnl_memory_create(&mem[1], dst_md, engine, dst), "a memory object")
+        check(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags), "a stream")
+        args[0].arg, args[0].memory = DNNL_ARG_FROM, mem[0]
+        args[1].arg, args[1].memory = DNNL_ARG_TO, mem[1]
+        with nogil:
+            status = dnnl_primitive_execute(primitive, stream, 2, args)
+            if status == dnnl_success:
+                status = dnnl_stream_wait(stream)
+        check(status, "the reorder")
+    finally:
+        fa_set_max_threads(saved_threads)
+        if stream != NULL:
+            dnnl_stream_destroy(stream)
+        for i in range(2):
+            if mem[i] != NULL:
+                dnnl_memory_destroy(mem[i])
+        if primitive != NULL:
+            dnnl_primitive_destroy(primitive)
         if pd != NULL:
             dnnl_primitive_desc_destroy(pd)
-        dnnl_primitive_attr_destroy(attr)
-    return impl.decode() if impl != NULL else "?"

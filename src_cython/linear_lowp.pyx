@@ -94,30 +94,6 @@ cdef void _strided(dnnl_memory_desc_t* md, int64_t d0, int64_t d1, int64_t s0, i
     check(dnnl_memory_desc_create_with_strides(md, 2, dims, dt, strides), "a memory descriptor")
 
 
-cdef dnnl_primitive_desc_t _matmul_pd(dnnl_plan* p, bint avoid_amx) except NULL:
-    """The matmul primitive descriptor of p's md[0] (src), md[1] (weights), md[2] (dst) and md[4]
-    (bias or NULL), made for one thread with a user scratchpad; with avoid_amx, oneDNN's first
-    implementation of these that is not an AMX one, where it has one (see AMX_MIN_ROWS). The
-    caller destroys it."""
-    cdef dnnl_primitive_attr_t attr = NULL
-    cdef dnnl_primitive_desc_t pd = NULL
-    cdef const char* impl = NULL
-    cdef int saved_threads = fa_max_threads()
-    fa_set_max_threads(1)
-    try:
-        check(dnnl_primitive_attr_create(&attr), "creating attributes")
-        check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode")
-        check(dnnl_matmul_primitive_desc_create(&pd, _engine, p.md[0], p.md[1], p.md[4], p.md[2], attr),
-              "the matmul primitive descriptor")
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
-        while avoid_amx and impl != NULL and b"amx" in <bytes>impl and dnnl_primitive_desc_next_impl(pd) == dnnl_success:
-            dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
-    finally:
-        fa_set_max_threads(saved_threads)
-        dnnl_primitive_attr_destroy(attr)
-    return pd
-
-
 cdef dnnl_memory_desc_t _chosen_weights(bint int8, int64_t rows, int64_t cols, int64_t K,
                                         bint avoid_amx) except NULL:
     """A new descriptor (the caller destroys it) of the weights layout that oneDNN's matmul picks
@@ -133,7 +109,7 @@ cdef dnnl_memory_desc_t _chosen_weights(bint int8, int64_t rows, int64_t cols, i
         dims[0], dims[1] = K, cols
         check(dnnl_memory_desc_create_with_tag(&p.md[1], 2, dims, dnnl_s8 if int8 else dnnl_bf16,
                                                dnnl_format_tag_any), "the weights descriptor (any layout)")
-        pd = _matmul_pd(&p, avoid_amx)
+        pd = matmul_pd(_engine, &p, avoid_amx)
         check(dnnl_memory_desc_clone(&chosen, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)),
               "copying the chosen weights descriptor")
     finally:
@@ -141,24 +117,6 @@ cdef dnnl_memory_desc_t _chosen_weights(bint int8, int64_t rows, int64_t cols, i
             dnnl_primitive_desc_destroy(pd)
         plan_free(&p)
     return chosen
-
-
-cdef str _create(dnnl_plan* p, bint avoid_amx):
-    """p's primitive and scratchpad (md[3], scratch_bytes) from its descriptors (see _matmul_pd);
-    returns oneDNN's name of the implementation."""
-    cdef dnnl_primitive_desc_t pd = _matmul_pd(p, avoid_amx)
-    cdef const char* impl = NULL
-    cdef const_dnnl_memory_desc_t scratch_md
-    try:
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
-        scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)
-        p.scratch_bytes = dnnl_memory_desc_get_size(scratch_md) if scratch_md != NULL else 0
-        if p.scratch_bytes:
-            check(dnnl_memory_desc_clone(&p.md[3], scratch_md), "copying the scratchpad descriptor")
-        check(dnnl_primitive_create(&p.primitive, pd), "the matmul primitive")
-    finally:
-        dnnl_primitive_desc_destroy(pd)
-    return impl.decode() if impl != NULL else "?"
 
 
 cdef tuple _layout(const_dnnl_memory_desc_t md):
@@ -247,11 +205,6 @@ def pack(w):
     cdef Py_ssize_t N = w.shape[0], K = w.shape[1], elt = 1 if int8 else 2
     cdef _Packed p = _Packed()
     cdef dnnl_memory_desc_t plain = NULL
-    cdef dnnl_primitive_desc_t pd = NULL
-    cdef dnnl_primitive_t reorder = NULL
-    cdef dnnl_memory_t src = NULL, dst = NULL
-    cdef dnnl_stream_t stream = NULL
-    cdef dnnl_exec_arg_t args[2]
     if w.dtype not in (np.int8, np.uint16) or w.ndim != 2 or not w.flags.c_contiguous or N == 0 or K == 0:
         raise ValueError("linear_lowp.pack: a non-empty C-contiguous (N, K) int8 or uint16 array, got "
                          f"{w.dtype} {w.shape}")
@@ -269,32 +222,10 @@ def pack(w):
     p.base = <char*><size_t>p.data.ctypes.data
     if int8:
         p.comp = (w.sum(axis=1, dtype=np.int32) * 128).astype(np.int32)
-    cdef int saved_threads = fa_max_threads()
-    fa_set_max_threads(1)  # (oneDNN runs on fastattn's threads only: see _gemm_engine's fork notes)
     try:
         _strided(&plain, K, N, 1, K, dnnl_s8 if int8 else dnnl_bf16)  # (w read as (K, N): transposed)
-        check(dnnl_reorder_primitive_desc_create(&pd, plain, _engine, p.md, _engine, NULL),
-              "the reorder to the packed layout")
-        check(dnnl_primitive_create(&reorder, pd), "the reorder primitive")
-        check(dnnl_memory_create(&src, plain, _engine, <void*><size_t>w.ctypes.data), "a memory object")
-        check(dnnl_memory_create(&dst, p.md, _engine, p.base), "a memory object")
-        check(dnnl_stream_create(&stream, _engine, dnnl_stream_default_flags), "a stream")
-        args[0].arg, args[0].memory = DNNL_ARG_FROM, src
-        args[1].arg, args[1].memory = DNNL_ARG_TO, dst
-        check(dnnl_primitive_execute(reorder, stream, 2, args), "the reorder")
-        check(dnnl_stream_wait(stream), "waiting for the reorder")
+        reorder(_engine, plain, <void*><size_t>w.ctypes.data, p.md, p.base)
     finally:
-        fa_set_max_threads(saved_threads)
-        if stream != NULL:
-            dnnl_stream_destroy(stream)
-        if src != NULL:
-            dnnl_memory_destroy(src)
-        if dst != NULL:
-            dnnl_memory_destroy(dst)
-        if reorder != NULL:
-            dnnl_primitive_destroy(reorder)
-        if pd != NULL:
-            dnnl_primitive_desc_destroy(pd)
         if plain != NULL:
             dnnl_memory_desc_destroy(plain)
     return p
@@ -319,7 +250,7 @@ cdef _Plan _make_plan(bint int8, int64_t rows, int64_t cols, int64_t K, bint bia
         raise ValueError("linear (%s): oneDNN picks the weights layout %s for a (%d, %d) @ (%d, %d) product, "
                          "not the packed weight's %s" % ("int8" if int8 else "bfloat16", mine, rows, K, K, cols,
                                                          layout))
-    p.implementation = _create(&p.plan, avoid_amx)
+    p.implementation = plan_create(_engine, &p.plan, avoid_amx)
     return p
 
 

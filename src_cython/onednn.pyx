@@ -77,43 +77,42 @@ def packed_layout(int64_t k, int64_t n):
 
 cdef _make_layout(int64_t k, int64_t n):
     cdef PackedLayout layout = PackedLayout()
-    cdef dnnl_memory_desc_t md[4]  # src, weights (any), dst, plain weights
+    cdef dnnl_plan p  # (its descriptors: src, weights "any", dst)
+    cdef dnnl_memory_desc_t plain = NULL
     cdef dnnl_dims_t dims, strides
     cdef dnnl_primitive_desc_t pd = NULL
     cdef const char* impl = NULL
     cdef const_dnnl_memory_desc_t wmd
-    cdef int i, saved_threads = fa_max_threads()
-    for i in range(4):
-        md[i] = NULL
+    plan_init(&p)
     layout.k, layout.n = k, n
-    fa_set_max_threads(1)  # (the kernel for one thread, as the plans)
     try:
         dims[0], dims[1], strides[0], strides[1] = PACK_ROWS, k, k, 1
-        check(dnnl_memory_desc_create_with_strides(&md[0], 2, dims, dnnl_f32, strides), "a memory descriptor")
+        check(dnnl_memory_desc_create_with_strides(&p.md[0], 2, dims, dnnl_f32, strides), "a memory descriptor")
         dims[0], dims[1] = k, n
-        check(dnnl_memory_desc_create_with_tag(&md[1], 2, dims, dnnl_f32, dnnl_format_tag_any), "a memory descriptor")
+        check(dnnl_memory_desc_create_with_tag(&p.md[1], 2, dims, dnnl_f32, dnnl_format_tag_any), "a memory descriptor")
         strides[0], strides[1] = 1, k
-        check(dnnl_memory_desc_create_with_strides(&md[3], 2, dims, dnnl_f32, strides), "a memory descriptor")
+        check(dnnl_memory_desc_create_with_strides(&plain, 2, dims, dnnl_f32, strides), "a memory descriptor")
         dims[0], dims[1], strides[0], strides[1] = PACK_ROWS, n, n, 1
-        check(dnnl_memory_desc_create_with_strides(&md[2], 2, dims, dnnl_f32, strides), "a memory descriptor")
-        if dnnl_matmul_primitive_desc_create(&pd, _engine, md[0], md[1], NULL, md[2], NULL) != dnnl_success:
+        check(dnnl_memory_desc_create_with_strides(&p.md[2], 2, dims, dnnl_f32, strides), "a memory descriptor")
+        try:
+            pd = matmul_pd(_engine, &p, False)
+        except RuntimeError:
             return None
         dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl)
         if impl == NULL or impl.decode().startswith("ref"):
             return None
         wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)
-        if wmd == NULL or dnnl_memory_desc_equal(wmd, md[3]):
+        if wmd == NULL or dnnl_memory_desc_equal(wmd, plain):
             return None
         check(dnnl_memory_desc_clone(&layout.md, wmd), "copying the weights descriptor")
         layout.nbytes = dnnl_memory_desc_get_size(layout.md)
         return layout
     finally:
-        fa_set_max_threads(saved_threads)
         if pd != NULL:
             dnnl_primitive_desc_destroy(pd)
-        for i in range(4):
-            if md[i] != NULL:
-                dnnl_memory_desc_destroy(md[i])
+        if plain != NULL:
+            dnnl_memory_desc_destroy(plain)
+        plan_free(&p)
 
 
 cdef class PackedWeight:
@@ -140,42 +139,12 @@ def pack(const float[:, ::1] w):
     packed.buffer = np.empty(layout.nbytes + 64, np.uint8)
     packed.data = (<size_t>packed.buffer.ctypes.data + 63) // 64 * 64
     cdef dnnl_memory_desc_t plain = NULL
-    cdef dnnl_primitive_desc_t pd = NULL
-    cdef dnnl_primitive_t reorder = NULL
-    cdef dnnl_memory_t mem[2]
-    cdef dnnl_exec_arg_t args[2]
-    cdef dnnl_stream_t stream = NULL
     cdef dnnl_dims_t dims, strides
-    cdef int saved_threads = fa_max_threads()
-    cdef dnnl_status_t status
-    mem[0] = mem[1] = NULL
-    dims[0], dims[1], strides[0], strides[1] = k, n, 1, k
-    fa_set_max_threads(1)  # (oneDNN runs on fastattn's threads only: see _gemm_engine's fork notes)
+    dims[0], dims[1], strides[0], strides[1] = k, n, 1, k  # (w read as (k, n): transposed)
     try:
         check(dnnl_memory_desc_create_with_strides(&plain, 2, dims, dnnl_f32, strides), "a memory descriptor")
-        check(dnnl_reorder_primitive_desc_create(&pd, plain, _engine, layout.md, _engine, NULL), "the reorder descriptor")
-        check(dnnl_primitive_create(&reorder, pd), "the reorder primitive")
-        check(dnnl_memory_create(&mem[0], plain, _engine, <void*>&w[0, 0]), "a memory object")
-        check(dnnl_memory_create(&mem[1], layout.md, _engine, <void*>packed.data), "a memory object")
-        args[0].arg, args[0].memory = DNNL_ARG_FROM, mem[0]
-        args[1].arg, args[1].memory = DNNL_ARG_TO, mem[1]
-        check(dnnl_stream_create(&stream, _engine, dnnl_stream_default_flags), "a stream")
-        with nogil:
-            status = dnnl_primitive_execute(reorder, stream, 2, args)
-            if status == dnnl_success:
-                status = dnnl_stream_wait(stream)
-        check(status, "packing a weight")
+        reorder(_engine, plain, &w[0, 0], layout.md, <void*>packed.data)
     finally:
-        fa_set_max_threads(saved_threads)
-        for i in range(2):
-            if mem[i] != NULL:
-                dnnl_memory_destroy(mem[i])
-        if stream != NULL:
-            dnnl_stream_destroy(stream)
-        if reorder != NULL:
-            dnnl_primitive_destroy(reorder)
-        if pd != NULL:
-            dnnl_primitive_desc_destroy(pd)
         if plain != NULL:
             dnnl_memory_desc_destroy(plain)
     return packed
@@ -202,7 +171,7 @@ cdef _plan(bint trans_a, bint trans_b, int64_t m, int64_t n, int64_t k, int64_t 
     if bias:
         b_dims[0], b_dims[1], b_strides[0], b_strides[1] = 1, n, n, 1
         check(dnnl_memory_desc_create_with_strides(&p.plan.md[4], 2, b_dims, dnnl_f32, b_strides), "a memory descriptor")
-    p.implementation = plan_create(_engine, &p.plan)
+    p.implementation = plan_create(_engine, &p.plan, False)
     return p
 
 
