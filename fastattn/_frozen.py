@@ -3,8 +3,9 @@ linear products keep a copy packed in oneDNN's layout: src_cython/linear.pyx).
 
 A frozen array is read-only, and so is every array its memory belongs to (its .base, down to the
 owner, or to immutable bytes): nothing writes its values until Module.unfreeze, which lets what
-was kept for it go. Only arrays frozen here have anything kept: a read-only flag set by hand says
-nothing about the values staying as they are.
+was kept for it go. Only the arrays given to freeze() have anything kept, not the bases it made
+read-only on the way (another view of a base, made before, may still write into it), and not an
+array made read-only by hand: such a flag says nothing about the values staying as they are.
 """
 import weakref
 
@@ -25,14 +26,15 @@ def _chain(a):
 
 
 def freeze(a):
-    """Makes a, and the arrays its memory belongs to, read-only, and registers them."""
+    """Makes a, and the arrays its memory belongs to, read-only, and registers a."""
     chain, _ = _chain(a)
     for x in chain:
         x.flags.writeable = False
-        key = id(x)
+    if chain:
+        key = id(a)
         entry = _kept.get(key)
-        if entry is None or entry[0]() is not x:
-            _kept[key] = [weakref.ref(x, lambda _, key=key: _kept.pop(key, None)), _UNSET]
+        if entry is None or entry[0]() is not a:
+            _kept[key] = [weakref.ref(a, lambda _, key=key: _kept.pop(key, None)), _UNSET]
 
 
 def unfreeze(a):

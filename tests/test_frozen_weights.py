@@ -155,3 +155,30 @@ def test_a_frozen_gpt_gives_the_logits_of_the_unfrozen_one(backend):
     tokens = model.generate(idx[:1, :5], 6, temperature=0)
     model.unfreeze()
     np.testing.assert_array_equal(model.generate(idx[:1, :5], 6, temperature=0), tokens)
+
+
+def test_the_base_a_freeze_made_read_only_is_not_trusted(backend, rng):
+    # freezing a view makes its base read-only, but another view of the base, made before, can
+    # still write into it: products on the base read it as it is
+    x = rng.standard_normal((300, 32)).astype(np.float32)
+    base = rng.standard_normal((80, 32)).astype(np.float32)
+    first, second = base[:40], base[40:]
+    _frozen_weights.freeze(first)
+    F.linear(x, base), F.linear(x, first)
+    second *= -2  # (second's own flag is still writable)
+    want = x.astype(np.float64) @ base.astype(np.float64).T
+    oracle.assert_close(F.linear(x, base), want, np.float32, scale=12, rtol_factor=10)
+    oracle.assert_close(F.linear(x, first), want[:, :40], np.float32, scale=6, rtol_factor=10)
+
+
+def test_freezing_part_of_a_bert_layer_leaves_its_fused_weight_correct(backend, rng):
+    model = fastattn.Encoder(fastattn.BertConfig(vocab_size=20, hidden_size=16, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=24,
+                                                 max_position_embeddings=64), None)
+    attention = model.encoder.layer[0].attention.self
+    attention.query.freeze()  # (not key and value: their rows of the fused weight stay writable)
+    x = rng.standard_normal((130, 16)).astype(np.float32)
+    F.linear(x, attention._qkv_weight)
+    attention.key.weight.data[...] = 1
+    want = x.astype(np.float64) @ attention._qkv_weight.astype(np.float64).T
+    oracle.assert_close(F.linear(x, attention._qkv_weight), want, np.float32, scale=16, rtol_factor=10)

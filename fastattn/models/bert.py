@@ -129,6 +129,9 @@ class _SelfAttention(nn.Module):
             layer.weight.data = self._qkv_weight[i * H:(i + 1) * H]
             layer.bias.data = self._qkv_bias[i * H:(i + 1) * H]
 
+    def _fused_weights(self):  # (the products read the fused weight: see Module.freeze)
+        return [self._qkv_weight] if isinstance(self._qkv_weight, np.ndarray) else []
+
     def _fuse_quantized(self):
         """After q, k and v got int8 / bfloat16 weights and biases of their own (a quantized
         file): one fused weight and bias of theirs again, which they view."""

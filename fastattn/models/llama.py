@@ -15,7 +15,7 @@ import contextlib
 
 import numpy as np
 
-from fastattn import _frozen, _lowp
+from fastattn import _lowp
 from fastattn import functional as F
 from fastattn import nn
 from fastattn.io.hf_files import read_hf_dir
@@ -100,6 +100,9 @@ class LlamaMLP(nn.Module):
     def _quantize_own(self, compute_type):
         self._gate_up = _quantize_fused(self._gate_up, (self.gate_proj, self.up_proj), compute_type)
 
+    def _fused_weights(self):  # (the gated product reads the fused weight: see Module.freeze)
+        return [self._gate_up] if isinstance(self._gate_up, np.ndarray) else []
+
     def forward(self, x):  # (B, T, E) -> (B, T, E)
         if isinstance(self._gate_up, _lowp.LOW_PRECISION):  # (quantized: inference only)
             return self.infer(x, F)
@@ -138,6 +141,9 @@ class LlamaDecoderLayer(nn.Module):
     def _quantize_own(self, compute_type):
         a = self.self_attn
         self._qkv = (_quantize_fused(self._qkv[0], (a.q_proj, a.k_proj, a.v_proj), compute_type), self._qkv[1])
+
+    def _fused_weights(self):  # (the q/k/v product reads the fused weight: see Module.freeze)
+        return [self._qkv[0]] if isinstance(self._qkv[0], np.ndarray) else []
 
     def forward(self, x):  # pre-norm residual block, positions 0 .. T-1
         x = x + self.self_attn(self.input_layernorm(x))
@@ -223,21 +229,6 @@ class Llama(nn.Module):
         model.load_state_dict(tensors)
         del tensors
         return model.quantize(compute_type)
-
-    def freeze(self):
-        """Module.freeze, and the fused q/k/v and gate/up weights too (views of the packed
-        array, not of a Parameter's own: the compiled backend keeps their packed copies)."""
-        super().freeze()
-        for layer in self.model.layers:
-            _frozen.freeze(layer._qkv[0])
-            _frozen.freeze(layer.mlp._gate_up)
-        return self
-
-    def unfreeze(self):
-        for layer in self.model.layers:
-            _frozen.unfreeze(layer._qkv[0])
-            _frozen.unfreeze(layer.mlp._gate_up)
-        return super().unfreeze()
 
     @property
     def head_weight(self):

@@ -306,13 +306,24 @@ class Module:
         ValueError); unfreeze() makes the weights writable again and lets the packed copies go."""
         for p in self.parameters():
             _frozen.freeze(p.data)
+        for module in self._walk():
+            for a in module._fused_weights():
+                _frozen.freeze(a)
         return self
 
     def unfreeze(self):
         """Undoes freeze(): the weights writable again (those whose memory is), and returns the module."""
+        for module in self._walk():
+            for a in module._fused_weights():
+                _frozen.unfreeze(a)
         for p in self.parameters():
             _frozen.unfreeze(p.data)
         return self
+
+    def _fused_weights(self):
+        """Arrays of this module's own that its products read in place of its children's weights
+        (one fused array whose row blocks they view): frozen with them. None here."""
+        return []
 
     # -- modes ----------------------------------------------------------------------------------
     def train(self, mode=True):
