@@ -127,6 +127,37 @@ cdef inline check(dnnl_status_t status, what):
         raise RuntimeError("oneDNN: %s failed with status %d" % (what, <int>status))
 
 
+cdef inline int plan_run(dnnl_engine_t engine, const dnnl_plan* p, const void* a, const void* b,
+                         const void* bias, void* c, void* scratch) noexcept nogil:
+    """Runs plan p on this thread: src a, weights b, dst c, with this thread's scratchpad of
+    p.scratch_bytes (and the bias row, for a plan with one). 0 on success, else oneDNN's status
+    (C untouched: the caller computes it otherwise). A stream of its own (0.1 us to make), so that
+    any number of threads can run one plan at once."""
+    cdef int ARGS[5]
+    cdef void* handles[5]
+    cdef dnnl_memory_t mem[5]
+    cdef dnnl_exec_arg_t args[5]
+    cdef int i, nargs = 0
+    cdef dnnl_stream_t stream = NULL
+    cdef dnnl_status_t status = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags)
+    ARGS[0], ARGS[1], ARGS[2], ARGS[3], ARGS[4] = (DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST,
+                                                   DNNL_ARG_SCRATCHPAD, DNNL_ARG_BIAS)
+    handles[0], handles[1], handles[2], handles[3], handles[4] = (<void*>a, <void*>b, c, scratch, <void*>bias)
+    for i in range(5):
+        if p.md[i] != NULL and status == dnnl_success:
+            status = dnnl_memory_create(&mem[nargs], p.md[i], engine, handles[i])
+            if status == dnnl_success:
+                args[nargs].arg, args[nargs].memory = ARGS[i], mem[nargs]
+                nargs += 1
+    if status == dnnl_success:
+        status = dnnl_primitive_execute(p.primitive, stream, nargs, args)
+    for i in range(nargs):
+        dnnl_memory_destroy(mem[i])
+    if stream != NULL:
+        dnnl_stream_destroy(stream)
+    return <int>status
+
+
 cdef inline dnnl_primitive_desc_t matmul_pd(dnnl_engine_t engine, dnnl_plan* p, bint avoid_amx) except NULL:
     """The matmul primitive descriptor of p's md[0] (src), md[1] (weights), md[2] (dst) and md[4]
     (bias, or NULL), made for one thread (each block runs on the thread its grid gave it) with a

@@ -65,9 +65,9 @@ cdef extern from "openmp_info.h":
     void fa_nested_serial() noexcept nogil
 
 # The float32 tile products of two rows or more run on the GEMM engine's sgemm (oneDNN's, on the
-# calling thread alone; NULL: the BLAS). On the Intel Xeon with AMX (2 threads, interleaved,
-# loaded machine) oneDNN's took 0.84-0.91x OpenBLAS's time over full and causal attention at
-# T = 256 to 4096, D = 64.
+# calling thread alone; NULL: the BLAS). On the Intel Xeon with AMX (family 6, model 167; 2
+# threads, benchmarks/tune_attention_tiles.py --engines) oneDNN's took 0.84-0.90x OpenBLAS's
+# time over full and causal attention at T = 256 to 4096, D = 64, and the same at decode.
 cdef sgemm_rowmajor_fn _tile_sgemm = NULL
 _tile_engine = "openblas"
 

@@ -86,20 +86,6 @@ cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
 
 
-# Whether y = x W^T and dx = dy W may run as panels when W is in plain layout (else as grid blocks
-# on the engine's sgemm): for benchmarks that compare the two (/_set_plain_panels).
-cdef bint Y_PANELS = True
-cdef bint DX_PANELS = True
-
-
-def _set_plain_panels(bint y, bint dx):
-    """Set Y_PANELS and DX_PANELS; returns the previous ones. For benchmarks."""
-    global Y_PANELS, DX_PANELS
-    previous = (Y_PANELS, DX_PANELS)
-    Y_PANELS, DX_PANELS = y, dx
-    return previous
-
-
 def _set_panel_rows(Py_ssize_t rows):
     """Set the rows of a oneDNN panel; returns the previous value. For benchmarks (a test hook)."""
     global PANEL_ROWS
@@ -176,8 +162,6 @@ cdef class _Panels:
         self.plans = None
         if _run == NULL or rows < 2:  # (one row: the BLAS's gemv streams the weights faster)
             return
-        if packed is None and not (DX_PANELS if dx else Y_PANELS):
-            return
         if dx and rows < 2 * PANEL_ROWS:
             # dx = dy w reads w as it is, (N, K): each panel copies all of it into the kernel's
             # layout, which short panels cannot pay for. Intel Xeon with AMX, 2 threads,
@@ -197,7 +181,6 @@ cdef class _Panels:
             full = _onednn.plan(False, trans_b, height, cols, inner, lda, ldb, cols, bias)
             part = _onednn.plan(False, trans_b, last, cols, inner, lda, ldb, cols, bias) if last else None
         if full is None or (last and part is None):
-            self.grid.packed_b = NULL
             return
         self.plans = (full, part)  # (alive while the product runs)
         self.grid.br, self.grid.nr = height, (rows + height - 1) // height

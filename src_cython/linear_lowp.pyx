@@ -286,34 +286,6 @@ def implementation(bint int8, int64_t rows, int64_t cols, int64_t K):
     return _plan(int8, rows, cols, K, False, layout).implementation
 
 
-cdef int _run(const lowp_plan* p, const void* a, const void* b, const float* bias, void* c,
-              void* scratch) noexcept nogil:
-    """Run a plan on this thread; 0 on success, else oneDNN's status."""
-    cdef int ARGS[5]
-    cdef void* handles[5]
-    cdef dnnl_memory_t mem[5]
-    cdef dnnl_exec_arg_t args[5]
-    cdef int i, nargs = 0
-    cdef dnnl_stream_t stream = NULL
-    cdef dnnl_status_t status = dnnl_stream_create(&stream, _engine, dnnl_stream_default_flags)
-    ARGS[0], ARGS[1], ARGS[2], ARGS[3], ARGS[4] = (DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST,
-                                                   DNNL_ARG_SCRATCHPAD, DNNL_ARG_BIAS)
-    handles[0], handles[1], handles[2], handles[3], handles[4] = (<void*>a, <void*>b, c, scratch, <void*>bias)
-    for i in range(5):
-        if p.md[i] != NULL and status == dnnl_success:
-            status = dnnl_memory_create(&mem[nargs], p.md[i], _engine, handles[i])
-            if status == dnnl_success:
-                args[nargs].arg, args[nargs].memory = ARGS[i], mem[nargs]
-                nargs += 1
-    if status == dnnl_success:
-        status = dnnl_primitive_execute(p.primitive, stream, nargs, args)
-    for i in range(nargs):
-        dnnl_memory_destroy(mem[i])
-    if stream != NULL:
-        dnnl_stream_destroy(stream)
-    return <int>status
-
-
 def _set_grid(Py_ssize_t panel_rows, Py_ssize_t max_cols, Py_ssize_t min_blocks):
     """Set PANEL_ROWS, MAX_COLS and MIN_BLOCKS; returns the previous ones. For benchmarks."""
     global PANEL_ROWS, MAX_COLS, MIN_BLOCKS
@@ -452,7 +424,7 @@ def _forward_int8(const float[:, ::1] x, _Packed w, const float[::1] sw, const f
                     # place when the block is full width, else in this thread's buffer
                     scratch = blocks.scratch_base + t * blocks.scratch_stride
                     acc = <int32_t*>&y[k.r0, 0] if g.nc == 1 else <int32_t*>(scratch + blocks.out_offset)
-                    status = _run(k.plan, &xq[k.r0, 0], k.weights, NULL, acc, scratch)
+                    status = plan_run(_engine, k.plan, &xq[k.r0, 0], k.weights, NULL, acc, scratch)
                     if status != 0:
                         failed += 1
                     else:
@@ -490,7 +462,7 @@ def _forward_bf16(const float[:, ::1] x, _Packed w, const float[::1] b, float[:,
                     k = _block(&g, i)
                     scratch = blocks.scratch_base + t * blocks.scratch_stride
                     out = &y[k.r0, 0] if g.nc == 1 else <float*>(scratch + blocks.out_offset)
-                    status = _run(k.plan, &xb[k.r0, 0], k.weights, &b[k.c0] if has_bias else NULL, out, scratch)
+                    status = plan_run(_engine, k.plan, &xb[k.r0, 0], k.weights, &b[k.c0] if has_bias else NULL, out, scratch)
                     if status != 0:
                         failed += 1
                     elif g.nc > 1:

@@ -215,31 +215,7 @@ cdef int fa_matmul_run(const void* plan_ptr, const float* a, const float* b, con
     """Run a plan on this thread, with this thread's scratchpad of plan.scratch_bytes (and the
     bias row, for a plan with one). 0 on success, else oneDNN's status (C untouched: the caller
     computes it otherwise)."""
-    cdef const fa_matmul_plan* p = <const fa_matmul_plan*>plan_ptr
-    cdef int ARGS[5]
-    cdef void* handles[5]
-    cdef dnnl_memory_t mem[5]
-    cdef dnnl_exec_arg_t args[5]
-    cdef int i, nargs = 0
-    cdef dnnl_stream_t stream = NULL
-    cdef dnnl_status_t status = dnnl_stream_create(&stream, _engine, dnnl_stream_default_flags)
-    ARGS[0], ARGS[1], ARGS[2], ARGS[3], ARGS[4] = (DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST,
-                                                   DNNL_ARG_SCRATCHPAD, DNNL_ARG_BIAS)
-    handles[0], handles[1], handles[2], handles[3], handles[4] = (<void*>a, <void*>b, <void*>c,
-                                                                  scratch, <void*>bias)
-    for i in range(5):
-        if p.md[i] != NULL and status == dnnl_success:
-            status = dnnl_memory_create(&mem[nargs], p.md[i], _engine, handles[i])
-            if status == dnnl_success:
-                args[nargs].arg, args[nargs].memory = ARGS[i], mem[nargs]
-                nargs += 1
-    if status == dnnl_success:
-        status = dnnl_primitive_execute(p.primitive, stream, nargs, args)
-    for i in range(nargs):
-        dnnl_memory_destroy(mem[i])
-    if stream != NULL:
-        dnnl_stream_destroy(stream)
-    return <int>status
+    return plan_run(_engine, <const fa_matmul_plan*>plan_ptr, a, b, bias, c, scratch)
 
 
 def run_address():
