@@ -4,12 +4,14 @@ For each (rows M, in K, out N) product of the Shakespeare GPT, all-MiniLM-L6-v2,
 prefill and decode, side by side in one run at the same thread count:
   fastattn      F.linear (forward) and F.linear_backward (dx, dW, db), on each GEMM engine it has
                 here: onednn (the default where installed) and openblas (FASTATTN_GEMM=openblas)
+  frozen        F.linear forward on the weight frozen (Module.freeze: what inference runs, the
+                weight packed once in oneDNN's layout), on the default engine
   torch         torch.nn.functional.linear, and its autograd backward (when torch is installed)
   numpy         one NumPy matmul x @ w.T (NumPy's BLAS, threaded as it likes)
   blas-1call    the whole product as one call of scipy's BLAS (the library fastattn calls),
                 threaded by the BLAS at the same thread count
-Prints medians in microseconds and fastattn's speed (on its default engine) as a fraction of
-torch's (>= 1: faster).
+Prints medians in microseconds and fastattn's speed (on its default engine; "frz" on the frozen
+weight) as a fraction of torch's (>= 1: faster).
 
     python benchmarks/linear_sweep.py --threads 2 [--repeat 30] [--only gpt2]
 """
@@ -38,6 +40,10 @@ SHAPES = [
     ("gpt2-prefill", "attn.c_proj", 128, 768, 768),
     ("gpt2-prefill", "c_fc", 128, 768, 3072),
     ("gpt2-prefill", "mlp.c_proj", 128, 3072, 768),
+    ("smollm2-prefill", "qkv", 128, 576, 960),
+    ("smollm2-prefill", "o_proj", 128, 576, 576),
+    ("smollm2-prefill", "gate_up", 128, 576, 3072),
+    ("smollm2-prefill", "down", 128, 1536, 576),
     ("gpt2-decode", "c_attn", 1, 768, 2304),
     ("gpt2-decode", "c_fc", 1, 768, 3072),
     ("gpt2-decode", "mlp.c_proj", 1, 3072, 768),
@@ -79,6 +85,7 @@ def main():
     import importlib
 
     import fastattn
+    from fastattn import _frozen
     from fastattn import functional as F
     fastattn.set_num_threads(args.threads, adaptive=False)  # (exactly --threads, as torch)
     engine = importlib.import_module("fastattn._compiled.linear")
@@ -108,7 +115,8 @@ def main():
     print(f"# {cpu_model()}, {args.threads} threads, float32; median microseconds; "
           f"speed = torch time / fastattn time on {default} (>= 1: fastattn faster)")
     cols = "".join(f" {e[:8]:>8s}" for e in engines)
-    head = f"{'model':16s} {'product':18s} {'M x K -> N':>18s} |{cols} {'torch':>8s} {'numpy':>8s} {'blas1':>8s} {'speed':>6s}"
+    head = (f"{'model':16s} {'product':18s} {'M x K -> N':>18s} |{cols} {'frozen':>8s} {'torch':>8s} {'numpy':>8s} "
+            f"{'blas1':>8s} {'speed':>6s} {'frz':>5s}")
     if not args.no_backward:
         head += f" |{cols} {'torch':>8s} {'speed':>6s}"
     print(head)
@@ -123,18 +131,22 @@ def main():
         dy = rng.standard_normal((M, N), dtype=np.float32)
         fas = on_each_engine(lambda: F.linear(x, w, b))
         fa = fas[default]
+        w_frozen = w.copy()
+        _frozen.freeze(w_frozen)
+        frz = median_us(lambda: F.linear(x, w_frozen, b), args.repeat)
         npy = median_us(lambda: x @ w.T, args.repeat)
         # scipy's sgemm is column-major: (x w^T)^T = w x^T, i.e. sgemm(w (N,K) as K x N^T ...)
         one = median_us(lambda: blas.sgemm(1.0, w, x, trans_b=True), args.repeat) if M > 1 else float("nan")
-        row = f"{model:16s} {name:18s} {f'{M}x{K}->{N}':>18s} |" + "".join(f" {fas[e]:8.1f}" for e in engines)
+        row = (f"{model:16s} {name:18s} {f'{M}x{K}->{N}':>18s} |" + "".join(f" {fas[e]:8.1f}" for e in engines)
+               + f" {frz:8.1f}")
         if torch is not None:
             tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
             with torch.no_grad():
                 tt = median_us(lambda: torch.nn.functional.linear(tx, tw, tb), args.repeat)
-            row += f" {tt:8.1f} {npy:8.1f} {one:8.1f} {tt / fa:6.2f}"
+            row += f" {tt:8.1f} {npy:8.1f} {one:8.1f} {tt / fa:6.2f} {tt / frz:5.2f}"
             worst.append((tt / fa, f"{model} {name} forward"))
         else:
-            row += f" {'':8s} {npy:8.1f} {one:8.1f} {'':6s}"
+            row += f" {'':8s} {npy:8.1f} {one:8.1f} {'':6s} {'':5s}"
         if not args.no_backward:
             fbs = on_each_engine(lambda: F.linear_backward(dy, x, w))
             fb = fbs[default]
