@@ -89,9 +89,9 @@ class BuildExt(build_ext):
             # no threads, but keep the `omp simd` reductions of row_ops_template.h vectorised
             compile_args.append("-fopenmp-simd")
         for ext in self.extensions:
-            # (linear_lowp's row loops must round as the reference does: no fused multiply-add)
-            ext.extra_compile_args = compile_args + (["-ffp-contract=off"] if ext.name.endswith("linear_lowp")
-                                                     and not msvc else [])
+            # (the int8 / bfloat16 row loops must round as the reference does: no fused multiply-add)
+            ext.extra_compile_args = compile_args + (["-ffp-contract=off"] if ext.name.endswith(
+                ("linear_lowp", "linear_int8")) and not msvc else [])
             ext.extra_link_args = link_args + ext.extra_link_args  # (onednn's own, see extensions())
         if not msvc and "-g" not in os.environ.get("CFLAGS", "").split():
             # Python's own CFLAGS carry -g: debug information for about 1.5 MB of generated C

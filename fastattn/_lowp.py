@@ -190,8 +190,15 @@ def stack_rows(weights):
 
 def _cpu_lacks(compute_type):
     """What the compiled backend lacks to run `compute_type` here ("" when nothing)."""
+    from importlib import import_module
+
     from fastattn._compiled import _gemm_engine
 
+    if compute_type == "int8":  # (oneDNN's VNNI kernels, else fastattn's own on AVX2)
+        if import_module("fastattn._compiled.linear").int8_engine() is not None:
+            return ""
+        return (f"AVX2 (fastattn's int8 kernels) or AVX512-VNNI / AVX-VNNI on the oneDNN engine (oneDNN's "
+                f"instruction set here: {_gemm_engine.onednn_isa() or 'oneDNN not loaded'})")
     if _gemm_engine.ENGINE != "onednn":
         why = _gemm_engine.unavailable_reason() or "FASTATTN_GEMM=openblas chose the BLAS"
         return f"the oneDNN engine, which the {compute_type} products run on ({why})"
@@ -201,8 +208,6 @@ def _cpu_lacks(compute_type):
         return f"the compiled module fastattn._compiled.linear_lowp ({exc})"
     isa = _gemm_engine.onednn_isa() or "?"
     bits = int(_gemm_engine._lib.dnnl_get_effective_cpu_isa())
-    if compute_type == "int8" and not bits & 0x48:  # avx2_vnni or avx512_core_vnni and above
-        return f"AVX512-VNNI or AVX-VNNI (oneDNN's instruction set here is {isa})"
     if compute_type == "bfloat16" and not bits & 0x80:  # avx512_core_bf16, amx
         return f"AVX512-BF16 or AMX-BF16 (oneDNN's instruction set here is {isa})"
     return ""

@@ -357,6 +357,31 @@ def _lowp():
     return linear_lowp
 
 
+def int8_engine():
+    """What runs the int8 products now: "onednn" (its VNNI / AMX kernels, src_cython/linear_lowp.pyx)
+    where the float32 products are on oneDNN and its instruction set has VNNI; else "avx2"
+    (fastattn's own kernels, src_cython/linear_int8.pyx: oneDNN's int8 kernels without VNNI
+    saturate) where the CPU has AVX2; else None."""
+    if _engine == "onednn" and _gemm_engine.onednn_has_vnni():
+        try:
+            _lowp()
+            return "onednn"
+        except ValueError:
+            pass
+    from fastattn._compiled import linear_int8
+
+    return "avx2" if linear_int8.SUPPORTED else None
+
+
+def _linear_lowp(input, weight, bias):
+    """linear with an int8 or bfloat16 weight (fastattn/_lowp.py) on the engine for its type."""
+    if weight.compute_type == "int8" and int8_engine() == "avx2":
+        from fastattn._compiled import linear_int8
+
+        return linear_int8.linear_int8(input, weight.q, weight.scale, bias)  # (q: the plain rows, never packed)
+    return _lowp().linear_lowp(input, weight, bias)
+
+
 def _packed_weight(w, Py_ssize_t rows):
     """The packed copy of a weight frozen by Module.freeze (made on its first product of two
     rows or more, kept by fastattn/_frozen.py until it is unfrozen), or None: w is read as it is."""
@@ -369,7 +394,7 @@ def _packed_weight(w, Py_ssize_t rows):
 def linear(input, weight, bias=None):
     """input (..., in) @ weight.T + bias. Inputs are validated by fastattn.functional."""
     if not isinstance(weight, np.ndarray):  # int8 / bfloat16 (fastattn/_lowp.py)
-        return _lowp().linear_lowp(input, weight, bias)
+        return _linear_lowp(input, weight, bias)
     x = np.ascontiguousarray(input)
     K, N = x.shape[-1], weight.shape[0]
     y = np.empty(x.shape[:-1] + (N,), dtype=x.dtype)
@@ -384,7 +409,7 @@ def linear_gelu(input, weight, bias=None, approximate="none", return_pre=False):
     """gelu(input @ weight.T + bias), fused; with return_pre also the linear output. Inputs are
     validated by fastattn.functional."""
     if not isinstance(weight, np.ndarray):  # int8 / bfloat16: the product, then GELU in place
-        y = _lowp().linear_lowp(input, weight, bias)
+        y = _linear_lowp(input, weight, bias)
         act = _gelu(y, approximate)
         return (act, y) if return_pre else act
     x = np.ascontiguousarray(input)

@@ -168,16 +168,26 @@ def test_bad_arguments(backend, rng):
         _lowp.check_compute_type("int4")
 
 
+def _int8_engine():
+    import importlib
+
+    return importlib.import_module("fastattn._compiled.linear").int8_engine()
+
+
 def test_cpu_and_engine_errors(monkeypatch):
     pytest.importorskip("fastattn._compiled.linear_lowp")
-    from fastattn._compiled import _gemm_engine
+    from fastattn._compiled import _gemm_engine, linear_int8
 
     assert _lowp.check_compute_type("int8", "reference") == "int8"  # (NumPy runs anywhere)
     if _gemm_engine._lib is None:
         pytest.skip(f"oneDNN is not loaded: {_gemm_engine.unavailable_reason()}")
     monkeypatch.setattr(_gemm_engine, "ENGINE", "onednn")  # (also under FASTATTN_GEMM=openblas)
     monkeypatch.setattr(_gemm_engine._lib, "dnnl_get_effective_cpu_isa", lambda: 0x27)  # avx512_core
-    with pytest.raises(ValueError, match="AVX512-VNNI or AVX-VNNI"):
+    # oneDNN without VNNI: int8 on fastattn's AVX2 kernels, where the CPU has AVX2
+    assert _int8_engine() == ("avx2" if linear_int8.SUPPORTED else None)
+    monkeypatch.setattr(linear_int8, "SUPPORTED", False)
+    assert _int8_engine() is None
+    with pytest.raises(ValueError, match="AVX2 .*or AVX512-VNNI / AVX-VNNI"):
         _lowp.check_compute_type("int8", "compiled")
     with pytest.raises(ValueError, match="AVX512-BF16 or AMX-BF16"):
         _lowp.check_compute_type("bfloat16", "compiled")
@@ -216,6 +226,13 @@ def test_one_packed_weight_serves_every_row_count(rng, N, K, compute_type):
     with fastattn.use_backend("reference"):
         want = [F.linear(x, q, b) for x in xs]
     first = at_thread_counts(lambda: F.linear(xs[0], q, b))
+    if compute_type == "int8" and _int8_engine() == "avx2":  # (its kernels read the plain rows)
+        for got in at_thread_counts(lambda: [F.linear(x, q, b) for x in xs]):
+            for g, r in zip(got, want):
+                np.testing.assert_array_equal(g, r)
+        assert q._packed is None and q._resident_nbytes() == N * K + 4 * N
+        np.testing.assert_array_equal(_plain(q), plain)
+        return
     packed = q._packed
     assert packed is not None and q._plain is None
     runs = at_thread_counts(lambda: [F.linear(x, q, b) for x in xs]) + [[f] for f in first]
@@ -248,6 +265,8 @@ def test_packed_layout_is_plain_row_blocks(rng):
     """The packed data holds each value once (a permutation of the plain values, zero padding
     elsewhere), and a row is found at its place in the layout oneDNN reports."""
     _needs("int8", "compiled")
+    if _int8_engine() != "onednn":
+        pytest.skip("int8 runs on fastattn's AVX2 kernels here (oneDNN has no VNNI): nothing is packed")
     from fastattn._compiled import linear_lowp
 
     q = _lowp.quantize_int8(rng.standard_normal((130, 70)).astype(np.float32))

@@ -105,6 +105,12 @@ def onednn_isa():
     return _ISA.get(isa, hex(isa))
 
 
+def onednn_has_vnni():
+    """Whether oneDNN's kernels here have VNNI (avx2_vnni, avx512_core_vnni and above): its int8
+    products without it multiply with vpmaddubsw, whose int16 sums saturate."""
+    return _lib is not None and bool(int(_lib.dnnl_get_effective_cpu_isa()) & 0x48)
+
+
 def sgemm_address(engine=None):
     """The address of the row-major sgemm the linear kernels call for `engine` (default: ENGINE),
     0 for the BLAS."""
