@@ -18,18 +18,22 @@ def build_info():
     """A dict: whether the compiled backend imported (else why not);
     OpenMP; the engine of the float32 linear products ("onednn" or "openblas", see
     FASTATTN_GEMM), oneDNN's version and the instruction set its kernels use here (or why it is
-    not loaded); the BLAS."""
+    not loaded); the engine of the int8 products ("onednn": its VNNI / AMX kernels; "avx2":
+    fastattn's own; None: int8 does not run here); the BLAS."""
     compiled = _backend._compiled
     info = {"compiled": compiled is not None,
             "compiled_error": _backend._compiled_error, "openmp": False, "gemm": None,
-            "onednn": None, "onednn_isa": None, "onednn_unavailable": None, "blas": _blas()}
+            "onednn": None, "onednn_isa": None, "onednn_unavailable": None, "int8": None,
+            "blas": _blas()}
     if compiled is not None:
         from importlib import import_module
 
         from fastattn._compiled import _gemm_engine
 
         info["openmp"] = bool(compiled.openmp_enabled())
-        info["gemm"] = import_module("fastattn._compiled.linear")._current_engine()
+        linear = import_module("fastattn._compiled.linear")
+        info["gemm"] = linear._current_engine()
+        info["int8"] = linear.int8_engine()
         info["onednn"] = _gemm_engine.onednn_version()
         info["onednn_isa"] = _gemm_engine.onednn_isa()
         info["onednn_unavailable"] = _gemm_engine.unavailable_reason()

@@ -10,12 +10,15 @@
                    products on bfloat16 inputs summed in float32.
   "int8_bfloat16"  int8 for the linear layers, bfloat16 for the weights that int8 would hurt most
                    and that are also read as embeddings (GPT's token table, tied to its LM head).
-  "auto"           the fastest of these that this CPU runs: int8 where it has VNNI.
+  "auto"           int8 where this CPU runs it (AVX2, or VNNI on oneDNN), else bfloat16, else
+                   float32 (CTranslate2's choice: on AVX2 without VNNI, int8 halves a decode step's
+                   time but runs an encoder at about float32's speed).
 
 Int8Weight and BFloat16Weight take the place of a Parameter's array (.data): fastattn.functional's
 linear takes them as its weight, and indexing one (w[ids]) gives float32 rows, as the embedding
-lookups need. The compiled kernels run on oneDNN (fastattn/_compiled/_gemm_engine.py); a type the
-CPU cannot run raises ValueError naming what it lacks (check_compute_type), never a slow fallback.
+lookups need. The compiled kernels run on oneDNN (fastattn/_compiled/_gemm_engine.py), int8 on
+fastattn's own AVX2 kernels where oneDNN has no VNNI (src_cython/linear_int8.pyx); a type the CPU
+cannot run raises ValueError naming what it lacks (check_compute_type), never a slow fallback.
 """
 import numpy as np
 

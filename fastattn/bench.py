@@ -210,6 +210,7 @@ def machine(threads):
         "compiled": compiled,
         "openmp": compiled and bool(fastattn._backend._compiled.openmp_enabled()),
         "gemm": _gemm_line(),
+        "int8": fastattn.build_info()["int8"] if compiled else None,
         "fastattn": fastattn.__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
@@ -231,7 +232,7 @@ def header_lines(info):
         f"# cpu: {info['cpu']}, {info['logical_cores']} logical cores",
         f"# threads: {info['threads']} (fastattn and torch); compiled backend: "
         + (f"OpenMP {'on' if info['openmp'] else 'off'}, linear products on {info['gemm']}"
-           if info["compiled"] else "not available"),
+           f", int8 on {info['int8'] or 'nothing here'}" if info["compiled"] else "not available"),
         f"# fastattn {info['fastattn']}, numpy {info['numpy']}, scipy {info['scipy']}, "
         + (f"torch {info['torch']}" if info["torch"] else "torch: not installed"),
         f"# date: {info['date']}",

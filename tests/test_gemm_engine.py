@@ -96,6 +96,12 @@ def test_build_info_says_what_runs():
                                       "avx512_core_amx", "avx512_core_amx_fp16")
     else:
         assert info["gemm"] == "openblas" and info["onednn_unavailable"]
+    # int8: oneDNN's kernels only on the oneDNN engine where they have VNNI (without it they
+    # saturate), else fastattn's AVX2 ones
+    from fastattn._compiled import _gemm_engine, linear_int8
+
+    vnni = info["gemm"] == "onednn" and _gemm_engine.onednn_has_vnni()
+    assert info["int8"] == ("onednn" if vnni else "avx2" if linear_int8.SUPPORTED else None)
 
 
 def test_an_engine_that_is_not_there_is_a_value_error():
