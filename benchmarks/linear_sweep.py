@@ -6,6 +6,8 @@ prefill and decode, side by side in one run at the same thread count:
                 here: onednn (the default where installed) and openblas (FASTATTN_GEMM=openblas)
   frozen        F.linear forward on the weight frozen (Module.freeze: what inference runs, the
                 weight packed once in oneDNN's layout), on the default engine
+  int8          F.linear forward on the weight quantized to int8 (compute_type="int8", on the
+                int8 engine of fastattn.build_info(); blank where int8 does not run here)
   torch         torch.nn.functional.linear, and its autograd backward (when torch is installed)
   numpy         one NumPy matmul x @ w.T (NumPy's BLAS, threaded as it likes)
   blas-1call    the whole product as one call of scipy's BLAS (the library fastattn calls),
@@ -85,7 +87,7 @@ def main():
     import importlib
 
     import fastattn
-    from fastattn import _frozen
+    from fastattn import _frozen, _lowp
     from fastattn import functional as F
     fastattn.set_num_threads(args.threads, adaptive=False)  # (exactly --threads, as torch)
     engine = importlib.import_module("fastattn._compiled.linear")
@@ -112,10 +114,15 @@ def main():
         limits = None
     from scipy.linalg import blas
 
-    print(f"# {cpu_model()}, {args.threads} threads, float32; median microseconds; "
+    try:
+        _lowp.check_compute_type("int8", "compiled")
+        int8 = True
+    except ValueError:
+        int8 = False
+    print(f"# {cpu_model()}, {args.threads} threads, float32 (int8: on {fastattn.build_info()['int8']}); median microseconds; "
           f"speed = torch time / fastattn time on {default} (>= 1: fastattn faster)")
     cols = "".join(f" {e[:8]:>8s}" for e in engines)
-    head = (f"{'model':16s} {'product':18s} {'M x K -> N':>18s} |{cols} {'frozen':>8s} {'torch':>8s} {'numpy':>8s} "
+    head = (f"{'model':16s} {'product':18s} {'M x K -> N':>18s} |{cols} {'frozen':>8s} {'int8':>8s} {'torch':>8s} {'numpy':>8s} "
             f"{'blas1':>8s} {'speed':>6s} {'frz':>5s}")
     if not args.no_backward:
         head += f" |{cols} {'torch':>8s} {'speed':>6s}"
@@ -132,13 +139,15 @@ def main():
         fas = on_each_engine(lambda: F.linear(x, w, b))
         fa = fas[default]
         w_frozen = w.copy()
+        w_int8 = _lowp.quantize_int8(w) if int8 else None
         _frozen.freeze(w_frozen)
         frz = median_us(lambda: F.linear(x, w_frozen, b), args.repeat)
+        i8 = median_us(lambda: F.linear(x, w_int8, b), args.repeat) if int8 else None
         npy = median_us(lambda: x @ w.T, args.repeat)
         # scipy's sgemm is column-major: (x w^T)^T = w x^T, i.e. sgemm(w (N,K) as K x N^T ...)
         one = median_us(lambda: blas.sgemm(1.0, w, x, trans_b=True), args.repeat) if M > 1 else float("nan")
         row = (f"{model:16s} {name:18s} {f'{M}x{K}->{N}':>18s} |" + "".join(f" {fas[e]:8.1f}" for e in engines)
-               + f" {frz:8.1f}")
+               + f" {frz:8.1f}" + (f" {i8:8.1f}" if i8 is not None else f" {'':8s}"))
         if torch is not None:
             tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
             with torch.no_grad():
