@@ -47,6 +47,8 @@ _onednn = None
 # 0.86-0.90x the time of 64 on the MiniLM and Shakespeare products, 0.99-1.01x on GPT-2 prefill's;
 # 256 rows 1.07-1.13x (2 threads, F.linear forward, medians of 15).
 cdef Py_ssize_t PANEL_ROWS = 128 if (_gemm_engine.onednn_isa() or "").startswith("avx512_core_amx") else 64
+# dx of fewer rows than this runs as sgemm blocks, not panels (see _Panels)
+cdef Py_ssize_t DX_PANEL_MIN_ROWS = 256
 
 
 def _use_engine(str engine):
@@ -84,6 +86,14 @@ _use_engine(_gemm_engine.ENGINE)
 cdef Py_ssize_t BLOCK_ROWS = 768
 cdef Py_ssize_t BLOCK_COLS = 256
 cdef Py_ssize_t MIN_BLOCK_COLS = 32
+# The backward's blocks (dW's, and dx's where it runs as blocks) on oneDNN's AVX2 kernels, whose
+# sgemm (gemm:jit) packs its operands at every call: at most 4096 x 4096, so that a product is
+# one block a thread. AMD EPYC Zen 3 (family 25, model 1), 2 threads, backward of (128, 768) ->
+# 3072: 20.2 ms in blocks of 768 x 256, 9.9 ms in these (OpenBLAS's: 10.0); (128, 576) -> 3072
+# 16.3 and 6.6 ms; MiniLM's and Shakespeare's within 5% either way. On AVX-512 and AMX (its
+# brgemm kernels) the backward keeps the blocks above.
+cdef bint _AVX2_ONEDNN = not (_gemm_engine.onednn_isa() or "avx512").startswith("avx512")
+cdef Py_ssize_t BACKWARD_BLOCK = 4096
 
 
 def _set_panel_rows(Py_ssize_t rows):
@@ -123,11 +133,12 @@ cdef inline Py_ssize_t _even_block(Py_ssize_t n, Py_ssize_t most) noexcept nogil
     return (n + count - 1) // count
 
 
-cdef inline Grid _grid(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner) noexcept nogil:
+cdef inline Grid _grid(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t inner, bint backward=False) noexcept nogil:
     cdef Grid g
+    cdef bint big = backward and _AVX2_ONEDNN and _sgemm != NULL
     g.rows, g.cols, g.inner = rows, cols, inner
-    g.br = _even_block(rows, BLOCK_ROWS)
-    g.bc = _even_block(cols, BLOCK_COLS)
+    g.br = _even_block(rows, BACKWARD_BLOCK if big else BLOCK_ROWS)
+    g.bc = _even_block(cols, BACKWARD_BLOCK if big else BLOCK_COLS)
     g.nr = (rows + g.br - 1) // g.br
     g.nc = (cols + g.bc - 1) // g.bc
     if (g.nr * g.nc) % 2 == 1 and cols >= 2 * MIN_BLOCK_COLS:
@@ -157,16 +168,18 @@ cdef class _Panels:
         count += count % 2
         cdef Py_ssize_t height = (rows + count - 1) // count if rows else 0
         cdef Py_ssize_t last = rows % height if height else 0
-        self.grid = _grid(rows, cols, inner)
+        self.grid = _grid(rows, cols, inner, dx)
         self.grid.packed_b = NULL
         self.plans = None
         if _run == NULL or rows < 2:  # (one row: the BLAS's gemv streams the weights faster)
             return
-        if dx and rows < 2 * PANEL_ROWS:
+        if dx and rows < DX_PANEL_MIN_ROWS:
             # dx = dy w reads w as it is, (N, K): each panel copies all of it into the kernel's
             # layout, which short panels cannot pay for. Intel Xeon with AMX, 2 threads,
             # (128, 768) @ (768, 3072): panels of 64 rows took 1.43x the time of sgemm blocks;
             # from 2 x 128 rows on, within 6% either way (Shakespeare's and MiniLM's products).
+            # AMD EPYC Zen 3 (64-row panels, oneDNN's gemm:jit): GPT-2 prefill's mlp.c_proj
+            # backward, two panels of (64, 768) @ (768, 3072), 8 ms each, one thread each.
             return
         full = part = None
         if packed is not None:  # (B packed: a plan may refuse it, then B as it is)
@@ -311,10 +324,10 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
             db[:] = np.asarray(dy).sum(axis=0)
         return
     cdef _Panels panels = _Panels(M, K, N, False, N, K, False, num_threads, None, True) if floating is float else None
-    gx = panels.grid if floating is float else _grid(M, K, N)
+    gx = panels.grid if floating is float else _grid(M, K, N, True)
     cdef char* scratch = panels.scratch_base if floating is float else NULL
     cdef Py_ssize_t scratch_stride = panels.scratch_stride if floating is float else 0
-    gw = _grid(N, K, M)
+    gw = _grid(N, K, M, True)
     n_dx = gx.nr * gx.nc
     total = 2 * M * N * K
     parts = min(<Py_ssize_t>num_threads, n_dx + gw.nr * gw.nc)
