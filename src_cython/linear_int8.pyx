@@ -39,16 +39,6 @@ SUPPORTED = bool(fa_int8_avx2_supported())
 cdef Py_ssize_t BLOCK_ROWS = 32
 cdef Py_ssize_t BLOCK_COLS = 128
 
-def _set_blocks(Py_ssize_t rows, Py_ssize_t cols):
-    """Set BLOCK_ROWS and BLOCK_COLS; returns the previous ones. For benchmarks."""
-    global BLOCK_ROWS, BLOCK_COLS
-    if rows < 1 or cols < 1:
-        raise ValueError("block sizes must be >= 1")
-    previous = (BLOCK_ROWS, BLOCK_COLS)
-    BLOCK_ROWS, BLOCK_COLS = rows, cols
-    return previous
-
-
 # |acc| <= 127 * 127 * K must fit int32
 MAX_K = 2147483647 // (127 * 127)
 
