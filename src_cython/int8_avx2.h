@@ -113,11 +113,12 @@ FA_AVX2_INLINE void fa_int8_tile(int MR, int NR, const int16_t* a, int64_t lda, 
 }
 
 /* One activation row against 8 weight rows (decode: the weights streamed once from memory). a: K16
-   int16; w: 8 int8 rows of K, stride ldw; y: 8 outputs. The next 8 rows are prefetched a cache line
-   at a time: without that one thread streamed 6 GB/s of GPT-2's LM head (Zen 3), with it 13 GB/s,
-   what a plain sum over the array reads. */
-FA_AVX2_INLINE void fa_int8_row8(const int16_t* a, const int8_t* w, int64_t ldw, int64_t K, float sx,
-                                 const float* sw, const float* b, float* y)
+   int16; w: 8 int8 rows of K, stride ldw; y: 8 outputs. The 8 rows at `ahead` (the next ones, or
+   these at the end of the weight) are prefetched a cache line at a time: without that one thread
+   streamed 6 GB/s of GPT-2's LM head (Zen 3), with it 13 GB/s, what a plain sum over the array
+   reads. */
+FA_AVX2_INLINE void fa_int8_row8(const int16_t* a, const int8_t* w, const int8_t* ahead, int64_t ldw, int64_t K,
+                                 float sx, const float* sw, const float* b, float* y)
 {
     __m256i acc[8];
     for (int j = 0; j < 8; j++)
@@ -127,7 +128,7 @@ FA_AVX2_INLINE void fa_int8_row8(const int16_t* a, const int8_t* w, int64_t ldw,
         __m256i av = _mm256_loadu_si256((const __m256i*)(a + k));
         if ((k & 63) == 0)
             for (int j = 0; j < 8; j++)
-                _mm_prefetch((const char*)(w + (8 + j) * ldw + k), _MM_HINT_T0);
+                _mm_prefetch((const char*)(ahead + j * ldw + k), _MM_HINT_T0);
         for (int j = 0; j < 8; j++)
             acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(
                 av, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + j * ldw + k)))));
@@ -159,8 +160,8 @@ static FA_AVX2 void fa_int8_block(const int16_t* a16, int64_t K16, const int8_t*
     int64_t c = c0;
     if (r1 - r0 == 1)
         for (; c + 8 <= c1; c += 8)
-            fa_int8_row8(a16 + r0 * K16, q + c * K, K, K, sx[r0], sw + c, bias != NULL ? bias + c : NULL,
-                         y + r0 * N + c);
+            fa_int8_row8(a16 + r0 * K16, q + c * K, q + (c + 16 <= N ? c + 8 : c) * K, K, K, sx[r0], sw + c,
+                         bias != NULL ? bias + c : NULL, y + r0 * N + c);
     for (; c < c1; c += 4) {
         int nr = c1 - c < 4 ? (int)(c1 - c) : 4;
         const int8_t* w = q + c * K;

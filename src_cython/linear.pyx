@@ -178,8 +178,9 @@ cdef class _Panels:
             # layout, which short panels cannot pay for. Intel Xeon with AMX, 2 threads,
             # (128, 768) @ (768, 3072): panels of 64 rows took 1.43x the time of sgemm blocks;
             # from 2 x 128 rows on, within 6% either way (Shakespeare's and MiniLM's products).
-            # AMD EPYC Zen 3 (64-row panels, oneDNN's gemm:jit): GPT-2 prefill's mlp.c_proj
-            # backward, two panels of (64, 768) @ (768, 3072), 8 ms each, one thread each.
+            # AMD EPYC Zen 3 (64-row panels, oneDNN's gemm:jit): GPT-2 prefill's c_fc backward's
+            # dx as two panels of (64, 3072) @ (3072, 768) took 7.4-8.6 ms each, as four blocks
+            # of (128, 3072) @ (3072, 192) 2.4 ms each (ONEDNN_VERBOSE=1's times).
             return
         full = part = None
         if packed is not None:  # (B packed: a plan may refuse it, then B as it is)
