@@ -16,6 +16,7 @@ from libc.string cimport memset
 
 from _blas cimport (blas_threads_enter, blas_threads_exit, blas_threads_fn, gemm_rowmajor,
                    gemm_rowmajor_on, sgemm_rowmajor_fn)
+from _parts cimport in_part
 from _row_ops cimport add_row, gelu_row, scale_row
 
 from fastattn import _frozen
@@ -231,13 +232,6 @@ cdef inline Block _block(const Grid* g, Py_ssize_t i) noexcept nogil:
     return k
 
 
-cdef inline bint _mine(Py_ssize_t done, Py_ssize_t cost, Py_ssize_t total, Py_ssize_t part,
-                       Py_ssize_t parts) noexcept nogil:
-    """Whether the block whose cost runs from `done` to `done + cost` (of `total`) falls in part
-    `part` of `parts`: the part holding its midpoint."""
-    return (2 * done + cost) * parts // (2 * total) == part
-
-
 def _check(Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int num_threads):
     if max(M, K, N) > INT_MAX:  # BLAS takes 32-bit sizes
         raise ValueError("linear: sizes above %d are not supported" % INT_MAX)
@@ -285,7 +279,7 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
             done = 0
             for i in range(g.nr * g.nc):
                 k = _block(&g, i)
-                if _mine(done, k.cost, M * N * K, t, parts):
+                if in_part(done, k.cost, M * N * K, t, parts):
                     # y[r0:, c0:] (rows, cols) = x[r0:] (rows, K) @ w[c0:]^T (K, cols) + b[c0:]
                     if floating is double or g.full_plan == NULL or not _run_panel(
                             &g, k, &x[k.r0, 0], &w[0, 0], &b[0] if has_bias else NULL, &y[k.r0, 0],
@@ -339,7 +333,7 @@ def _backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floatin
             done = 0
             for i in range(n_dx + gw.nr * gw.nc):
                 k = _block(&gx, i) if i < n_dx else _block(&gw, i - n_dx)
-                if _mine(done, k.cost, total, t, parts):
+                if in_part(done, k.cost, total, t, parts):
                     if i < n_dx:
                         # dx[r0:, c0:] (rows, cols) = dy[r0:] (rows, N) @ w[:, c0:] (N, cols)
                         if floating is double or gx.full_plan == NULL or not _run_panel(

@@ -17,6 +17,8 @@ cimport cython
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int8_t, int16_t, int64_t
 
+from _parts cimport in_part
+
 from fastattn._threads import threads_for
 
 cdef extern from "lowp_rows.h" nogil:
@@ -41,13 +43,6 @@ cdef Py_ssize_t BLOCK_COLS = 128
 
 # |acc| <= 127 * 127 * K must fit int32
 MAX_K = 2147483647 // (127 * 127)
-
-
-cdef inline bint _mine(Py_ssize_t i, Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
-    """Whether block i of n falls in part `part` of `parts`: contiguous runs of nearly equal size."""
-    return (2 * i + 1) * parts // (2 * n) == part
-
-
 
 
 def _forward(const float[:, ::1] x, const int8_t[:, ::1] q, const float[::1] sw, const float[::1] b,
@@ -87,7 +82,7 @@ def _forward(const float[:, ::1] x, const int8_t[:, ::1] q, const float[::1] sw,
             fa_widen_row_s8(&xq[r, 0], K, &a16[r, 0], K16)
         for t in prange(parts, schedule="static", chunksize=1):
             for i in range(nblocks):  # (column blocks outer: a block of weights passes once)
-                if _mine(i, nblocks, t, parts):
+                if in_part(i, 1, nblocks, t, parts):
                     r0 = (i % nr) * br
                     c0 = (i // nr) * BLOCK_COLS
                     fa_int8_block(&a16[0, 0], K16, &q[0, 0], K, &sx[0], &sw[0], &b[0] if has_bias else NULL,
@@ -95,14 +90,15 @@ def _forward(const float[:, ::1] x, const int8_t[:, ::1] q, const float[::1] sw,
 
 
 @cython.wraparound(True)
-def linear_int8(input, q, scale, bias=None):
-    """input (..., K) float32 @ dequantized(q (N, K) int8, scale (N,))^T + bias, the activations
-    quantized per row (see the module docstring). Inputs are validated by fastattn.functional."""
+def linear_int8(input, weight, scale, bias=None):
+    """input (..., K) float32 @ dequantized(weight (N, K) int8, scale (N,))^T + bias, the
+    activations quantized per row (see the module docstring); the signature of
+    fastattn/reference/linear_lowp.py's. Inputs are validated by fastattn.functional."""
     x = np.ascontiguousarray(input, dtype=np.float32)
-    K, N = x.shape[-1], q.shape[0]
+    K, N = x.shape[-1], weight.shape[0]
     y = np.empty(x.shape[:-1] + (N,), dtype=np.float32)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     M = x.size // K if K else int(np.prod(x.shape[:-1]))
-    _forward(x.reshape(M, K), np.ascontiguousarray(q), np.ascontiguousarray(scale, dtype=np.float32), b,
+    _forward(x.reshape(M, K), np.ascontiguousarray(weight), np.ascontiguousarray(scale, dtype=np.float32), b,
              y.reshape(M, N), threads_for(2 * x.size * N))
     return y

@@ -28,6 +28,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t
 from libc.string cimport memcpy
 
 from _dnnl cimport *  # (oneDNN's C API: src_cython/_dnnl.pxd)
+from _parts cimport in_part
 
 from fastattn._compiled import _gemm_engine  # (loads libdnnl.so.3, which this module links to)
 from fastattn._threads import threads_for
@@ -366,11 +367,6 @@ cdef inline Block _block(const Grid* g, Py_ssize_t i) noexcept nogil:
     return k
 
 
-cdef inline bint _mine(Py_ssize_t i, Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
-    """Whether block i of n (of nearly equal cost) falls in part `part` of `parts`: contiguous runs."""
-    return (2 * i + 1) * parts // (2 * n) == part
-
-
 def _sizes(x, _Packed w, b, y):
     M, K = x.shape[0], x.shape[1]
     N = w.N
@@ -418,7 +414,7 @@ def _forward_int8(const float[:, ::1] x, _Packed w, const float[::1] sw, const f
             sx[r] = fa_quantize_row_u8(&x[r, 0], K, &xq[r, 0])
         for t in prange(parts, schedule="static", chunksize=1):
             for i in range(nblocks):
-                if _mine(i, nblocks, t, parts):
+                if in_part(i, 1, nblocks, t, parts):
                     k = _block(&g, i)
                     # acc (rows, cols) int32 = xq[r0:] (rows, K) @ w[c0:]^T (K, cols): in y's
                     # place when the block is full width, else in this thread's buffer
@@ -458,7 +454,7 @@ def _forward_bf16(const float[:, ::1] x, _Packed w, const float[::1] b, float[:,
             fa_bf16_row(&x[r, 0], K, &xb[r, 0])
         for t in prange(parts, schedule="static", chunksize=1):
             for i in range(nblocks):
-                if _mine(i, nblocks, t, parts):
+                if in_part(i, 1, nblocks, t, parts):
                     k = _block(&g, i)
                     scratch = blocks.scratch_base + t * blocks.scratch_stride
                     out = &y[k.r0, 0] if g.nc == 1 else <float*>(scratch + blocks.out_offset)

@@ -1,7 +1,8 @@
 """fastattn's own int8 kernels on AVX2 (src_cython/linear_int8.pyx, int8_avx2.h), the int8 engine
 where oneDNN has no VNNI: against the reference arithmetic (fastattn/reference/linear_lowp.py) bit
-for bit, on every tile edge (3 rows x 4 columns, K in steps of 16), on the values whose int16 pair
-sums saturate oneDNN's kernels without VNNI, and at 1 and 2 threads; integer sums against int64."""
+for bit, on every tile edge (2 rows x 4 columns, a single row by 8, K in steps of 16), on the
+values whose int16 pair sums saturate oneDNN's kernels without VNNI, and at 1 and 2 threads;
+integer sums against int64."""
 import numpy as np
 import pytest
 
