@@ -105,6 +105,15 @@ cdef inline Py_ssize_t kv_head(Layout lq, Layout lk, Py_ssize_t n, Py_ssize_t gr
     return (n // lq.inner) * lk.inner + (n % lq.inner) // group
 
 
+cdef inline Py_ssize_t visible(bint causal, Py_ssize_t limit, Py_ssize_t bk) noexcept nogil:
+    """The keys of a tile row of bk that causality leaves visible, the first `limit` (clamped to
+    [0, bk]). Only those go through the mask and exp; the rest of the row is set to 0 (what exp
+    gives a hidden key), so the diagonal tile of a causal product computes half its exps."""
+    if not causal:
+        return bk
+    return min(max(limit, 0), bk)
+
+
 cdef inline void hide_before(floating* s, Py_ssize_t bk, Py_ssize_t first) noexcept nogil:
     """Sliding window: the first `first` scores of a tile row (keys before the window) -> -inf."""
     cdef Py_ssize_t c
@@ -154,7 +163,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
     cdef Py_ssize_t n_qblocks = (Tq + Bq - 1) // Bq
     cdef Py_ssize_t per_thread = Bq * Bk + Bq * Dv + 2 * Bq
     cdef Py_ssize_t shift = Tk - Tq
-    cdef Py_ssize_t w, n, nk, i0, bq, j0, bk, k_end, r, mask_at, g0, gr
+    cdef Py_ssize_t w, n, nk, i0, bq, j0, bk, k_end, r, mask_at, g0, gr, nv
     cdef bint edge
     cdef floating *s
     cdef floating *acc
@@ -216,8 +225,8 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                         mask_at = mask_offsets[n] + (i0 + r) * mask_rs + j0 * mask_cs
                         bm = bool_mask + mask_at if bool_mask else NULL
                         am = add_mask + mask_at if add_mask else NULL
-                    row_max = mask_row(s + r * bk, bk, i0 + r + shift + 1 - j0 if causal else bk,
-                                       bm, mask_cs, am, mask_cs)
+                    nv = visible(causal, i0 + r + shift + 1 - j0, bk)
+                    row_max = mask_row(s + r * bk, nv, nv, bm, mask_cs, am, mask_cs)
                     if row_max != row_max or m[r] != m[r]:
                         m_new = row_max + m[r]  # NaN: stays NaN for the rest of the row
                     else:
@@ -226,7 +235,8 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                         exp_sum_row(s + r * bk, bk, m_new)
                         continue
                     alpha = exp(m[r] - m_new)
-                    l[r] = l[r] * alpha + exp_sum_row(s + r * bk, bk, m_new)
+                    l[r] = l[r] * alpha + exp_sum_row(s + r * bk, nv, m_new)
+                    memset(s + r * bk + nv, 0, (bk - nv) * sizeof(floating))  # (the hidden keys' weights)
                     if alpha != 1:
                         scale_row(acc + r * Dv, acc + r * Dv, Dv, alpha)
                     m[r] = m_new
@@ -276,7 +286,7 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
     # workspace: per thread, P and dS tiles (Bq, Bk) and D (Tq).
     cdef Py_ssize_t per_thread = 2 * Bq * Bk + Tq
     cdef Py_ssize_t shift = Tk - Tq
-    cdef Py_ssize_t n, nk, g, i, i0, bq, j0, bk, k_end, r, c, t, mask_at
+    cdef Py_ssize_t n, nk, g, i, i0, bq, j0, bk, k_end, r, c, t, mask_at, nv
     cdef floating *p
     cdef floating *ds
     cdef floating *row_dot
@@ -326,9 +336,10 @@ cdef void _flash_backward(const floating* q, const floating* k, const floating* 
                                 mask_at = mask_offsets[n] + (i0 + r) * mask_rs + j0 * mask_cs
                                 bm = bool_mask + mask_at if bool_mask else NULL
                                 am = add_mask + mask_at if add_mask else NULL
-                            mask_row(p + r * bk, bk, i0 + r + shift + 1 - j0 if causal else bk,
-                                     bm, mask_cs, am, mask_cs)
-                            exp_sum_row(p + r * bk, bk, lse[n * Tq + i0 + r])  # (-inf lse: zeros)
+                            nv = visible(causal, i0 + r + shift + 1 - j0, bk)
+                            mask_row(p + r * bk, nv, nv, bm, mask_cs, am, mask_cs)
+                            exp_sum_row(p + r * bk, nv, lse[n * Tq + i0 + r])  # (-inf lse: zeros)
+                            memset(p + r * bk + nv, 0, (bk - nv) * sizeof(floating))
                         gemm_rowmajor_on(_tile_sgemm, True, False, bk, Dv, bq, 1, p, bk, dout + at(ldo, n, i0), ldo.rs,
                                       1, dv + at(ldv, nk, j0), ldv.rs)
                         gemm_rowmajor_on(_tile_sgemm, False, True, bq, bk, Dv, 1, dout + at(ldo, n, i0), ldo.rs,
