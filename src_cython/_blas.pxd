@@ -44,6 +44,8 @@ cdef inline void gemm_rowmajor_on(sgemm_rowmajor_fn row_sgemm, bint trans_a, bin
       0 or compute it: OpenBLAS's SkylakeX kernels give 0 * inf = NaN where its Haswell ones skip.)
     - never beta = 0, which leaves to the BLAS whether C is read (the standard says it is not, but
       OpenBLAS 0.3.27's gemv scaled y by 0, keeping NaN): C is zeroed here and added to (beta = 1).
+      oneDNN's sgemm gets beta = 0 as it is: it does not read C then (tests/test_blas_guards.py
+      checks it on C filled with NaN).
     - never m = 0 or n = 0: nothing to do. (OpenBLAS's gemv with k = 0 returns at once, leaving
       y as it was whatever beta is.)
 
@@ -58,14 +60,16 @@ cdef inline void gemm_rowmajor_on(sgemm_rowmajor_fn row_sgemm, bint trans_a, bin
     if alpha == 0 or k <= 0:
         _scale_rows(m, n, beta, c, ldc)
         return
-    if beta == 0:  # (then beta = 1 below: the BLAS skips its own pass over C)
-        _scale_rows(m, n, beta, c, ldc)
-        beta = 1
     if floating is float:
-        # (a status other than 0 is an argument oneDNN refused before touching C: the BLAS does it)
+        # oneDNN takes beta = 0 as the standard says, never reading C (so no pass that zeroes C
+        # first, and none that reads it back: an attention score tile is written once); a status
+        # other than 0 is an argument oneDNN refused before touching C: the BLAS does it
         if row_sgemm != NULL and m > 1 and row_sgemm(b'T' if trans_a else b'N', b'T' if trans_b else b'N',
                                                      m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0:
             return
+    if beta == 0:  # (then beta = 1 below: the BLAS skips its own pass over C)
+        _scale_rows(m, n, beta, c, ldc)
+        beta = 1
     if m == 1:
         # A single output row is a matrix-vector product: gemv streams op(B) once, where gemm
         # would first copy (pack) it. c (n) = alpha * op(B)^T @ a (k) + beta * c.
