@@ -88,6 +88,24 @@ def test_padding_mask_over_several_key_blocks(backend, rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_a_mask_reused_or_written_in_place_between_calls(backend, rng, dtype, kind):
+    # as a model's layers call it: the same padding mask again (the compiled backend reuses its
+    # plan), then the same array written in place, then an equal copy of the first: each call
+    # must see the mask it is given
+    q, k, v = qkv(rng, (3, 2), 1, 40, 16, 16, dtype)
+    lengths = np.array([40, 25, 3])
+    visible = np.arange(40)[None, None, None, :] >= 40 - lengths[:, None, None, None]  # left padding
+    mask = visible.copy() if kind == "bool" else np.where(visible, 0.0, -np.inf)
+    first = check(q, k, v, mask, causal=True)
+    np.testing.assert_array_equal(check(q, k, v, mask, causal=True), first)
+    mask[...] = mask[::-1]  # (other rows padded, in place)
+    assert not np.array_equal(check(q, k, v, mask, causal=True), first)
+    original = visible.copy() if kind == "bool" else np.where(visible, 0.0, -np.inf)
+    np.testing.assert_array_equal(check(q, k, v, original, causal=True), first)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["bool", "additive", "causal"])
 def test_fully_masked_rows_are_zero(backend, rng, dtype, kind):
     q, k, v = qkv(rng, (2, 2), 12, 9, 8, 8, dtype)
