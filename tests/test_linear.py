@@ -48,6 +48,34 @@ def test_thread_count_does_not_change_results(rng, M, K, N):
     assert all(np.array_equal(a, b) for a, b in zip(out[0], out[2]))
 
 
+@pytest.mark.parametrize("M", [2, 3, 4, 5, 8, 9])  # (2-8 rows: the compiled few-row kernel; 9: past it)
+@pytest.mark.parametrize("K, N", [(13, 7), (768, 130), (1, 3), (40, 1)])
+@pytest.mark.parametrize("approximate", [None, "none", "tanh"])
+def test_few_rows(backend, rng, M, K, N, approximate):
+    # batched decode's products: every row, column, the K % 8 tail and the bias, with the GELU
+    # fused or not, float32 against float64; at 1 and 2 threads the same bits
+    x, w = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    pre = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    run = (lambda: F.linear(x, w, b)) if approximate is None else (lambda: F.linear_gelu(x, w, b, approximate))
+    want = pre if approximate is None else oracle.gelu(pre, approximate)
+    oracle.assert_close(run(), want, np.float32, scale=np.sqrt(K), rtol_factor=10)
+    if backend == "compiled":
+        one, two = at_thread_counts(run)
+        np.testing.assert_array_equal(one, two)
+
+
+def test_few_rows_carry_nan_and_inf_to_their_outputs_only(backend):
+    x = np.ones((3, 20), np.float32)
+    x[1, 17] = np.nan  # (in the K % 8 tail of row 1)
+    w = np.ones((9, 20), np.float32)
+    w[4, 2] = np.inf
+    y = F.linear(x, w)
+    assert np.isnan(y[1]).all()
+    np.testing.assert_array_equal(y[[0, 2], 4], [np.inf, np.inf])
+    np.testing.assert_array_equal(np.delete(y[[0, 2]], 4, axis=1), 20)
+
+
 def test_bad_input(backend):
     x = np.ones((4, 3), np.float32)
     with pytest.raises(ValueError, match=r"weight must have shape \(5, 3\) for input of shape \(4, 3\), got \(5, 2\)"):
