@@ -120,6 +120,16 @@ def _set_panel_rows(Py_ssize_t rows):
     return previous
 
 
+def _set_gemv_max_rows(Py_ssize_t rows):
+    """Set the most rows the few-row kernel takes (0 or 1: none, every product of two rows or
+    more on the GEMM); returns the previous value. For benchmarks/batched_decode.py."""
+    global GEMV_MAX_ROWS
+    if rows < 0:
+        raise ValueError("rows must be >= 0")
+    previous, GEMV_MAX_ROWS = GEMV_MAX_ROWS, rows
+    return previous
+
+
 def _set_block_shape(Py_ssize_t rows, Py_ssize_t cols):
     """Set the largest block (rows, cols); returns the previous one. For benchmarks/linear_blocks.py."""
     global BLOCK_ROWS, BLOCK_COLS
