@@ -94,10 +94,18 @@ static FA_AVX2_FMA void fa_gemv_rows(const float* x, int64_t M, int64_t K, const
 
 #else
 
+/* Other compilers and CPUs: fa_gemv_rows_supported() is 0 and linear.pyx runs these products on
+   the GEMM; the definition the module links against computes the same dot products one at a time. */
 static void fa_gemv_rows(const float* x, int64_t M, int64_t K, const float* w, const float* b,
                          float* y, int64_t ldy, int64_t c0, int64_t c1)
 {
-    (void)x; (void)M; (void)K; (void)w; (void)b; (void)y; (void)ldy; (void)c0; (void)c1;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t c = c0; c < c1; c++) {
+            float s = 0;
+            for (int64_t k = 0; k < K; k++)
+                s += x[i * K + k] * w[c * K + k];
+            y[i * ldy + c] = b != NULL ? s + b[c] : s;
+        }
 }
 
 #endif
