@@ -44,8 +44,7 @@ def main(argv=None):
     model = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768,
                           gelu_approximate="tanh"), seed=0).freeze()
     rng = np.random.default_rng(0)
-    few_rows = linear._set_gemv_max_rows(0)
-    linear._set_gemv_max_rows(few_rows)
+    few_rows = linear._set_gemv_max_rows(0)  # (each run sets it; restored at the end)
     print(f"# {fastattn.build_info()['gemm']} engine, {args.threads} threads, GPT-2 small shapes, "
           f"few-row kernel up to {few_rows} rows; median decode step over {args.repeats} runs each, in turns")
     print(f"{'B':>3} {'few-row ms':>11} {'gemm ms':>9} {'few-row tok/s':>14} {'gemm tok/s':>11} {'gemm/few-row':>13}")

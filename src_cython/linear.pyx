@@ -42,6 +42,11 @@ cdef extern from "gemv_rows.h":
 cdef Py_ssize_t GEMV_MAX_ROWS = 8
 cdef bint _GEMV_ROWS = fa_gemv_rows_supported()
 
+
+cdef inline bint _few_rows(Py_ssize_t rows) noexcept nogil:
+    """Whether a float32 product of `rows` rows runs on the few-row kernel."""
+    return _GEMV_ROWS and 2 <= rows <= GEMV_MAX_ROWS
+
 # int run(plan, a, b, bias, c, scratch): one oneDNN matmul plan on this thread (onednn.pyx)
 ctypedef int (*matmul_run_fn)(const void*, const float*, const float*, const float*, float*,
                               void*) noexcept nogil
@@ -290,7 +295,7 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
             for r in range(M):
                 gelu_row(&act[r, 0], &y[r, 0], N, gelu == 2)
         return
-    if floating is float and _GEMV_ROWS and 2 <= M <= GEMV_MAX_ROWS:
+    if floating is float and _few_rows(M):
         _forward_few_rows(&x[0, 0], M, K, &w[0, 0], &b[0] if has_bias else NULL, &y[0, 0], N, num_threads,
                           gelu, &act[0, 0] if gelu else NULL)
         return
@@ -437,8 +442,7 @@ def _packed_weight(w, Py_ssize_t rows):
     """The packed copy of a weight frozen by Module.freeze (made on its first product of more
     rows than the few-row kernel takes, kept by fastattn/_frozen.py until it is unfrozen), or
     None: w is read as it is."""
-    if (_run == NULL or rows < 2 or (_GEMV_ROWS and rows <= GEMV_MAX_ROWS) or w.dtype != np.float32
-            or not w.flags.c_contiguous):
+    if _run == NULL or rows < 2 or _few_rows(rows) or w.dtype != np.float32 or not w.flags.c_contiguous:
         return None
     return _frozen.kept(w, _onednn.pack)
 

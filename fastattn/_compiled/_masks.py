@@ -108,7 +108,8 @@ def mask_plan(mask, lead, rows, cols, dtype):
     last = _last
     if last is not None and last[0] == key and np.array_equal(last[1], m):
         return last[2]
-    m = m.copy()  # (the plan reads this copy, never the caller's array)
+    if np.may_share_memory(m, mask):  # (the plan reads a copy of its own, never the caller's array)
+        m = m.copy()
     plan = MaskPlan(m, lead, cols)
     _last = (key, m, plan)
     return plan
