@@ -1,15 +1,15 @@
 /* int8 products on AVX2, for CPUs whose oneDNN has no VNNI (AMD Zen 1-3, Intel before Ice Lake):
    oneDNN's int8 kernels there multiply u8 x s8 with vpmaddubsw, whose int16 pair sums saturate
    (255 * 127 * 2 > 32767: measured on Zen 3, products off by up to 6e5), so they cannot give the
-   exact integer sums that fastattn/reference/linear_lowp.py defines. These widen both operands
-   to int16 and multiply with vpmaddwd (pairs of int16 products summed into int32): exact for the
-   symmetric int8 values (|q| <= 127) that fastattn quantizes to, with no compensation term.
+   exact integer sums that fastattn/reference/linear_lowp.py defines. The tiles below widen both
+   operands to int16 and multiply with vpmaddwd (pairs of int16 products summed into int32),
+   exact with no compensation term.
 
    acc[i][j] = sum_k a[i, k] * w[j, k] over a tile of up to 2 rows of a (activations, already
    widened to int16, each row padded with zeros to a multiple of 16) and 4 rows of w (the weight's
-   plain (N, K) int8 rows, read as they are: no packed copy), or, for a single row (decode), of
-   1 row and 8 rows of w, prefetched ahead. Then the epilogue of
-   fa_int8_epilogue_row in the same float32 operations and order: y = float(acc) * sx[i] * sw[j]
+   plain (N, K) int8 rows, read as they are: no packed copy). A single row (decode) instead meets
+   the weight rows one by one, in vpmaddubsw products that cannot saturate (see fa_int8_row). Then
+   the epilogue of fa_int8_epilogue_row in the same float32 operations and order: y = float(acc) * sx[i] * sw[j]
    (+ b[j]). The module is built with -ffp-contract=off and these functions target AVX2 without
    FMA, so nothing fuses the multiply and the add. */
 #ifndef FASTATTN_INT8_AVX2_H
@@ -112,38 +112,54 @@ FA_AVX2_INLINE void fa_int8_tile(int MR, int NR, const int16_t* a, int64_t lda, 
     }
 }
 
-/* One activation row against 8 weight rows (decode: the weights streamed once from memory). a: K16
-   int16; w: 8 int8 rows of K, stride ldw; y: 8 outputs. The 8 rows at `ahead` (the next ones, or
-   these at the end of the weight) are prefetched a cache line at a time: without that one thread
-   streamed 6 GB/s of GPT-2's LM head (Zen 3), with it 13 GB/s, what a plain sum over the array
-   reads. */
-FA_AVX2_INLINE void fa_int8_row8(const int16_t* a, const int8_t* w, const int8_t* ahead, int64_t ldw, int64_t K,
-                                 float sx, const float* sw, const float* b, float* y)
+/* The int32 sum of v's 8 lanes. */
+FA_AVX2_INLINE int32_t fa_hsum8(__m256i v)
 {
-    __m256i acc[8];
-    for (int j = 0; j < 8; j++)
-        acc[j] = _mm256_setzero_si256();
-    int64_t k = 0, K16 = K / 16 * 16;
-    for (; k < K16; k += 16) {
-        __m256i av = _mm256_loadu_si256((const __m256i*)(a + k));
-        if ((k & 63) == 0)
-            for (int j = 0; j < 8; j++)
-                _mm_prefetch((const char*)(ahead + j * ldw + k), _MM_HINT_T0);
-        for (int j = 0; j < 8; j++)
-            acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(
-                av, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + j * ldw + k)))));
-    }
-    int32_t tail[8] = {0};
-    for (; k < K; k++)
-        for (int j = 0; j < 8; j++)
-            tail[j] += (int32_t)a[k] * (int32_t)w[j * ldw + k];
-    for (int h = 0; h < 2; h++) {
-        __m128i s = _mm_add_epi32(fa_sum4(acc[4 * h], acc[4 * h + 1], acc[4 * h + 2], acc[4 * h + 3]),
-                                  _mm_loadu_si128((const __m128i*)(tail + 4 * h)));
-        __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(s), _mm_set1_ps(sx)), _mm_loadu_ps(sw + 4 * h));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1)));
+}
+
+/* Bytes ahead of the weight row being read that the row loop below prefetches. */
+#define FA_INT8_AHEAD 4096
+
+/* One activation row x (K int8, not widened) against weight rows c0 .. c1 of q (N, K), one row
+   after another, so the weight is read as a single sequential stream (decode). 8 rows side by side
+   (their k loops interleaved) read 8 streams of K bytes each; at K = 768 those are too short for
+   the hardware prefetcher: one thread read 4.7 GB/s from memory against 7.0 for this loop and 9
+   for a plain sum over the array (Zen 3, GPT-2's shapes). Each 32-byte step multiplies |w| (as
+   u8, <= 128) by x * sign(w) (|x| <= 127: the quantizer's range) with vpmaddubsw: every int16 pair
+   sum is at most 2 * 128 * 127 = 32512, so it never saturates and the int32 sums are exact (the
+   same as the widened products, -128 in the weight included). The epilogue is fa_int8_tile's, in
+   the same float32 operations and order. */
+static FA_AVX2 void fa_int8_row(const int8_t* x, const int8_t* q, int64_t K, int64_t N, float sx,
+                                const float* sw, const float* b, float* y, int64_t c0, int64_t c1)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t c = c0; c < c1; c++) {
+        const int8_t* w = q + c * K;
+        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+        int64_t k = 0;
+        for (; k + 64 <= K; k += 64) {
+            if (c * K + k + FA_INT8_AHEAD < N * K)
+                _mm_prefetch((const char*)(w + k + FA_INT8_AHEAD), _MM_HINT_T0);
+            __m256i x0 = _mm256_loadu_si256((const __m256i*)(x + k)), w0 = _mm256_loadu_si256((const __m256i*)(w + k));
+            __m256i x1 = _mm256_loadu_si256((const __m256i*)(x + k + 32)), w1 = _mm256_loadu_si256((const __m256i*)(w + k + 32));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w0), _mm256_sign_epi8(x0, w0)), ones));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w1), _mm256_sign_epi8(x1, w1)), ones));
+        }
+        if (k + 32 <= K) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i*)(x + k)), w0 = _mm256_loadu_si256((const __m256i*)(w + k));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w0), _mm256_sign_epi8(x0, w0)), ones));
+            k += 32;
+        }
+        int32_t acc = fa_hsum8(_mm256_add_epi32(a0, a1));
+        for (; k < K; k++)
+            acc += (int32_t)x[k] * (int32_t)w[k];
+        float v = (float)acc * sx * sw[c];
         if (b != NULL)
-            v = _mm_add_ps(v, _mm_loadu_ps(b + 4 * h));
-        _mm_storeu_ps(y + 4 * h, v);
+            v = v + b[c];
+        y[c] = v;
     }
 }
 
@@ -153,16 +169,15 @@ FA_AVX2_INLINE void fa_int8_row8(const int16_t* a, const int8_t* w, const int8_t
 /* y[r0:r1, c0:c1] of y (M, N) = a16 (M, K16) int16 @ q (N, K) int8 ^T, scaled: one block, on the
    calling thread. A single row by 8 weight rows at a time; else column tiles of 4 weight rows
    outer (4 K bytes, in L1 while every row tile of the block passes), row tiles of 2 inner. */
-static FA_AVX2 void fa_int8_block(const int16_t* a16, int64_t K16, const int8_t* q, int64_t K, const float* sx,
-                                  const float* sw, const float* bias, float* y, int64_t N, int64_t r0, int64_t r1,
-                                  int64_t c0, int64_t c1)
+static FA_AVX2 void fa_int8_block(const int8_t* xq, const int16_t* a16, int64_t K16, const int8_t* q, int64_t K,
+                                  const float* sx, const float* sw, const float* bias, float* y, int64_t N,
+                                  int64_t r0, int64_t r1, int64_t c0, int64_t c1)
 {
-    int64_t c = c0;
-    if (r1 - r0 == 1)
-        for (; c + 8 <= c1; c += 8)
-            fa_int8_row8(a16 + r0 * K16, q + c * K, q + (c + 16 <= N ? c + 8 : c) * K, K, K, sx[r0], sw + c,
-                         bias != NULL ? bias + c : NULL, y + r0 * N + c);
-    for (; c < c1; c += 4) {
+    if (r1 - r0 == 1) {
+        fa_int8_row(xq + r0 * K, q, K, N, sx[r0], sw, bias, y + r0 * N, c0, c1);
+        return;
+    }
+    for (int64_t c = c0; c < c1; c += 4) {
         int nr = c1 - c < 4 ? (int)(c1 - c) : 4;
         const int8_t* w = q + c * K;
         const float* b = bias != NULL ? bias + c : NULL;
@@ -185,11 +200,11 @@ static inline void fa_widen_row_s8(const int8_t* a, int64_t n, int16_t* out, int
     (void)a, (void)n, (void)out, (void)n16;
 }
 
-static inline void fa_int8_block(const int16_t* a16, int64_t K16, const int8_t* q, int64_t K, const float* sx,
-                                 const float* sw, const float* bias, float* y, int64_t N, int64_t r0, int64_t r1,
-                                 int64_t c0, int64_t c1)
+static inline void fa_int8_block(const int8_t* xq, const int16_t* a16, int64_t K16, const int8_t* q, int64_t K,
+                                 const float* sx, const float* sw, const float* bias, float* y, int64_t N,
+                                 int64_t r0, int64_t r1, int64_t c0, int64_t c1)
 {
-    (void)a16, (void)K16, (void)q, (void)K, (void)sx, (void)sw, (void)bias, (void)y, (void)N;
+    (void)xq, (void)a16, (void)K16, (void)q, (void)K, (void)sx, (void)sw, (void)bias, (void)y, (void)N;
     (void)r0, (void)r1, (void)c0, (void)c1;
 }
 

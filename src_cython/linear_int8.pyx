@@ -27,9 +27,9 @@ cdef extern from "lowp_rows.h" nogil:
 cdef extern from "int8_avx2.h" nogil:
     int fa_int8_avx2_supported()
     void fa_widen_row_s8(const int8_t* a, int64_t n, int16_t* out, int64_t n16)
-    void fa_int8_block(const int16_t* a16, int64_t K16, const int8_t* q, int64_t K, const float* sx,
-                       const float* sw, const float* bias, float* y, int64_t N, int64_t r0, int64_t r1,
-                       int64_t c0, int64_t c1)
+    void fa_int8_block(const int8_t* xq, const int16_t* a16, int64_t K16, const int8_t* q, int64_t K,
+                       const float* sx, const float* sw, const float* bias, float* y, int64_t N,
+                       int64_t r0, int64_t r1, int64_t c0, int64_t c1)
 
 SUPPORTED = bool(fa_int8_avx2_supported())
 
@@ -41,8 +41,8 @@ SUPPORTED = bool(fa_int8_avx2_supported())
 cdef Py_ssize_t BLOCK_ROWS = 32
 cdef Py_ssize_t BLOCK_COLS = 128
 
-# |acc| <= 127 * 127 * K must fit int32
-MAX_K = 2147483647 // (127 * 127)
+# |acc| <= 128 * 127 * K must fit int32 (-128 in a weight read from a file, by |x| <= 127)
+MAX_K = 2147483647 // (128 * 127)
 
 
 def _forward(const float[:, ::1] x, const int8_t[:, ::1] q, const float[::1] sw, const float[::1] b,
@@ -85,7 +85,7 @@ def _forward(const float[:, ::1] x, const int8_t[:, ::1] q, const float[::1] sw,
                 if in_part(i, 1, nblocks, t, parts):
                     r0 = (i % nr) * br
                     c0 = (i // nr) * BLOCK_COLS
-                    fa_int8_block(&a16[0, 0], K16, &q[0, 0], K, &sx[0], &sw[0], &b[0] if has_bias else NULL,
+                    fa_int8_block(&xq[0, 0], &a16[0, 0], K16, &q[0, 0], K, &sx[0], &sw[0], &b[0] if has_bias else NULL,
                                   &y[0, 0], N, r0, min(r0 + br, M), c0, min(c0 + BLOCK_COLS, N))
 
 

@@ -1,6 +1,6 @@
 """fastattn's own int8 kernels on AVX2 (src_cython/linear_int8.pyx, int8_avx2.h), the int8 engine
 where oneDNN has no VNNI: against the reference arithmetic (fastattn/reference/linear_lowp.py) bit
-for bit, on every tile edge (2 rows x 4 columns, a single row by 8, K in steps of 16), on the
+for bit, on every tile edge (2 rows x 4 columns, K in steps of 16; a single row's steps of 64 and 32 bytes), on the
 values whose int16 pair sums saturate oneDNN's kernels without VNNI, and at 1 and 2 threads;
 integer sums against int64."""
 import numpy as np
@@ -48,6 +48,28 @@ def test_sums_that_saturate_int16_pairs_are_exact(rng, M, K, N):
     # (each row's scale is max|x| / 127 = 1 / 127)
     np.testing.assert_array_equal(got, acc.astype(np.float32) * (np.float32(1) / np.float32(127)))
     np.testing.assert_array_equal(got, reference.linear_int8(x, q, np.ones(N, np.float32)))
+
+
+@pytest.mark.parametrize("K", [1, 31, 32, 33, 63, 64, 65, 95, 96, 97, 768, 3072 + 17])
+def test_a_single_row_at_the_extremes_of_its_byte_products(rng, K):
+    """The one-row loop multiplies |w| (as u8) by x * sign(w): with x at +-127 and weights of -128
+    and 127 (a weight read from a file may hold -128; the quantizer never writes it), each int16
+    pair of products reaches -2 * 128 * 127 and 2 * 127 * 127, one short of saturating. Every tail
+    of its 64- and 32-byte steps, and more rows than the 4 KiB it prefetches ahead."""
+    N = 70
+    q = np.where(rng.random((N, K)) < 0.5, -128, 127).astype(np.int8)
+    q[1] = 0
+    x = np.where(q[:1] < 0, 1, -1).astype(np.float32)  # (quantized to -+127: every product -128 * 127 or -127^2)
+    x[0, :: 7] *= -1
+    b = rng.standard_normal(N).astype(np.float32)
+    acc = np.rint(x * 127).astype(np.int64) @ q.astype(np.int64).T
+    for bias in (None, b):
+        want = acc.astype(np.float32) * (np.float32(1) / np.float32(127))
+        if bias is not None:
+            want = want + bias
+        for got in at_thread_counts(lambda: linear_int8.linear_int8(x, q, np.ones(N, np.float32), bias)):
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got, reference.linear_int8(x, q, np.ones(N, np.float32), bias))
 
 
 def test_rows_of_nan_inf_zeros_and_tiny_values(rng):
