@@ -149,6 +149,40 @@ def test_decode_with_query_heads_apart(backend, rng, dtype, window):
     oracle.assert_close(lse[..., 0], want, dtype, scale=np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("window", [None, 100])
+@pytest.mark.parametrize("additive", [False, True])
+def test_decode_with_masks_that_differ_within_a_group(backend, rng, dtype, window, additive):
+    """One query a head against 700 keys (more than one tile of 512), each
+    query head of a group with a mask of its own: keys hidden from 300 on (the mask ends them
+    early and hides nothing else), none, a random third, all (the row's output is 0 and its lse
+    -inf), and from 650 on; with a window of 100 the first sees none either. D and Dv not multiples of 8."""
+    B, H, H_kv, T, D, Dv = 2, 6, 2, 700, 20, 36
+    q, k, v = gqa_inputs(rng, B, H, H_kv, 1, T, D, Dv, dtype)
+    keep = np.ones((B, H, 1, T), bool)
+    keep[:, 0, :, 300:] = False
+    keep[:, 2] = rng.random((B, 1, T)) < 0.67
+    keep[0, 3] = False
+    keep[:, 5, :, 650:] = False
+    mask = np.where(keep, rng.standard_normal(keep.shape), -np.inf) if additive else keep
+    out, lse = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True, return_lse=True,
+                                              enable_gqa=True, window=window)
+    allowed = keep & visible(1, T, window)
+    want = oracle.attention(q, repeat_heads(k, H), repeat_heads(v, H),
+                            np.where(allowed, mask, -np.inf) if additive else allowed)
+    none = ~allowed.any(-1)  # (B, H, 1): the rows that see no key (with the window: row 0 too)
+    want[np.broadcast_to(none[..., None], want.shape)] = 0
+    oracle.assert_close(out, want, dtype, scale=np.abs(v).max(), rtol_factor=10)
+    s = np.einsum("bhd,bhkd->bhk", q[:, :, 0].astype(np.float64), repeat_heads(k, H)) / np.sqrt(D)
+    s = np.where(allowed[:, :, 0], s + (mask[:, :, 0] if additive else 0), -np.inf)
+    top = np.where(np.isfinite(s.max(-1)), s.max(-1), 0)
+    with np.errstate(divide="ignore"):
+        want_lse = np.log(np.exp(s - top[..., None]).sum(-1)) + top
+    assert none[0, 3, 0] and (np.isneginf(lse) == none).all() and np.isfinite(lse[~none]).all()
+    fin = np.isfinite(want_lse)
+    oracle.assert_close(lse[..., 0][fin], want_lse[fin], dtype, scale=np.abs(want_lse[fin]).max())
+
+
 @pytest.mark.parametrize("shapes", [
     ((2, 6, 5, 8), (2, 4, 5, 8)),     # 6 heads are not a multiple of 4
     ((2, 6, 5, 8), (3, 2, 5, 8)),     # batch differs
