@@ -153,7 +153,7 @@ def test_decode_with_query_heads_apart(backend, rng, dtype, window):
 @pytest.mark.parametrize("window", [None, 100])
 @pytest.mark.parametrize("additive", [False, True])
 def test_decode_with_masks_that_differ_within_a_group(backend, rng, dtype, window, additive):
-    """One query a head against 700 keys (more than one tile of 512), each
+    """One query a head against 700 keys, each
     query head of a group with a mask of its own: keys hidden from 300 on (the mask ends them
     early and hides nothing else), none, a random third, all (the row's output is 0 and its lse
     -inf), and from 650 on; with a window of 100 the first sees none either. D and Dv not multiples of 8."""
