@@ -38,6 +38,10 @@ cdef extern from "row_ops.h" nogil:
     void fa_softmax_affine_row_f64(double* g, const double* z, Py_ssize_t n, double lse, double a, double b)
     void fa_add_row_f32(float* y, const float* x, Py_ssize_t n)
     void fa_add_row_f64(double* y, const double* x, Py_ssize_t n)
+    double fa_rms_norm_row_f32(float* y, const float* x, Py_ssize_t n, const float* w, double eps)
+    double fa_rms_norm_row_f64(double* y, const double* x, Py_ssize_t n, const double* w, double eps)
+    void fa_silu_mul_row_f32(float* y, const float* g, const float* u, Py_ssize_t n)
+    void fa_silu_mul_row_f64(double* y, const double* g, const double* u, Py_ssize_t n)
     float fa_exp_f32(float x)
     double fa_exp_f64(double x)
 
@@ -111,6 +115,21 @@ cdef inline void add_row(floating* y, const floating* x, Py_ssize_t n) noexcept 
         fa_add_row_f32(y, x, n)
     else:
         fa_add_row_f64(y, x, n)
+
+
+cdef inline double rms_norm_row(floating* y, const floating* x, Py_ssize_t n, const floating* w,
+                                double eps) noexcept nogil:
+    if floating is float:
+        return fa_rms_norm_row_f32(y, x, n, w, eps)
+    else:
+        return fa_rms_norm_row_f64(y, x, n, w, eps)
+
+
+cdef inline void silu_mul_row(floating* y, const floating* g, const floating* u, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fa_silu_mul_row_f32(y, g, u, n)
+    else:
+        fa_silu_mul_row_f64(y, g, u, n)
 
 
 cdef inline floating exp(floating x) noexcept nogil:

@@ -8,7 +8,8 @@ import numpy as np
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt
+
+from _row_ops cimport rms_norm_row
 
 from fastattn._threads import threads_for
 
@@ -21,25 +22,16 @@ cdef Py_ssize_t MAX_CHUNKS = 64
 def _forward(const floating[:, ::1] x, floating[:, ::1] out, const floating[::1] weight,
              double eps, floating[::1] rstd, int num_threads):
     # x, out (rows, C); weight (C,) or None; rstd (rows,) or None
-    cdef Py_ssize_t rows = x.shape[0], C = x.shape[1], r, c
+    cdef Py_ssize_t rows = x.shape[0], C = x.shape[1], r
     cdef const floating* w = &weight[0] if weight is not None and C else NULL
-    cdef double acc, rs
+    cdef double rs
     if out.shape[0] != rows or out.shape[1] != C or (weight is not None and weight.shape[0] != C) \
             or (rstd is not None and rstd.shape[0] != rows) or num_threads < 1:
         raise ValueError("rms_norm: inconsistent shapes or num_threads < 1")
     for r in prange(rows, nogil=True, schedule="static", num_threads=num_threads):
-        acc = 0
-        for c in range(C):
-            acc = acc + <double>x[r, c] * x[r, c]
-        rs = 1 / sqrt(acc / C + eps)
+        rs = rms_norm_row(&out[r, 0] if C else NULL, &x[r, 0] if C else NULL, C, w, eps)
         if rstd is not None:
             rstd[r] = <floating>rs
-        if w:
-            for c in range(C):
-                out[r, c] = <floating>(x[r, c] * rs) * w[c]
-        else:
-            for c in range(C):
-                out[r, c] = <floating>(x[r, c] * rs)
 
 
 @cython.wraparound(True)

@@ -262,3 +262,31 @@ static void FA_NAME(fa_add_row)(FA_REAL *restrict y, const FA_REAL *restrict x, 
     ptrdiff_t j;
     for (j = 0; j < n; j++) y[j] += x[j];
 }
+
+/* RMSNorm of one row: y = (x * rstd) * w (w NULL: no weight), rstd = 1 / sqrt(mean(x^2) + eps)
+ * with the sum of squares in double (the reference takes it in float64); returns rstd. */
+FA_MULTIVERSION
+static double FA_NAME(fa_rms_norm_row)(FA_REAL *restrict y, const FA_REAL *restrict x, ptrdiff_t n,
+                                       const FA_REAL *restrict w, double eps)
+{
+    ptrdiff_t j;
+    double sq = 0;
+#pragma omp simd reduction(+:sq)
+    for (j = 0; j < n; j++) sq += (double)x[j] * x[j];
+    double rs = 1 / sqrt(sq / n + eps);
+    if (w) {
+        for (j = 0; j < n; j++) y[j] = (FA_REAL)(x[j] * rs) * w[j];
+    } else {
+        for (j = 0; j < n; j++) y[j] = (FA_REAL)(x[j] * rs);
+    }
+    return rs;
+}
+
+/* y = silu(g) * u = g / (1 + exp(-g)) * u over n values (exp(-g) = inf for g << 0: silu 0). */
+FA_MULTIVERSION
+static void FA_NAME(fa_silu_mul_row)(FA_REAL *restrict y, const FA_REAL *restrict g, const FA_REAL *restrict u,
+                                     ptrdiff_t n)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++) y[j] = g[j] * (1 / (1 + FA_EXP(-g[j]))) * u[j];
+}

@@ -6,7 +6,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 
-from _row_ops cimport exp
+from _row_ops cimport exp, silu_mul_row
 
 from fastattn._threads import threads_for
 
@@ -40,8 +40,7 @@ def _elementwise(int op, const floating[::1] a, const floating[::1] b, const flo
                 s = sigmoid(x)
                 out[i] = a[i] * s * (1 + x * (1 - s))
         elif op == 2:
-            for i in range(start, end):
-                out[i] = a[i] * sigmoid(a[i]) * b[i]
+            silu_mul_row(&out[start], &a[start], &b[start], end - start)
         else:
             for i in range(start, end):
                 x = b[i]
@@ -71,19 +70,14 @@ def _silu_mul_rows(const floating[:, :] gate, const floating[:, :] up, floating[
                    int num_threads):
     # gate, up (rows, I) with contiguous rows, any row stride (the two halves of one fused
     # gate/up product), out (rows, I)
-    cdef Py_ssize_t rows = out.shape[0], I = out.shape[1], r, i
-    cdef const floating* g
-    cdef const floating* u
+    cdef Py_ssize_t rows = out.shape[0], I = out.shape[1], r
     if (gate.shape[0] != rows or up.shape[0] != rows or gate.shape[1] != I or up.shape[1] != I
             or num_threads < 1 or (I > 1 and (gate.strides[1] != sizeof(floating) or up.strides[1] != sizeof(floating)))):
         raise ValueError("silu_mul: inconsistent shapes, rows that are not contiguous, or num_threads < 1")
     if rows == 0 or I == 0:
         return
     for r in prange(rows, nogil=True, schedule="static", num_threads=num_threads):
-        g = &gate[r, 0]
-        u = &up[r, 0]
-        for i in range(I):
-            out[r, i] = g[i] * sigmoid(g[i]) * u[i]
+        silu_mul_row(&out[r, 0], &gate[r, 0], &up[r, 0], I)
 
 
 @cython.wraparound(True)
