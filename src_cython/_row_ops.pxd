@@ -42,6 +42,9 @@ cdef extern from "row_ops.h" nogil:
     double fa_rms_norm_row_f64(double* y, const double* x, Py_ssize_t n, const double* w, double eps)
     void fa_silu_mul_row_f32(float* y, const float* g, const float* u, Py_ssize_t n)
     void fa_silu_mul_row_f64(double* y, const double* g, const double* u, Py_ssize_t n)
+    void fa_rotary_row_f32(float* y, const float* x, const float* c, const float* s, Py_ssize_t h, int backward)
+    void fa_rotary_row_f64(double* y, const double* x, const double* c, const double* s, Py_ssize_t h,
+                           int backward)
     float fa_exp_f32(float x)
     double fa_exp_f64(double x)
 
@@ -130,6 +133,14 @@ cdef inline void silu_mul_row(floating* y, const floating* g, const floating* u,
         fa_silu_mul_row_f32(y, g, u, n)
     else:
         fa_silu_mul_row_f64(y, g, u, n)
+
+
+cdef inline void rotary_row(floating* y, const floating* x, const floating* c, const floating* s, Py_ssize_t h,
+                            bint backward) noexcept nogil:
+    if floating is float:
+        fa_rotary_row_f32(y, x, c, s, h, backward)
+    else:
+        fa_rotary_row_f64(y, x, c, s, h, backward)
 
 
 cdef inline floating exp(floating x) noexcept nogil:

@@ -13,6 +13,8 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 
+from _row_ops cimport rotary_row
+
 from fastattn._threads import threads_for
 
 
@@ -22,6 +24,7 @@ def _rotate(const floating[:, :, :, :] x, const floating[:, :, ::1] cos, const f
     cdef Py_ssize_t P = x.shape[0], Q = x.shape[1], T = x.shape[2], D = x.shape[3], h = D // 2
     cdef Py_ssize_t Pc = cos.shape[0], w, p, qh, t, d, pc
     cdef floating a, b
+    cdef bint contiguous = x.strides[3] == sizeof(floating)  # (its rows: the vectorised row loop)
     if (D % 2 or (Pc != 1 and Pc != P) or cos.shape[1] != T or cos.shape[2] != D
             or sin.shape[0] != Pc or sin.shape[1] != T or sin.shape[2] != D or out.shape[0] != P
             or out.shape[1] != Q or out.shape[2] != T or out.shape[3] != D or num_threads < 1):
@@ -32,6 +35,9 @@ def _rotate(const floating[:, :, :, :] x, const floating[:, :, ::1] cos, const f
         qh = (w // T) % Q
         t = w % T
         pc = p if Pc > 1 else 0
+        if contiguous and h:
+            rotary_row(&out[p, qh, t, 0], &x[p, qh, t, 0], &cos[pc, t, 0], &sin[pc, t, 0], h, backward)
+            continue
         for d in range(h):
             a = x[p, qh, t, d]
             b = x[p, qh, t, d + h]

@@ -290,3 +290,24 @@ static void FA_NAME(fa_silu_mul_row)(FA_REAL *restrict y, const FA_REAL *restric
     ptrdiff_t j;
     for (j = 0; j < n; j++) y[j] = g[j] * (1 / (1 + FA_EXP(-g[j]))) * u[j];
 }
+
+/* Rotary embedding of one contiguous row of 2h values, Hugging Face's rotate-half convention:
+ * x = [x1, x2]; forward y = [x1 c1 - x2 s1, x2 c2 + x1 s2], backward y = [x1 c1 + x2 s2, x2 c2 - x1 s1]
+ * (c, s: the row's cos and sin, 2h each). */
+FA_MULTIVERSION
+static void FA_NAME(fa_rotary_row)(FA_REAL *restrict y, const FA_REAL *restrict x, const FA_REAL *restrict c,
+                                   const FA_REAL *restrict s, ptrdiff_t h, int backward)
+{
+    ptrdiff_t j;
+    if (backward) {
+        for (j = 0; j < h; j++) {
+            y[j] = x[j] * c[j] + x[j + h] * s[j + h];
+            y[j + h] = x[j + h] * c[j + h] - x[j] * s[j];
+        }
+    } else {
+        for (j = 0; j < h; j++) {
+            y[j] = x[j] * c[j] - x[j + h] * s[j];
+            y[j + h] = x[j + h] * c[j + h] + x[j] * s[j + h];
+        }
+    }
+}

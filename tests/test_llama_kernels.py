@@ -135,9 +135,12 @@ def test_swiglu(backend, rng, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("per_row", [False, True])
-def test_rotary_embedding(backend, rng, dtype, per_row):
+@pytest.mark.parametrize("strided_elements", [False, True])
+def test_rotary_embedding(backend, rng, dtype, per_row, strided_elements):
     B, H, T, D = 2, 3, 11, 10
     x = rng.standard_normal((B, T, H, D)).astype(dtype).transpose(0, 2, 1, 3)  # a head view
+    if strided_elements:  # (its rows not contiguous either: every other element)
+        x = rng.standard_normal((B, H, T, 2 * D)).astype(dtype)[..., ::2]
     angles = rng.standard_normal((B, T, D // 2) if per_row else (T, D // 2))
     angles = np.concatenate([angles, angles], axis=-1)
     cos, sin = np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
