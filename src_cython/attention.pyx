@@ -114,6 +114,12 @@ cdef inline Py_ssize_t visible(bint causal, Py_ssize_t limit, Py_ssize_t bk) noe
     return min(max(limit, 0), bk)
 
 
+cdef inline Py_ssize_t group_keys(Py_ssize_t i0, Py_ssize_t g0, Py_ssize_t gr, Py_ssize_t shift, Py_ssize_t j0,
+                                  Py_ssize_t bk) noexcept nogil:
+    """Causal: the keys from j0 (at most bk) that the last of query rows i0 + g0 .. + gr - 1 sees."""
+    return min(bk, i0 + g0 + gr + shift - j0)
+
+
 cdef inline void hide_before(floating* s, Py_ssize_t bk, Py_ssize_t first) noexcept nogil:
     """Sliding window: the first `first` scores of a tile row (keys before the window) -> -inf."""
     cdef Py_ssize_t c
@@ -224,7 +230,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                         g0 = 0
                         while g0 < bq:
                             gr = min(EDGE_ROWS, bq - g0)
-                            ge = min(bk, i0 + g0 + gr + shift - j0)
+                            ge = group_keys(i0, g0, gr, shift, j0, bk)
                             if ge > 0:
                                 gemm_rowmajor_on(_tile_sgemm, False, True, gr, ge, D, scale, q + at(lq, n, i0 + g0),
                                                  lq.rs, k + at(lk, nk, j0), lk.rs, 0, s + g0 * bk, bk)
@@ -268,7 +274,7 @@ cdef void _flash_forward(const floating* q, const floating* k, const floating* v
                     g0 = 0
                     while g0 < bq:
                         gr = min(EDGE_ROWS, bq - g0)
-                        ge = min(bk, i0 + g0 + gr + shift - j0)
+                        ge = group_keys(i0, g0, gr, shift, j0, bk)
                         if ge > 0:
                             gemm_rowmajor_on(_tile_sgemm, False, False, gr, Dv, ge, 1, s + g0 * bk, bk,
                                              v + at(lv, nk, j0), lv.rs, 1, acc + g0 * Dv, Dv)
@@ -558,8 +564,8 @@ def _prepare(query, key, value, attn_mask, bint full=False, window=None):
     # heads against 160 keys (983 KB, from memory after the layer's weights passed): one thread
     # 137 us, two 69 us, AMD EPYC Zen 3)
     keys = Tk if window is None else min(Tk, window + block_q)
-    work = max(2 * N * Tq * keys * (D + value.shape[-1]),
-               k4.shape[0] * k4.shape[1] * keys * (D + value.shape[-1]) * k4.itemsize)
+    row = D + value.shape[-1]  # (a key's and its value's elements)
+    work = max(2 * N * Tq * keys * row, k4.shape[0] * k4.shape[1] * keys * row * k4.itemsize)
     tiles = (block_q, block_k, max(1, min(threads_for(work), N * Tq)))
     return lead, q4, k4, v4, mask_args, tiles, extent
 

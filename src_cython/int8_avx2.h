@@ -8,9 +8,9 @@
    acc[i][j] = sum_k a[i, k] * w[j, k] over a tile of up to 2 rows of a (activations, already
    widened to int16, each row padded with zeros to a multiple of 16) and 4 rows of w (the weight's
    plain (N, K) int8 rows, read as they are: no packed copy). A single row (decode) instead meets
-   the weight rows one by one, in vpmaddubsw products that cannot saturate (see fa_int8_row). Then
-   the epilogue of fa_int8_epilogue_row in the same float32 operations and order: y = float(acc) * sx[i] * sw[j]
-   (+ b[j]). The module is built with -ffp-contract=off and these functions target AVX2 without
+   the weight rows one by one, in vpmaddubsw products that cannot saturate (see fa_int8_row).
+   Then the epilogue of fa_int8_epilogue_row in the same float32 operations and order:
+   y = float(acc) * sx[i] * sw[j] (+ b[j]). The module is built with -ffp-contract=off and these functions target AVX2 without
    FMA, so nothing fuses the multiply and the add. */
 #ifndef FASTATTN_INT8_AVX2_H
 #define FASTATTN_INT8_AVX2_H
@@ -166,9 +166,10 @@ static FA_AVX2 void fa_int8_row(const int8_t* x, const int8_t* q, int64_t K, int
 #define FA_INT8_TILE_CASE(mr, nr) \
     case 4 * (mr) + (nr): fa_int8_tile(mr, nr, a, K16, w, K, K, sx + r, sw + c, b, y + r * N + c, N); break;
 
-/* y[r0:r1, c0:c1] of y (M, N) = a16 (M, K16) int16 @ q (N, K) int8 ^T, scaled: one block, on the
-   calling thread. A single row by 8 weight rows at a time; else column tiles of 4 weight rows
-   outer (4 K bytes, in L1 while every row tile of the block passes), row tiles of 2 inner. */
+/* y[r0:r1, c0:c1] of y (M, N) = xq (M, K) int8 @ q (N, K) int8 ^T, scaled: one block, on the
+   calling thread. A single row on fa_int8_row (xq); else, on xq widened (a16, (M, K16) int16),
+   column tiles of 4 weight rows outer (4 K bytes, in L1 while every row tile of the block
+   passes), row tiles of 2 inner. */
 static FA_AVX2 void fa_int8_block(const int8_t* xq, const int16_t* a16, int64_t K16, const int8_t* q, int64_t K,
                                   const float* sx, const float* sw, const float* bias, float* y, int64_t N,
                                   int64_t r0, int64_t r1, int64_t c0, int64_t c1)
