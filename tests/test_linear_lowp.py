@@ -302,3 +302,37 @@ def test_row_views_of_a_stacked_weight(backend, rng, compute_type):
             np.testing.assert_array_equal(F.linear(x, view), w)
             np.testing.assert_array_equal(view[[0, z - a - 1]], q[[0, z - a - 1]])
     assert stacked._rows(0, 201) is stacked and stacked._rows(101, None) is stacked._rows(101, 201)
+
+
+@pytest.mark.parametrize("K", [1, 3, 63, 64, 65, 768, 3072 + 17])
+def test_few_rows_on_avx512_vnni_at_the_extremes_of_their_byte_products(rng, K):
+    """Up to 4 rows run on int8_vnni.h's kernel (the packed weight read as it is), not oneDNN's: the
+    u8 activations at 1 and 255 (x at -+127) against weights of -128 and 127 (a weight read from a
+    file may hold -128), the last column block partial, K padded to the layout's 64: the same output
+    as oneDNN's matmul and the reference, bit for bit, at 1 and 2 threads."""
+    _needs("int8", "compiled")
+    from fastattn._compiled import linear_lowp
+
+    if not linear_lowp.VNNI:
+        pytest.skip("this CPU has no AVX512-VNNI: few rows run on oneDNN")
+    N = 130
+    q = np.where(rng.random((N, K)) < 0.5, -128, 127).astype(np.int8)
+    q[1] = 0
+    sw = rng.random(N).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    p = linear_lowp.pack(q)
+    assert p.vnni_rows
+    for M in (1, 2, 3, 4, 5):
+        x = np.where(rng.random((M, K)) < 0.5, 1, -1).astype(np.float32)
+        x[:, ::5] *= rng.random((M, len(range(0, K, 5)))) * 0.9  # (and bytes in between)
+        for bias in (None, b):
+            old = linear_lowp._set_vnni_rows(0)
+            try:
+                on_onednn = linear_lowp.linear_int8(x, p, sw, bias)
+            finally:
+                linear_lowp._set_vnni_rows(old)
+            with fastattn.use_backend("reference"):
+                want = F.linear(x, _lowp.Int8Weight(q, sw), bias)
+            for got in at_thread_counts(lambda: linear_lowp.linear_int8(x, p, sw, bias)):
+                np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(on_onednn, want)
