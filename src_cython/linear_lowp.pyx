@@ -557,6 +557,16 @@ def linear_bf16(input, weight, bias=None):
     return _product(_forward_bf16, input, w, None, bias)
 
 
+def _rounded_to_bf16(const float[::1] x):
+    """x (n,) -> its bfloat16 bits (uint16) from fa_bf16_row, the row loop before every bfloat16
+    product (for tests: the products cannot show subnormals or NaN payloads)."""
+    out = np.empty(x.shape[0], np.uint16)
+    cdef uint16_t[::1] o = out
+    if x.shape[0]:
+        fa_bf16_row(&x[0], x.shape[0], &o[0])
+    return out
+
+
 def linear_lowp(input, weight, bias=None):
     """linear with an Int8Weight or BFloat16Weight (fastattn/_lowp.py) as the weight: packed on
     its first product and kept in it (weight._packed_for)."""

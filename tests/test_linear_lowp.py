@@ -336,3 +336,22 @@ def test_few_rows_on_avx512_vnni_at_the_extremes_of_their_byte_products(rng, K):
             for got in at_thread_counts(lambda: linear_lowp.linear_int8(x, p, sw, bias)):
                 np.testing.assert_array_equal(got, want)
             np.testing.assert_array_equal(on_onednn, want)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 40])
+def test_compiled_bfloat16_rounding_is_the_reference_bit_for_bit(rng, n):
+    """fa_bf16_row (16, 8 and 1 lanes at a time) against the reference's rounding on ties,
+    subnormals, NaN payloads, infinities and the largest floats."""
+    _needs("bfloat16", "compiled")
+    from fastattn._compiled import linear_lowp
+
+    special = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 1e-40, -3e-39, 2 ** -149, 0.0, -0.0,
+                        np.inf, -np.inf, 3.4028235e38, -3.4028235e38], np.float32)
+    bits = rng.integers(0, 2 ** 32, n, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32).copy()  # (random bit patterns: NaNs of many payloads among them)
+    x[: min(n, special.size)] = special[: min(n, special.size)]
+    x[special.size:special.size + 3] = np.array([0x7fc00001, 0xff800001, 0x7f800001], np.uint32).view(np.float32)[
+        : max(0, min(3, n - special.size))]
+    np.testing.assert_array_equal(linear_lowp._rounded_to_bf16(x), _lowp.bfloat16_bits(x))
+    for start in (1, 3):  # (every alignment of the 16-lane loop)
+        np.testing.assert_array_equal(linear_lowp._rounded_to_bf16(x[start:].copy()), _lowp.bfloat16_bits(x[start:]))
