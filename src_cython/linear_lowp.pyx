@@ -422,13 +422,13 @@ def _forward_int8(const float[:, ::1] x, _Packed w, const float[::1] sw, const f
         raise ValueError("linear: weight scales (%d,) for a (%d, %d) weight" % (sw.shape[0], N, K))
     if K > MAX_INT8_K:
         raise ValueError("linear: int8 products take in_features <= %d (int32 sums), got %d" % (MAX_INT8_K, K))
+    if M <= VNNI_ROWS and w.vnni_rows:
+        _forward_int8_rows(x, w, sw, b, y, num_threads)
+        return
     xq_arr = np.empty((M, K), np.uint8)
     sx_arr = np.empty(M, np.float32)
     cdef uint8_t[:, ::1] xq = xq_arr
     cdef float[::1] sx = sx_arr
-    if M <= VNNI_ROWS and w.vnni_rows:
-        _forward_int8_rows(x, w, sw, b, y, num_threads)
-        return
     cdef const int32_t[::1] comp = w.comp
     # (int8: a block a thread, the fewest runs: its integer sums are exact, the same whatever the grid)
     cdef _Blocks blocks = _Blocks(w, M, False, num_threads, num_threads)
