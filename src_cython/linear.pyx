@@ -34,18 +34,20 @@ cdef extern from "gemv_rows.h":
     void fa_gemv_rows(const float* x, Py_ssize_t M, Py_ssize_t K, const float* w, const float* b,
                       float* y, Py_ssize_t ldy, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
 
-# Products of 2 to GEMV_MAX_ROWS rows (batched decode, beam search) read the weight once, on
-# gemv_rows.h's kernel (AVX2 + FMA), not through a GEMM that packs it first. AMD EPYC Zen 3, 2
+# Products of 1 to GEMV_MAX_ROWS rows (decode, batched decode, beam search) read the weight once,
+# on gemv_rows.h's kernel (AVX2 + FMA), not through a GEMM that packs it first. AMD EPYC Zen 3, 2
 # threads, GPT-2's LM head (M, 768) @ (768, 50257): 8.0-8.9 ms for M = 2, 4, 8 (one row on the
 # BLAS's gemv: 8.3), 18-22 ms on either engine's sgemm; past 8 rows the sgemm catches up (M = 16:
-# level within the host's noise, M = 32: the sgemm ahead).
+# level within the host's noise, M = 32: the sgemm ahead). One row: Intel Xeon with AMX, GPT-2
+# small's 49 decode products, in turns in one process, 0.92x OpenBLAS's gemv (SkylakeX kernels)
+# on 2 threads, 0.94x on one; and each output then has one summation order at every row count.
 cdef Py_ssize_t GEMV_MAX_ROWS = 8
 cdef bint _GEMV_ROWS = fa_gemv_rows_supported()
 
 
 cdef inline bint _few_rows(Py_ssize_t rows) noexcept nogil:
     """Whether a float32 product of `rows` rows runs on the few-row kernel."""
-    return _GEMV_ROWS and 2 <= rows <= GEMV_MAX_ROWS
+    return _GEMV_ROWS and 1 <= rows <= GEMV_MAX_ROWS
 
 # int run(plan, a, b, bias, c, scratch): one oneDNN matmul plan on this thread (onednn.pyx)
 ctypedef int (*matmul_run_fn)(const void*, const float*, const float*, const float*, float*,
@@ -55,7 +57,8 @@ cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_add
 # The float32 engine (fastattn/_compiled/_gemm_engine.py). On oneDNN: y and dx as panels of
 # full-width rows on its matmul primitive (_run), which needs a dense output to use its best
 # kernels (brgemm); dW (whose inner dimension is the rows) as grid blocks on its sgemm (_sgemm).
-# A single row stays on the BLAS's gemv. NULL for the BLAS.
+# A single row runs on the few-row kernel (the BLAS's gemv where the CPU lacks AVX2 and FMA).
+# NULL for the BLAS.
 cdef matmul_run_fn _run = NULL
 cdef sgemm_rowmajor_fn _sgemm = NULL
 _engine = "openblas"
@@ -126,8 +129,8 @@ def _set_panel_rows(Py_ssize_t rows):
 
 
 def _set_gemv_max_rows(Py_ssize_t rows):
-    """Set the most rows the few-row kernel takes (0 or 1: none, every product of two rows or
-    more on the GEMM); returns the previous value. For benchmarks/batched_decode.py."""
+    """Set the most rows the few-row kernel takes (0: none, every product on the GEMM or the
+    BLAS's gemv); returns the previous value. For benchmarks/batched_decode.py."""
     global GEMV_MAX_ROWS
     if rows < 0:
         raise ValueError("rows must be >= 0")
