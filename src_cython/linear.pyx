@@ -38,16 +38,21 @@ cdef extern from "gemv_rows.h":
 # on gemv_rows.h's kernel (AVX2 + FMA), not through a GEMM that packs it first. AMD EPYC Zen 3, 2
 # threads, GPT-2's LM head (M, 768) @ (768, 50257): 8.0-8.9 ms for M = 2, 4, 8 (one row on the
 # BLAS's gemv: 8.3), 18-22 ms on either engine's sgemm; past 8 rows the sgemm catches up (M = 16:
-# level within the host's noise, M = 32: the sgemm ahead). One row: Intel Xeon with AMX, GPT-2
-# small's 49 decode products, in turns in one process, 0.92x OpenBLAS's gemv (SkylakeX kernels)
-# on 2 threads, 0.94x on one; and each output then has one summation order at every row count.
+# level within the host's noise, M = 32: the sgemm ahead). One row, on weights of at least
+# ONE_ROW_MIN_WEIGHTS values: Intel Xeon with AMX, GPT-2 small's 49 decode products, in turns in
+# one process, 0.92x OpenBLAS's gemv (SkylakeX kernels) on 2 threads, 0.94x on one; single
+# weights of 1.3-9.4 MB 0.88-0.99x, read from cache or not. A smaller weight stays on the gemv:
+# there it is in cache, where the gemv's 512-bit FMAs run ahead (0.2-0.26 MB, called over and
+# over: the kernel 1.09-1.18x the gemv's time).
 cdef Py_ssize_t GEMV_MAX_ROWS = 8
+cdef Py_ssize_t ONE_ROW_MIN_WEIGHTS = 1 << 18
 cdef bint _GEMV_ROWS = fa_gemv_rows_supported()
 
 
-cdef inline bint _few_rows(Py_ssize_t rows) noexcept nogil:
-    """Whether a float32 product of `rows` rows runs on the few-row kernel."""
-    return _GEMV_ROWS and 1 <= rows <= GEMV_MAX_ROWS
+cdef inline bint _few_rows(Py_ssize_t rows, Py_ssize_t weights) noexcept nogil:
+    """Whether a float32 product of `rows` rows with a weight of `weights` values (N K) runs on
+    the few-row kernel."""
+    return _GEMV_ROWS and (2 <= rows or (rows == 1 and weights >= ONE_ROW_MIN_WEIGHTS)) and rows <= GEMV_MAX_ROWS
 
 # int run(plan, a, b, bias, c, scratch): one oneDNN matmul plan on this thread (onednn.pyx)
 ctypedef int (*matmul_run_fn)(const void*, const float*, const float*, const float*, float*,
@@ -57,7 +62,7 @@ cdef blas_threads_fn _blas_set_local = <blas_threads_fn><size_t>local_setter_add
 # The float32 engine (fastattn/_compiled/_gemm_engine.py). On oneDNN: y and dx as panels of
 # full-width rows on its matmul primitive (_run), which needs a dense output to use its best
 # kernels (brgemm); dW (whose inner dimension is the rows) as grid blocks on its sgemm (_sgemm).
-# A single row runs on the few-row kernel (the BLAS's gemv where the CPU lacks AVX2 and FMA).
+# A single row runs on the few-row kernel (see ONE_ROW_MIN_WEIGHTS), else on the BLAS's gemv.
 # NULL for the BLAS.
 cdef matmul_run_fn _run = NULL
 cdef sgemm_rowmajor_fn _sgemm = NULL
@@ -298,7 +303,7 @@ def _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[
             for r in range(M):
                 gelu_row(&act[r, 0], &y[r, 0], N, gelu == 2)
         return
-    if floating is float and _few_rows(M):
+    if floating is float and _few_rows(M, N * K):
         _forward_few_rows(&x[0, 0], M, K, &w[0, 0], &b[0] if has_bias else NULL, &y[0, 0], N, num_threads,
                           gelu, &act[0, 0] if gelu else NULL)
         return
@@ -445,7 +450,7 @@ def _packed_weight(w, Py_ssize_t rows):
     """The packed copy of a weight frozen by Module.freeze (made on its first product of more
     rows than the few-row kernel takes, kept by fastattn/_frozen.py until it is unfrozen), or
     None: w is read as it is."""
-    if _run == NULL or rows < 2 or _few_rows(rows) or w.dtype != np.float32 or not w.flags.c_contiguous:
+    if _run == NULL or rows < 2 or _few_rows(rows, w.size) or w.dtype != np.float32 or not w.flags.c_contiguous:
         return None
     return _frozen.kept(w, _onednn.pack)
 
