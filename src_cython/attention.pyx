@@ -73,7 +73,7 @@ _tile_engine = "openblas"
 # The forward's tiles of fewer than SMALL_TILE products (query rows x keys x D) run on the BLAS
 # whatever the engine: oneDNN's sgemm costs more a call there. Intel Xeon with AMX, 2 threads,
 # (32, 12, T, 32) with a key mask (MiniLM's attention), in turns in one process: the BLAS's tiles
-# took 0.82x / 0.89x oneDNN's time at T = 16 / 24 (4096 / 9216 x 32 products), 1.00x at T = 40,
+# took 0.82x / 0.89x oneDNN's time at T = 16 / 24 (8192 / 18432 products), 1.00x at T = 40,
 # 1.05x at 64 and 1.10x at 128.
 cdef Py_ssize_t SMALL_TILE = 32768
 

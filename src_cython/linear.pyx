@@ -52,7 +52,7 @@ cdef bint _GEMV_ROWS = fa_gemv_rows_supported()
 cdef inline bint _few_rows(Py_ssize_t rows, Py_ssize_t weights) noexcept nogil:
     """Whether a float32 product of `rows` rows with a weight of `weights` values (N K) runs on
     the few-row kernel."""
-    return _GEMV_ROWS and (2 <= rows or (rows == 1 and weights >= ONE_ROW_MIN_WEIGHTS)) and rows <= GEMV_MAX_ROWS
+    return _GEMV_ROWS and 1 <= rows <= GEMV_MAX_ROWS and (rows > 1 or weights >= ONE_ROW_MIN_WEIGHTS)
 
 # int run(plan, a, b, bias, c, scratch): one oneDNN matmul plan on this thread (onednn.pyx)
 ctypedef int (*matmul_run_fn)(const void*, const float*, const float*, const float*, float*,

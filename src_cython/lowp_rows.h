@@ -36,101 +36,97 @@ static inline int fa_lowp_avx512(void)
 #define FA_INT8_TINY 7.888609052210118e-31f /* 2^-100 */
 
 #ifdef FA_LOWP_AVX512
-/* fa_quantize_row_s8 16 lanes at a time, the same operations (max of |x|, x * inv, max / min,
-   cvtps rounding to nearest even as np.rint, then to bytes: no saturation within +-127), the
-   rest of the row in the scalar steps below. flip: 0x80 to give fa_quantize_row_u8's bytes. */
-static FA_AVX512BW float fa_quantize_row_avx512(const float* x, int64_t n, int8_t* q, int flip)
+/* fa_quantize_row's two loops 16 lanes at a time, in the same operations; each returns where it
+   stopped. The largest |x[k]| of whole vectors into *amax, with *bad set for NaN or inf. */
+static FA_AVX512BW int64_t fa_amax_avx512(const float* x, int64_t n, float* amax, int* bad)
 {
     const __m512 big = _mm512_set1_ps(3.4028234663852886e38f);
     __m512 vmax = _mm512_setzero_ps();
-    __mmask16 bad = 0;
+    __mmask16 nonfinite = 0;
     int64_t k = 0;
     for (; k + 16 <= n; k += 16) {
         __m512 a = _mm512_abs_ps(_mm512_loadu_ps(x + k));
-        bad |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);  /* (NaN or inf: not <= FLT_MAX) */
+        nonfinite |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);  /* (NaN or inf: not <= FLT_MAX) */
         vmax = _mm512_max_ps(vmax, a);
     }
-    float amax = _mm512_reduce_max_ps(vmax);
-    int bad1 = bad != 0;
-    for (; k < n; k++) {
-        float a = fabsf(x[k]);
-        bad1 |= !(a <= 3.4028234663852886e38f);
-        amax = a > amax ? a : amax;
-    }
-    const int8_t zero = (int8_t)(flip ? 0x80 : 0);
-    if (bad1 || amax < FA_INT8_TINY) {
-        memset(q, zero, (size_t)n);
-        return bad1 ? NAN : 0.0f;
-    }
-    float inv = 127.0f / amax;
+    *amax = _mm512_reduce_max_ps(vmax);
+    *bad = nonfinite != 0;
+    return k;
+}
+
+/* q[k] = clip(rint(x[k] * inv), -127, 127) ^ flip over whole vectors (cvtps rounds to nearest,
+   ties to even; within +-127 the narrowing cannot saturate). */
+static FA_AVX512BW int64_t fa_quantize_avx512(const float* x, int64_t n, float inv, int8_t* q, int8_t flip)
+{
     const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
-    const __m128i vflip = _mm_set1_epi8(zero);
-    for (k = 0; k + 16 <= n; k += 16) {
+    const __m128i vflip = _mm_set1_epi8(flip);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
         __m512i i = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k), vinv), lo), hi));
         _mm_storeu_si128((__m128i*)(q + k), _mm_xor_si128(_mm512_cvtsepi32_epi8(i), vflip));
     }
-    for (; k < n; k++) {
-        float v = x[k] * inv;
-        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
-        q[k] = (int8_t)((int8_t)nearbyintf(v) ^ zero);
-    }
-    return amax / 127.0f;
+    return k;
 }
 #endif
 
-/* q[k] = clip(rint(x[k] * (127 / amax)), -127, 127), amax = max_k |x[k]|; returns the row's scale
-   amax / 127 (0 for a zero or tiny row, NaN for a row holding NaN or inf: its outputs are NaN). */
-static inline float fa_quantize_row_s8(const float* x, int64_t n, int8_t* q)
+/* q[k] = clip(rint(x[k] * (127 / amax)), -127, 127) ^ flip, amax = max_k |x[k]|; returns the
+   row's scale amax / 127 (0 for a zero or tiny row, NaN for a row holding NaN or inf: its outputs
+   are NaN). flip 0: the s8 values; 0x80: the same as u8 (q + 128). */
+static inline float fa_quantize_row(const float* x, int64_t n, int8_t* q, int8_t flip)
 {
-#ifdef FA_LOWP_AVX512
-    if (fa_lowp_avx512())
-        return fa_quantize_row_avx512(x, n, q, 0);
-#endif
     float amax = 0.0f;
     int bad = 0;
-    for (int64_t k = 0; k < n; k++) {
+    int64_t k = 0;
+#ifdef FA_LOWP_AVX512
+    if (fa_lowp_avx512())
+        k = fa_amax_avx512(x, n, &amax, &bad);
+#endif
+    for (; k < n; k++) {
         float a = fabsf(x[k]);
         bad |= !(a <= 3.4028234663852886e38f);  /* NaN or inf */
         amax = a > amax ? a : amax;
     }
     if (bad || amax < FA_INT8_TINY) {
-        for (int64_t k = 0; k < n; k++)
-            q[k] = 0;
+        memset(q, flip, (size_t)n);
         return bad ? NAN : 0.0f;
     }
     float inv = 127.0f / amax;
-    int64_t k = 0;
+    k = 0;
+#ifdef FA_LOWP_AVX512
+    if (fa_lowp_avx512())
+        k = fa_quantize_avx512(x, n, inv, q, flip);
+#endif
 #ifdef __SSE2__
     __m128 vinv = _mm_set1_ps(inv), hi = _mm_set1_ps(127.0f), lo = _mm_set1_ps(-127.0f);
+    __m128i vflip = _mm_set1_epi8(flip);
     for (; k + 16 <= n; k += 16) {
         __m128i i0 = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(x + k), vinv), lo), hi));
         __m128i i1 = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(x + k + 4), vinv), lo), hi));
         __m128i i2 = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(x + k + 8), vinv), lo), hi));
         __m128i i3 = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_loadu_ps(x + k + 12), vinv), lo), hi));
         /* (cvtps rounds to nearest, ties to even, as np.rint; the packs cannot saturate here) */
-        _mm_storeu_si128((__m128i*)(q + k), _mm_packs_epi16(_mm_packs_epi32(i0, i1), _mm_packs_epi32(i2, i3)));
+        __m128i b = _mm_packs_epi16(_mm_packs_epi32(i0, i1), _mm_packs_epi32(i2, i3));
+        _mm_storeu_si128((__m128i*)(q + k), _mm_xor_si128(b, vflip));
     }
 #endif
     for (; k < n; k++) {
         float v = x[k] * inv;
         v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
-        q[k] = (int8_t)nearbyintf(v);
+        q[k] = (int8_t)((int8_t)nearbyintf(v) ^ flip);
     }
     return amax / 127.0f;
+}
+
+static inline float fa_quantize_row_s8(const float* x, int64_t n, int8_t* q)
+{
+    return fa_quantize_row(x, n, q, 0);
 }
 
 /* fa_quantize_row_s8's q + 128 as unsigned bytes (the sign bit flipped): the u8 form that VNNI and
    AMX multiply with s8 weights natively (the 128 * sum_k w[k] it adds comes off in the epilogue). */
 static inline float fa_quantize_row_u8(const float* x, int64_t n, uint8_t* u)
 {
-#ifdef FA_LOWP_AVX512
-    if (fa_lowp_avx512())
-        return fa_quantize_row_avx512(x, n, (int8_t*)u, 1);
-#endif
-    float s = fa_quantize_row_s8(x, n, (int8_t*)u);
-    for (int64_t k = 0; k < n; k++)
-        u[k] ^= 0x80u;
-    return s;
+    return fa_quantize_row(x, n, (int8_t*)u, (int8_t)0x80);
 }
 
 /* The bfloat16 nearest to x[k] (ties to even), as its 16 bits; NaN stays a (quiet) NaN. */
